@@ -1,0 +1,3 @@
+from avatarcli.cli import run
+
+run()

@@ -1,0 +1,117 @@
+"""The `avatar` command line: a thin layer over the library.
+
+Each subcommand lives in avatarcli/commands/<name>.py and registers itself
+here. `main()` turns every AvatarError into one line on stderr and its exit
+code (see avatarcli.errors); no traceback reaches the user unless
+AVATAR_DEBUG=1 is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from avatarcli import __version__
+from avatarcli.errors import EXIT_USAGE, AvatarError
+
+HELP = """\
+Turn one photo of a face into an animatable 3D Gaussian Splatting head.
+
+\b
+Examples:
+  avatar reconstruct photo.jpg -o head.ply --flame ~/flame
+  avatar reconstruct photos/ -o heads/ --workdir work/ --json
+  avatar render head.ply -o turntable.mp4
+  avatar animate head.ply --expr examples/expressions/jaw_open.npz -o jaw.mp4
+
+\b
+Stages, each runnable alone:
+  landmarks -> fit-flame -> encode -> init-gaussians -> denoise -> render / animate
+
+The FLAME model is licensed: register at https://flame.is.tue.mpg.de and pass
+--flame PATH or set AVATAR_FLAME. `avatar doctor` checks the setup.
+"""
+
+app = typer.Typer(
+    name="avatar",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"avatarcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines (errors and warnings still print)."),
+) -> None:
+    from avatarcli.progress import set_quiet
+
+    set_quiet(quiet)
+
+
+def _register_all() -> None:
+    from avatarcli.commands import COMMAND_MODULES
+
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"avatarcli.commands.{name}").register(app)
+
+
+_register_all()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `avatar` console script. Returns the exit code."""
+    from avatarcli.progress import console
+
+    debug = os.environ.get("AVATAR_DEBUG") == "1"
+    cmd = typer.main.get_command(app)
+    try:
+        rv = cmd.main(args=argv, prog_name="avatar", standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return EXIT_USAGE if e.exit_code not in (0, 1) else e.exit_code or EXIT_USAGE
+    except click.exceptions.Abort:
+        console.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    except AvatarError as e:
+        if debug:
+            console.print_exception()
+        console.print(f"[red]error:[/red] {e}", markup=True, soft_wrap=True)
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        if debug:
+            console.print_exception()
+        console.print(
+            f"[red]internal error:[/red] {type(e).__name__}: {e} (re-run with AVATAR_DEBUG=1 for the traceback, and please report it)",
+            soft_wrap=True,
+        )
+        return 1
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

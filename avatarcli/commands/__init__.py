@@ -1,0 +1,18 @@
+"""One module per `avatar` subcommand; each defines `register(app)`.
+
+Order here is the order `avatar --help` lists them.
+"""
+
+COMMAND_MODULES = [
+    "reconstruct",
+    "landmarks",
+    "fit_flame",
+    "encode",
+    "init_gaussians",
+    "denoise",
+    "render",
+    "animate",
+    "export",
+    "weights",
+    "doctor",
+]

@@ -1,0 +1,7 @@
+"""`avatar encode` (placeholder: filled in by its issue)."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

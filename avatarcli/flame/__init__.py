@@ -1,0 +1,1 @@
+"""The FLAME head model: safe loading, forward (LBS), landmarks, fitting."""

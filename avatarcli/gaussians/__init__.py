@@ -1,0 +1,1 @@
+"""Gaussians bound to FLAME triangles: model, binding, seeding, PLY, fitting."""

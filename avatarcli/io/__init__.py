@@ -1,0 +1,1 @@
+"""File input/output shared by every stage: atomic writes, validated reads."""

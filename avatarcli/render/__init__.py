@@ -1,0 +1,1 @@
+"""Rendering Gaussians: gsplat on CUDA, a pure-torch rasterizer everywhere."""

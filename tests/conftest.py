@@ -1,0 +1,38 @@
+"""Shared test setup. Area fixtures live in tests/fixtures/*.py (loaded below)."""
+
+import os
+
+import pytest
+import torch
+
+pytest_plugins = [
+    "tests.fixtures.flame",
+    "tests.fixtures.models",
+    "tests.fixtures.scenes",
+    "tests.fixtures.diffusion",
+]
+
+# Tests run offline, like CI: nothing may reach a model hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# pytest-xdist runs one worker per core; keep each worker to one thread.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own avatarcli cache dir: no test sees the user's models."""
+    cache = tmp_path_factory.getbasetemp() / "avatar-cache"
+    monkeypatch.setenv("AVATAR_CACHE", str(cache))
+    monkeypatch.delenv("AVATAR_FLAME", raising=False)
