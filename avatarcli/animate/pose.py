@@ -1,0 +1,147 @@
+"""Re-posing a bound Gaussian head with FLAME, frame by frame.
+
+The head's PLY holds canonical Gaussians (FLAME with the fit's shape, expression
+and joint poses; global pose and translation zero) plus each Gaussian's
+triangle (`binding`). Once: canonical mesh from the fit's parameters ->
+bind_to_mesh gives each Gaussian's local parameters in its triangle frame.
+Per frame: FLAME with the head's identity (shape) and the frame's expression,
+joint poses, global rotation (about the root joint) and translation ->
+vertices -> world_gaussians. The LBS is batched over frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from avatarcli.animate.sequence import FrameSequence
+from avatarcli.errors import ArtifactError, InputError
+from avatarcli.flame.params import FlameParams
+from avatarcli.gaussians.model import BoundGaussians, Gaussians
+
+DEFAULT_BATCH = 32
+
+
+def _pad(t: Tensor, n: int, what: str, path) -> Tensor:
+    """[B, k] -> [B, n] zero-padded (k <= n)."""
+    if t.shape[-1] > n:
+        raise ArtifactError(f"the head's {what} has {t.shape[-1]} coefficients, the FLAME model only {n}", path=path)
+    return torch.nn.functional.pad(t, (0, n - t.shape[-1]))
+
+
+def head_params(meta, model, path=None) -> FlameParams:
+    """The fit's FLAME parameters stored in a head's meta, batch 1, padded to `model`,
+    with global pose and translation zero (the canonical head)."""
+    p = meta.params() if hasattr(meta, "params") else meta.fit.params()
+    p = p.to(dtype=torch.float32)
+    z = torch.zeros(1, 3)
+    return FlameParams(
+        shape=_pad(p.shape.reshape(1, -1).float(), model.shapedirs.shape[-1], "shape", path),
+        expr=_pad(p.expr.reshape(1, -1).float(), model.exprdirs.shape[-1], "expression", path),
+        global_pose=z.clone(),
+        neck_pose=p.neck_pose.reshape(1, 3).float(),
+        jaw_pose=p.jaw_pose.reshape(1, 3).float(),
+        eyes_pose=p.eyes_pose.reshape(1, 6).float(),
+        translation=z.clone(),
+    )
+
+
+def check_model_hash(meta, model, path=None, force: bool = False) -> bool:
+    """True when the head was made with `model`; a mismatch is an InputError unless `force`."""
+    want = getattr(meta, "flame_model_sha256", None) or ""
+    got = getattr(model, "sha256", None) or ""
+    if not want or want == got:
+        return True
+    if force:
+        return False
+    raise InputError(
+        f"the head was made with FLAME model sha256 {want[:12]}…, but {getattr(model, 'path', 'the given model')} "
+        f"has sha256 {got[:12]}… (pass the same FLAME model, or --force to animate anyway)",
+        path=path,
+    )
+
+
+def sequence_params(seq: FrameSequence, shape: Tensor, device) -> FlameParams:
+    """Per-frame FlameParams [T]: the head's identity `shape` [1, S] + the frames' motion."""
+    T = seq.n_frames
+    t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+    return FlameParams(
+        shape=shape.to(device).expand(T, -1),
+        expr=t(seq.expr),
+        global_pose=t(seq.global_pose),
+        neck_pose=t(seq.neck_pose),
+        jaw_pose=t(seq.jaw_pose),
+        eyes_pose=t(seq.eyes_pose),
+        translation=t(seq.translation),
+    )
+
+
+@dataclass
+class HeadPoser:
+    """A bound head ready to be re-posed: local Gaussian parameters + identity."""
+
+    model: object  # FlameModel, on `device`
+    bound: BoundGaussians  # [N] local parameters, on `device`
+    shape: Tensor  # [1, S] identity
+    canonical: Tensor  # [V, 3] canonical vertices (the head as stored)
+    root: Tensor  # [3] root joint of the shaped template
+    device: torch.device
+
+    @classmethod
+    def from_ply(cls, model, ply, path: str | Path | None = None, device="cpu", force: bool = False) -> "HeadPoser":
+        """Bind the PLY's canonical Gaussians to the canonical mesh of its fit."""
+        from avatarcli.flame.forward import canonical_vertices, root_joint
+        from avatarcli.gaussians.binding import bind_to_mesh
+
+        if ply.binding is None:
+            raise InputError("this PLY is not an avatarcli head: it has no binding", path=path)
+        if ply.meta is None:
+            raise InputError("this PLY is not an avatarcli head: it has no FLAME parameters (meta)", path=path)
+        if not check_model_hash(ply.meta, model, path, force):
+            from avatarcli.progress import warn
+
+            warn(f"{path}: FLAME model hash differs from the head's; animating anyway (--force)")
+        F = model.faces.shape[0]
+        binding = ply.binding.long()
+        if binding.numel() and (int(binding.min()) < 0 or int(binding.max()) >= F):
+            raise InputError(
+                f"binding refers to triangle {int(binding.max())}, the FLAME model has {F} (wrong model?)", path=path
+            )
+        device = torch.device(device)
+        model = model.to(device) if hasattr(model, "to") else model
+        params = head_params(ply.meta, model, path).to(device)
+        with torch.no_grad():
+            verts = canonical_vertices(model, params)[0]  # [V, 3]
+            bound = bind_to_mesh(ply.gaussians.to(device), binding.to(device), verts, model.faces.to(device))
+            root = root_joint(model, params.shape)[0]  # [3]
+        return cls(model=model, bound=bound.detach(), shape=params.shape, canonical=verts, root=root, device=device)
+
+    @property
+    def faces(self) -> Tensor:
+        return self.model.faces.to(self.device)
+
+    def vertices(self, seq: FrameSequence) -> Tensor:
+        """Posed vertices of every frame of `seq`: [T, V, 3] (one batched LBS)."""
+        from avatarcli.flame.forward import flame_forward
+
+        with torch.no_grad():
+            return flame_forward(self.model, sequence_params(seq, self.shape, self.device)).vertices
+
+    def gaussians(self, vertices: Tensor) -> Gaussians:
+        """World Gaussians on the mesh `vertices` [V, 3] (or [B, V, 3]: every field gets a leading B)."""
+        from avatarcli.gaussians.binding import world_gaussians
+
+        with torch.no_grad():
+            return world_gaussians(self.bound, vertices, self.faces)
+
+    def posed(self, seq: FrameSequence, batch: int = DEFAULT_BATCH) -> Iterator[Gaussians]:
+        """World Gaussians frame by frame; LBS and triangle frames run `batch` frames at a time."""
+        for start in range(0, seq.n_frames, batch):
+            V = self.vertices(seq.slice(start, min(start + batch, seq.n_frames)))  # [b, V, 3]
+            G = self.gaussians(V)  # fields [b, N, ...]
+            for j in range(V.shape[0]):
+                yield Gaussians(means=G.means[j], quats=G.quats[j], scales=G.scales[j], opacities=G.opacities[j], sh=G.sh[j])
