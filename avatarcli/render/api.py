@@ -1,0 +1,96 @@
+"""One render() over both backends: gsplat (CUDA) and the pure-torch rasterizer.
+
+Both compute the same image (gsplat's "classic" mode, eps2d 0.3, near 0.01,
+alpha clamp 0.999, 1/255 threshold, T cut-off 1e-4, SH colours clamp_min(+0.5, 0)).
+depth is gsplat's "ED": the alpha-weighted camera z divided by alpha (0 where
+alpha is 0). Camera K uses integer pixel centres (see avatarcli.render.camera).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from avatarcli.gaussians.model import Gaussians
+from avatarcli.render.camera import Camera
+
+BACKENDS = ("auto", "torch", "gsplat")
+
+
+@dataclass
+class RenderOutput:
+    rgb: Tensor  # [H, W, 3]
+    alpha: Tensor  # [H, W, 1]
+    depth: Tensor  # [H, W, 1] expected depth (camera z), normalised by alpha
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """auto -> gsplat for CUDA tensors, torch otherwise."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown render backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend == "auto":
+        return "gsplat" if device.type == "cuda" else "torch"
+    return backend
+
+
+def _check(gaussians: Gaussians, sh_degree: int | None) -> int:
+    deg = gaussians.sh_degree if sh_degree is None else sh_degree
+    if not 0 <= deg <= min(3, gaussians.sh_degree):
+        raise ValueError(f"sh_degree {deg} is not available (the Gaussians have degree {gaussians.sh_degree}, max 3)")
+    return deg
+
+
+def render(
+    gaussians: Gaussians,
+    camera: Camera,
+    background: Tensor | None = None,  # [3]
+    backend: str = "auto",
+    sh_degree: int | None = None,
+    stats: dict | None = None,
+) -> RenderOutput:
+    """Render one view; differentiable w.r.t. every Gaussian parameter.
+
+    background None = black (no blending term). `stats` (torch backend) collects
+    fragment counts."""
+    deg = _check(gaussians, sh_degree)
+    name = resolve_backend(backend, gaussians.means.device)
+    if name == "gsplat":
+        from avatarcli.render.gsplat_backend import render_gsplat
+
+        rgb, alpha, depth = render_gsplat(gaussians, [camera], background, deg)
+        return RenderOutput(rgb[0], alpha[0], depth[0])
+    from avatarcli.render.torch_raster import render_torch
+
+    cam = camera.to(gaussians.means.device, gaussians.means.dtype)
+    rgb, alpha, depth = render_torch(
+        gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, gaussians.sh,
+        cam.viewmat, cam.K, cam.width, cam.height, background, deg, stats=stats,
+    )
+    return RenderOutput(rgb, alpha, depth)
+
+
+def render_views(
+    gaussians: Gaussians,
+    cameras: Sequence[Camera],
+    background: Tensor | None = None,
+    backend: str = "auto",
+    sh_degree: int | None = None,
+) -> list[RenderOutput]:
+    """Several views of one scene. gsplat renders same-sized cameras in one batched call."""
+    deg = _check(gaussians, sh_degree)
+    name = resolve_backend(backend, gaussians.means.device)
+    sizes = {(c.width, c.height) for c in cameras}
+    if name == "gsplat" and len(sizes) == 1 and cameras:
+        from avatarcli.render.gsplat_backend import render_gsplat
+
+        rgb, alpha, depth = render_gsplat(gaussians, list(cameras), background, deg)
+        return [RenderOutput(rgb[i], alpha[i], depth[i]) for i in range(len(cameras))]
+    return [render(gaussians, c, background, name, deg) for c in cameras]
+
+
+def to_uint8(rgb: Tensor) -> "np.ndarray":  # noqa: F821
+    """[H, W, 3] float in [0, 1] -> numpy uint8 [H, W, 3] (clamped, rounded)."""
+    return (rgb.detach().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
