@@ -1,0 +1,286 @@
+"""A synthetic FLAME-format model (same keys and shapes as the real release) for tests.
+
+The mesh is a deformed latitude/longitude sphere: a top pole + 62 rings x 81
+= 5023 vertices; 81 fan + 61*81*2 quad triangles = 9963, plus 13 triangles
+partially closing the neck opening = 9976. Winding is outward. Head-like in
+metres: ~0.16 wide (x), ~0.24 tall (y up), ~0.2 deep (z, face towards +z),
+with a nose, a chin, and a neck opening at the bottom.
+
+Surface parameters: theta (degrees from the top pole, 0..150) and phi (degrees
+of azimuth, 0 = front (+z), positive towards +x = the subject's left).
+Landmarks are placed by (theta, phi) and embedded exactly in the grid's triangles.
+
+`write_synthetic_flame` writes the files the way the real ones look: a protocol-2
+pickle with `chumpy.ch.Ch` objects (state {'x': array}), a scipy csc J_regressor,
+latin1 byte strings, and the landmark embedding in the DECA or FLAME_PyTorch layout.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+N_RINGS = 62
+N_COLS = 81
+THETA_MAX = 150.0
+N_VERTS = 1 + N_RINGS * N_COLS  # 5023
+N_NECK_TRIS = 13
+N_FACES = N_COLS + (N_RINGS - 1) * N_COLS * 2 + N_NECK_TRIS  # 9976
+N_SHAPE = 300
+N_EXPR = 100
+ROOT_PARENT = 4294967295  # the uint32 "no parent" of the real kintree_table
+
+# (theta, phi) of the 51 static iBUG landmarks (17..67), degrees
+_STATIC_LMK = np.array(
+    [
+        # right eyebrow 17-21 (subject's right = -x), outer -> inner
+        (64, -38), (61, -31), (60, -23), (60.5, -15), (62, -8),
+        # left eyebrow 22-26, inner -> outer
+        (62, 8), (60.5, 15), (60, 23), (61, 31), (64, 38),
+        # nose bridge 27-30, top -> tip
+        (72, 0), (78, 0), (84, 0), (90, 0),
+        # nostrils 31-35
+        (96, -8), (97, -4), (97.5, 0), (97, 4), (96, 8),
+        # right eye 36-41: outer corner, top, top, inner corner, bottom, bottom
+        (72, -32), (70, -26), (70, -17), (72, -11), (74, -17), (74, -26),
+        # left eye 42-47: inner corner, top, top, outer corner, bottom, bottom
+        (72, 11), (70, 17), (70, 26), (72, 32), (74, 26), (74, 17),
+        # outer lip 48-59
+        (108, -16), (105, -10), (104, -4), (104.5, 0), (104, 4), (105, 10),
+        (108, 16), (111, 10), (112.5, 4), (113, 0), (112.5, -4), (111, -10),
+        # inner lip 60-67
+        (108, -13), (107, -5), (107, 0), (107, 5), (108, 13), (109, 5), (109, 0), (109, -5),
+    ],
+    dtype=np.float64,
+)
+
+
+def contour_params(yaw_bin_angle: float = 0.0) -> np.ndarray:
+    """(theta, phi) [17, 2] of the jaw line for a head at yaw = -a degrees (a = `yaw_bin_angle`).
+
+    Frontal: from the subject's right ear (phi -80) down to the chin (theta 130) and up
+    to the left ear. With yaw the silhouette moves: phi shifts by a * |s| (s in [-1, 1]
+    along the contour), i.e. the ends move most and the chin stays."""
+    s = np.linspace(-1.0, 1.0, 17)
+    theta = 130.0 - 48.0 * s**2
+    phi = np.clip(80.0 * s + yaw_bin_angle * np.abs(s), -100.0, 100.0)
+    return np.stack([theta, phi], -1)
+
+
+def bin_angle(b: int) -> float:
+    """The `a` (= -yaw, degrees) a dynamic-table bin stands for (inverse of forward.contour_bins)."""
+    return float(b) if b <= 39 else float(39 - b)
+
+
+# ----------------------------------------------------------------------------------- mesh
+
+
+def _grid_angles() -> tuple[np.ndarray, np.ndarray]:
+    """theta [62] of the rings, phi [81] of the columns (degrees)."""
+    theta = THETA_MAX * (np.arange(N_RINGS) + 1) / N_RINGS
+    phi = np.arange(N_COLS) * 360.0 / N_COLS
+    phi = np.where(phi > 180.0, phi - 360.0, phi)
+    return theta, phi
+
+
+def _bump(theta, phi, t0, p0, sigma):
+    d2 = (theta - t0) ** 2 + ((phi - p0 + 180.0) % 360.0 - 180.0) ** 2
+    return np.exp(-0.5 * d2 / sigma**2)
+
+
+def _surface(theta: np.ndarray, phi: np.ndarray) -> np.ndarray:
+    """Head surface point [..., 3] at (theta, phi) degrees."""
+    th = np.deg2rad(np.minimum(theta, 135.0))
+    ph = np.deg2rad(phi)
+    rx, ry, rz = 0.08, 0.11, 0.1
+    x = rx * np.sin(th) * np.sin(ph)
+    y = ry * np.cos(th)
+    z = rz * np.sin(th) * np.cos(ph)
+    # below theta 135 the surface turns into a neck: narrower, going down
+    t = np.clip((theta - 135.0) / (THETA_MAX - 135.0), 0.0, 1.0)
+    neck_r = 0.05
+    x = (1 - t) * x + t * neck_r * np.sin(ph)
+    z = (1 - t) * z + t * neck_r * np.cos(ph)
+    y = y - t * 0.05
+    # facial relief along the outward normal-ish direction (radial in x/z)
+    relief = (
+        0.022 * _bump(theta, phi, 88.0, 0.0, 7.0)  # nose
+        + 0.008 * _bump(theta, phi, 126.0, 0.0, 8.0)  # chin
+        + 0.004 * _bump(theta, phi, 61.0, -20.0, 6.0)  # brows
+        + 0.004 * _bump(theta, phi, 61.0, 20.0, 6.0)
+        - 0.006 * _bump(theta, phi, 72.0, -21.0, 5.0)  # eye sockets
+        - 0.006 * _bump(theta, phi, 72.0, 21.0, 5.0)
+        + 0.003 * _bump(theta, phi, 108.0, 0.0, 6.0)  # lips
+    )
+    x = x + relief * np.sin(ph) * 0.3
+    z = z + relief * np.cos(ph)
+    return np.stack([x, y, z], -1)
+
+
+def _vertex_angles() -> tuple[np.ndarray, np.ndarray]:
+    """theta, phi [V] of every vertex (pole first, then ring-major)."""
+    theta, phi = _grid_angles()
+    T = np.concatenate([[0.0], np.repeat(theta, N_COLS)])
+    P = np.concatenate([[0.0], np.tile(phi, N_RINGS)])
+    return T, P
+
+
+def _vid(ring: int, col) -> np.ndarray:
+    return 1 + ring * N_COLS + np.mod(col, N_COLS)
+
+
+def _quad_face(ring: int, col: int, upper: bool) -> int:
+    """Index of the triangle (a,d,c) (`upper` False: the one holding the +theta corner d)
+    or (a,c,b) of the quad between ring and ring+1 at col."""
+    return N_COLS + (ring * N_COLS + col) * 2 + (1 if upper else 0)
+
+
+def _faces() -> np.ndarray:
+    f = [np.stack([np.zeros(N_COLS, int), _vid(0, np.arange(N_COLS)), _vid(0, np.arange(N_COLS) + 1)], -1)]
+    j = np.arange(N_COLS)
+    for i in range(N_RINGS - 1):
+        a, b = _vid(i, j), _vid(i, j + 1)
+        d, c = _vid(i + 1, j), _vid(i + 1, j + 1)
+        f.append(np.stack([np.stack([a, d, c], -1), np.stack([a, c, b], -1)], 1).reshape(-1, 3))
+    # partial cap of the neck opening: a fan at the back of the bottom ring, facing down
+    last = N_RINGS - 1
+    k = np.arange(N_NECK_TRIS)
+    c0 = N_COLS // 2  # back of the head (phi ~ 180)
+    f.append(np.stack([_vid(last, np.full(N_NECK_TRIS, c0)), _vid(last, c0 + k + 2), _vid(last, c0 + k + 1)], -1))
+    return np.concatenate(f).astype(np.int64)
+
+
+def embed_point(theta: float, phi: float) -> tuple[int, np.ndarray]:
+    """Triangle index and barycentric coordinates [3] of surface parameter (theta, phi)."""
+    theta_r, _ = _grid_angles()
+    t = theta / THETA_MAX * N_RINGS - 1.0
+    i = int(np.floor(t))
+    if not 0 <= i < N_RINGS - 1:
+        raise ValueError(f"theta {theta} outside the quad rings")
+    v = t - i
+    s = (phi % 360.0) / 360.0 * N_COLS
+    j = int(np.floor(s)) % N_COLS
+    u = s - np.floor(s)
+    if u <= v:  # triangle (a, d, c)
+        return _quad_face(i, j, False), np.array([1.0 - v, v - u, u])
+    return _quad_face(i, j, True), np.array([1.0 - u, v, u - v])  # triangle (a, c, b)
+
+
+# -------------------------------------------------------------------------- blend shapes
+
+
+def _features(p: np.ndarray, degree: int) -> np.ndarray:
+    """Monomials of the normalised position p [V,3] up to `degree`: [V, M]."""
+    q = p / np.array([0.08, 0.11, 0.1])
+    cols = []
+    for a in range(degree + 1):
+        for b in range(degree + 1 - a):
+            for c in range(degree + 1 - a - b):
+                cols.append(q[:, 0] ** a * q[:, 1] ** b * q[:, 2] ** c)
+    return np.stack(cols, -1)
+
+
+def _smooth_dirs(rng, feats: np.ndarray, n: int, amp: np.ndarray) -> np.ndarray:
+    """n smooth random displacement fields [V, 3, n], field k of rms size amp[k]."""
+    M = feats.shape[1]
+    C = rng.standard_normal((M, 3, n))
+    d = np.einsum("vm,mcn->vcn", feats, C)
+    rms = np.sqrt((d**2).sum(1).mean(0))  # [n]
+    return d * (amp / rms)
+
+
+def _smoothstep(x, lo, hi):
+    t = np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def synthetic_arrays(seed: int = 0) -> dict:
+    """The model arrays in the real file's layout (numpy): v_template, shapedirs [V,3,400],
+    posedirs [V,3,36], J_regressor dense [5,V], kintree_table, weights, f, + the
+    landmark embedding in DECA layout under 'embedding'."""
+    rng = np.random.default_rng(seed)
+    T, P = _vertex_angles()
+    v = _surface(T, P)
+    faces = _faces()
+    feats = _features(v, 4)
+    # identity: smooth, decaying, a few mm per unit coefficient
+    shape_amp = 0.004 / (1.0 + np.arange(N_SHAPE) / 10.0)
+    shapedirs = _smooth_dirs(rng, feats, N_SHAPE, shape_amp)
+    # expression: mostly the lower face / mouth; zero on the neck (the root joint does not move)
+    front = np.cos(np.deg2rad(np.clip(P, -90, 90))) ** 2
+    lower = _smoothstep(T, 88.0, 100.0) * (1.0 - _smoothstep(T, 128.0, 138.0))
+    mask = 0.05 * (1.0 - _smoothstep(T, 128.0, 138.0)) + 0.95 * lower * front  # [V]
+    mouth = 1.0 + 2.0 * _bump(T, P, 108.0, 0.0, 10.0)
+    expr_amp = 0.003 / (1.0 + np.arange(N_EXPR) / 10.0)
+    exprdirs = _smooth_dirs(rng, feats, N_EXPR, expr_amp) * (mask * mouth)[:, None, None]
+    posedirs = _smooth_dirs(rng, _features(v, 2), 36, np.full(36, 0.0005))
+
+    # joints: rows of J_regressor average vertex patches
+    def patch(sel):
+        w = sel.astype(np.float64)
+        return w / w.sum()
+
+    last = T >= THETA_MAX - 1e-9
+    neck = np.abs(T - T[_vid(55, 0)]) < 1e-9
+    jaw = (_bump(T, P, 95.0, -85.0, 4.0) > 0.3) | (_bump(T, P, 95.0, 85.0, 4.0) > 0.3)
+    leye = _bump(T, P, 72.0, 21.0, 3.5) > 0.3
+    reye = _bump(T, P, 72.0, -21.0, 3.5) > 0.3
+    J_regressor = np.stack([patch(last), patch(neck), patch(jaw), patch(leye), patch(reye)])
+    J_regressor[0] = 0.6 * J_regressor[0] + 0.4 * J_regressor[1]  # root: neck base
+
+    # skinning weights: root = neck ring, neck = upper head, jaw = lower front, eyes = patches
+    w_root = _smoothstep(T, 136.0, 148.0)
+    w_jaw = _smoothstep(T, 104.0, 110.0) * (1.0 - _smoothstep(T, 132.0, 140.0)) * _smoothstep(np.cos(np.deg2rad(P)), 0.0, 0.6)
+    w_leye = (_bump(T, P, 72.0, 21.0, 3.0) > 0.5).astype(float)
+    w_reye = (_bump(T, P, 72.0, -21.0, 3.0) > 0.5).astype(float)
+    w_jaw = w_jaw * (1 - w_root)
+    w_neck = np.clip(1.0 - w_root - w_jaw - w_leye - w_reye, 0.0, None)
+    weights = np.stack([w_root, w_neck, w_jaw, w_leye, w_reye], -1)
+    weights = weights / weights.sum(-1, keepdims=True)
+
+    kintree = np.array([[ROOT_PARENT, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.int64)
+
+    # landmark embedding (DECA layout)
+    def emb(params):
+        out = [embed_point(t, p) for t, p in params]
+        return np.array([o[0] for o in out], np.int64), np.array([o[1] for o in out], np.float64)
+
+    s_f, s_b = emb(_STATIC_LMK)
+    dyn = [emb(contour_params(bin_angle(b))) for b in range(79)]
+    d_f = np.stack([d[0] for d in dyn])
+    d_b = np.stack([d[1] for d in dyn])
+    full_f = np.concatenate([d_f[0], s_f])[None]
+    full_b = np.concatenate([d_b[0], s_b])[None]
+    embedding = {
+        "static_lmk_faces_idx": s_f,
+        "static_lmk_bary_coords": s_b,
+        "dynamic_lmk_faces_idx": d_f,
+        "dynamic_lmk_bary_coords": d_b,
+        "full_lmk_faces_idx": full_f,
+        "full_lmk_bary_coords": full_b,
+    }
+    return {
+        "v_template": v,
+        "shapedirs": np.concatenate([shapedirs, exprdirs], -1),
+        "posedirs": posedirs,
+        "J_regressor": J_regressor,
+        "kintree_table": kintree,
+        "weights": weights,
+        "f": faces.astype(np.uint32),
+        "embedding": embedding,
+    }
+
+
+def make_synthetic_flame(seed: int = 0, dtype=torch.float32) -> "FlameModel":  # noqa: F821
+    """The synthetic model in memory (what loading its written files gives, minus path/sha256)."""
+    from avatarcli.flame.embedding import embedding_from_mapping
+    from avatarcli.flame.model import flame_from_arrays
+
+    a = synthetic_arrays(seed)
+    lm = embedding_from_mapping("<synthetic>", a.pop("embedding"))
+    m = flame_from_arrays("<synthetic>", a, landmarks=lm, release="unknown")
+    return m if dtype == torch.float32 else m.to(dtype=dtype)
