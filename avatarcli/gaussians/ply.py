@@ -1,0 +1,442 @@
+"""3D Gaussian Splatting PLY files: any standard 3DGS PLY in, our heads out.
+
+Layout written (binary little-endian, one `vertex` element, all float32):
+    x y z nx ny nz f_dc_0..2 f_rest_0..3*(K-1)-1 opacity scale_0..2 rot_0..3 [binding (int32)]
+log scales, logit opacity, wxyz quaternions (unnormalised allowed on read),
+f_rest channel-major (all R coefficients, then G, then B) like the original
+3DGS code. `binding` is the FLAME triangle of each Gaussian (our heads only).
+
+Head metadata (`HeadMeta`: the FLAME fit, camera, model hash) lives in header
+`comment avatarcli-meta <chunk>` lines: compact JSON (floats written with
+repr, so they round-trip exactly) split into chunks of META_CHUNK characters.
+Viewers skip comments, so the file stays a plain 3DGS PLY for them.
+
+Reading keeps the raw stored values (`GaussianPly.raw`); writing reuses them
+while the activated Gaussians still match, so write(read(f)) is byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avatarcli.errors import ArtifactError, InputError
+from avatarcli.gaussians.model import Gaussians
+from avatarcli.io.atomic import atomic_write
+
+META_FORMAT = "avatarcli.head"
+META_VERSION = 1
+META_TAG = "avatarcli-meta"
+META_CHUNK = 200
+_MAX_HEADER = 16 << 20
+
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+}  # fmt: skip
+_REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+_VECTORS = {"shape": None, "expr": None, "global_pose": 3, "neck_pose": 3, "jaw_pose": 3, "eyes_pose": 6, "translation": 3, "root_joint": 3}
+
+
+@dataclass
+class HeadMeta:
+    """What `animate` and `render --camera photo` need, stored inside the PLY."""
+
+    shape: np.ndarray  # [n_shape] float64
+    expr: np.ndarray  # [n_expr]
+    global_pose: np.ndarray  # [3] axis-angle of the photo's head (not applied to the stored Gaussians)
+    neck_pose: np.ndarray  # [3]
+    jaw_pose: np.ndarray  # [3]
+    eyes_pose: np.ndarray  # [6]
+    translation: np.ndarray  # [3]
+    K: np.ndarray  # [3, 3] the photo's intrinsics (pixel centres at integers)
+    viewmat: np.ndarray  # [4, 4] the fit's world-to-camera matrix
+    image_size: tuple[int, int]  # (H, W) of the photo the fit used
+    flame_model_sha256: str
+    root_joint: np.ndarray  # [3] root joint of the shaped template (rotation centre of global_pose)
+    sh_degree: int
+    n_faces: int  # FLAME face count; every binding is < n_faces
+    format: str = META_FORMAT
+    version: int = META_VERSION
+
+    @classmethod
+    def from_fit(cls, fit, root_joint, n_faces: int, sh_degree: int) -> "HeadMeta":
+        """From a FlameFit (numpy or torch fields) and the root joint [3] (or [1, 3])."""
+        a = lambda x: np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)  # noqa: E731
+        vec = lambda x: a(x).reshape(-1)  # noqa: E731
+        return cls(
+            shape=vec(fit.shape), expr=vec(fit.expr), global_pose=vec(fit.global_pose), neck_pose=vec(fit.neck_pose),
+            jaw_pose=vec(fit.jaw_pose), eyes_pose=vec(fit.eyes_pose), translation=vec(fit.translation),
+            K=a(fit.K).reshape(3, 3), viewmat=a(fit.viewmat).reshape(4, 4),
+            image_size=tuple(int(s) for s in np.asarray(fit.image_size).reshape(-1)[:2]),
+            flame_model_sha256=str(fit.flame_model_sha256), root_joint=vec(root_joint),
+            sh_degree=int(sh_degree), n_faces=int(n_faces),
+        )  # fmt: skip
+
+    def params(self, dtype=torch.float32, device="cpu"):
+        """The fit's FLAME parameters as FlameParams (batch 1)."""
+        from avatarcli.flame.params import FlameParams
+
+        t = lambda x: torch.as_tensor(np.asarray(x)[None], dtype=dtype, device=device)  # noqa: E731
+        return FlameParams(
+            shape=t(self.shape), expr=t(self.expr), global_pose=t(self.global_pose), neck_pose=t(self.neck_pose),
+            jaw_pose=t(self.jaw_pose), eyes_pose=t(self.eyes_pose), translation=t(self.translation),
+        )
+
+    def to_json(self) -> str:
+        d = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray):
+                v = np.asarray(v, dtype=np.float64).tolist()
+            elif isinstance(v, tuple):
+                v = [int(x) for x in v]
+            d[f.name] = v
+        return json.dumps(d, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
+
+    @classmethod
+    def from_json(cls, text: str, path: Path) -> "HeadMeta":
+        def bad(msg: str):
+            return ArtifactError(f"bad {META_TAG} header: {msg}", path=path)
+
+        try:
+            d = json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise bad(f"not JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise bad("not a JSON object")
+        if d.get("format") != META_FORMAT:
+            raise bad(f"format is {d.get('format')!r}, expected {META_FORMAT!r}")
+        version = d.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise bad(f"version is {version!r}")
+        if version > META_VERSION:
+            raise ArtifactError(
+                f"head metadata version {version} is newer than this avatarcli reads ({META_VERSION}); upgrade avatarcli",
+                path=path,
+            )
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in d]
+        if missing:
+            raise bad(f"missing field(s) {missing}")
+        kw = {}
+        for name, n in {**_VECTORS, "K": (3, 3), "viewmat": (4, 4)}.items():
+            try:
+                arr = np.asarray(d[name], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise bad(f"{name} is not an array of numbers") from None
+            want = n if isinstance(n, tuple) else ((n,) if n is not None else None)
+            if (want is not None and arr.shape != want) or (want is None and arr.ndim != 1):
+                raise bad(f"{name} has shape {list(arr.shape)}, expected {list(want) if want else '[n]'}")
+            if not np.isfinite(arr).all():
+                raise bad(f"{name} is not finite")
+            kw[name] = arr
+        size = d["image_size"]
+        if not (isinstance(size, list) and len(size) == 2 and all(type(s) is int and s > 0 for s in size)):
+            raise bad(f"image_size is {size!r}, expected [H, W] positive integers")
+        kw["image_size"] = (size[0], size[1])
+        for name, lo, hi in (("sh_degree", 0, 3), ("n_faces", 1, 1 << 30)):
+            v = d[name]
+            if type(v) is not int or not lo <= v <= hi:
+                raise bad(f"{name} is {v!r}")
+            kw[name] = v
+        if not isinstance(d["flame_model_sha256"], str):
+            raise bad("flame_model_sha256 is not a string")
+        kw["flame_model_sha256"] = d["flame_model_sha256"]
+        return cls(**kw, format=META_FORMAT, version=version)
+
+
+@dataclass
+class RawPly:
+    """Stored (pre-activation) values as read, kept so that a re-write is bit-exact."""
+
+    log_scales: np.ndarray  # [N, 3] float32
+    opacity_logits: np.ndarray  # [N] float32
+    quats: np.ndarray  # [N, 4] float32, as stored (maybe unnormalised)
+
+
+@dataclass
+class GaussianPly:
+    gaussians: Gaussians  # world space (our heads: the canonical head, upright, facing +z)
+    binding: torch.Tensor | None = None  # [N] long FLAME triangle per Gaussian
+    meta: HeadMeta | None = None
+    raw: RawPly | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_bound(cls, bound, vertices: torch.Tensor, faces: torch.Tensor, meta: HeadMeta | None) -> "GaussianPly":
+        """BoundGaussians on the (canonical) mesh `vertices` [V, 3] -> a writable head."""
+        from avatarcli.gaussians.binding import world_gaussians
+
+        g = world_gaussians(bound, vertices, faces).detach()
+        if meta is not None:
+            meta = replace(meta, sh_degree=bound.sh_degree, n_faces=int(faces.shape[0]))
+        return cls(gaussians=g, binding=bound.binding.detach().clone(), meta=meta)
+
+    def to_bound(self, vertices: torch.Tensor, faces: torch.Tensor):
+        """-> BoundGaussians on the mesh `vertices` [V, 3] (needs a binding)."""
+        from avatarcli.gaussians.binding import bind_to_mesh
+
+        if self.binding is None:
+            raise InputError("this PLY has no FLAME binding: it is not an avatarcli head")
+        g = self.gaussians.to(vertices.device)
+        g = Gaussians(g.means.to(vertices.dtype), g.quats.to(vertices.dtype), g.scales.to(vertices.dtype),
+                      g.opacities.to(vertices.dtype), g.sh.to(vertices.dtype))  # fmt: skip
+        return bind_to_mesh(g, self.binding.to(vertices.device), vertices, faces)
+
+
+# ----------------------------------------------------------------------------- activation (float64, then float32)
+
+
+def _activate(log_scales: np.ndarray, logits: np.ndarray, quats: np.ndarray):
+    scales = np.exp(log_scales.astype(np.float64)).astype(np.float32)
+    opac = (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+    q = quats.astype(np.float64)
+    norm = np.linalg.norm(q, axis=1, keepdims=True)
+    zero = norm[:, 0] == 0
+    q = np.where(zero[:, None], np.array([1.0, 0, 0, 0]), q / np.where(norm == 0, 1.0, norm))
+    return scales, opac, q.astype(np.float32)
+
+
+def _deactivate(scales: np.ndarray, opac: np.ndarray):
+    s = np.log(np.maximum(scales.astype(np.float64), 1e-30)).astype(np.float32)
+    p = np.clip(opac.astype(np.float64), 1e-7, 1 - 1e-7)
+    return s, np.log(p / (1 - p)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _np32(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu", torch.float32).numpy()
+
+
+def ply_bytes(ply: GaussianPly, path: str | Path = "<memory>") -> bytes:
+    """The file content of `ply` (see the module docstring for the layout)."""
+    g = ply.gaussians
+    n, k = g.means.shape[0], g.sh.shape[1]
+    if g.means.ndim != 2 or g.sh.ndim != 3 or g.sh.shape[2] != 3 or k not in (1, 4, 9, 16):
+        raise ValueError(f"cannot write Gaussians with means {tuple(g.means.shape)} and sh {tuple(g.sh.shape)}")
+    means, quats, scales, opac, sh = _np32(g.means), _np32(g.quats), _np32(g.scales), _np32(g.opacities), _np32(g.sh)
+    raw = ply.raw
+    use_raw = raw is not None and raw.log_scales.shape == (n, 3) and raw.opacity_logits.shape == (n,) and raw.quats.shape == (n, 4)
+    if use_raw:
+        s_act, o_act, q_act = _activate(raw.log_scales, raw.opacity_logits, raw.quats)
+        use_raw = np.array_equal(s_act, scales) and np.array_equal(o_act, opac) and np.array_equal(q_act, quats)
+    if use_raw:
+        log_scales, logits, quats = raw.log_scales, raw.opacity_logits, raw.quats
+    else:
+        log_scales, logits = _deactivate(scales, opac)
+    cols = [means, np.zeros((n, 3), np.float32), sh[:, 0, :], sh[:, 1:, :].transpose(0, 2, 1).reshape(n, -1),
+            logits[:, None], log_scales, quats]  # fmt: skip
+    block = np.concatenate(cols, axis=1).astype("<f4")  # [N, P]
+    if not np.isfinite(block).all():
+        raise ArtifactError("refusing to write non-finite Gaussian parameters", path=path)
+    names = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    names += [f"f_rest_{i}" for i in range(3 * (k - 1))]
+    names += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    dtype = [(nm, "<f4") for nm in names]
+    if ply.binding is not None:
+        dtype.append(("binding", "<i4"))
+    rec = np.empty(n, dtype=dtype)
+    for i, nm in enumerate(names):
+        rec[nm] = block[:, i]
+    head = ["ply", "format binary_little_endian 1.0"]
+    if ply.meta is not None:
+        meta = replace(ply.meta, sh_degree=int(round(math.sqrt(k))) - 1)
+        text = meta.to_json()
+        head += [f"comment {META_TAG} {text[i:i + META_CHUNK]}" for i in range(0, len(text), META_CHUNK)]
+    head.append(f"element vertex {n}")
+    head += [f"property float {nm}" for nm in names]
+    if ply.binding is not None:
+        b = ply.binding.detach().cpu().numpy()
+        if b.shape != (n,):
+            raise ValueError(f"binding has shape {b.shape}, expected ({n},)")
+        rec["binding"] = b.astype("<i4")
+        head.append("property int binding")
+    head.append("end_header")
+    return ("\n".join(head) + "\n").encode("ascii") + rec.tobytes()
+
+
+def write_gaussian_ply(path: str | Path, ply: GaussianPly) -> None:
+    """Write atomically (a temp file renamed onto `path`)."""
+    data = ply_bytes(ply, path)
+    with atomic_write(path, "wb") as f:
+        f.write(data)
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _Element:
+    name: str
+    count: int
+    props: list[tuple[str, str | None, str]]  # (name, list count type or None, value type)
+
+
+def _parse_header(data: bytes, path: Path):
+    """-> (format, comments, elements, data offset). Raises ArtifactError."""
+    if not (data.startswith(b"ply\n") or data.startswith(b"ply\r\n")):
+        raise ArtifactError("not a PLY file (no 'ply' magic)", path=path)
+    m = re.search(rb"(?:^|\n)end_header[ \t]*\r?\n", data[:_MAX_HEADER])
+    if m is None:
+        raise ArtifactError("truncated or not a PLY file (no end_header)", path=path)
+    try:
+        text = data[: m.start()].decode("ascii")
+    except UnicodeDecodeError:
+        raise ArtifactError("PLY header is not ASCII", path=path) from None
+    fmt, comments, elements = None, [], []
+    for i, line in enumerate(text.splitlines()[1:], start=2):
+        words = line.split()
+        if not words:
+            continue
+        kw = words[0]
+        try:
+            if kw == "format":
+                if len(words) != 3 or words[1] not in ("ascii", "binary_little_endian", "binary_big_endian"):
+                    raise ValueError
+                fmt = words[1]
+            elif kw in ("comment", "obj_info"):
+                if kw == "comment":
+                    comments.append(line.strip()[len("comment"):].strip())
+            elif kw == "element":
+                if len(words) != 3:
+                    raise ValueError
+                count = int(words[2])
+                if count < 0 or count > len(data):
+                    raise ValueError
+                elements.append(_Element(words[1], count, []))
+            elif kw == "property":
+                if not elements:
+                    raise ValueError
+                if words[1] == "list":
+                    if len(words) != 5 or words[2] not in _PLY_TYPES or words[3] not in _PLY_TYPES:
+                        raise ValueError
+                    elements[-1].props.append((words[4], _PLY_TYPES[words[2]], _PLY_TYPES[words[3]]))
+                else:
+                    if len(words) != 3 or words[1] not in _PLY_TYPES:
+                        raise ValueError
+                    elements[-1].props.append((words[2], None, _PLY_TYPES[words[1]]))
+            else:
+                raise ValueError
+        except (ValueError, IndexError):
+            raise ArtifactError(f"bad PLY header line {i}: {line[:80]!r}", path=path) from None
+    if fmt is None:
+        raise ArtifactError("PLY header has no format line", path=path)
+    return fmt, comments, elements, m.end()
+
+
+def _vertex_table(data: bytes, fmt: str, elements: list[_Element], offset: int, path: Path) -> np.ndarray:
+    """The `vertex` element as a structured array (binary: zero-copy view; ascii: via plyfile)."""
+    names = [e.name for e in elements]
+    if "vertex" not in names:
+        raise ArtifactError("PLY has no 'vertex' element", path=path)
+    vi = names.index("vertex")
+    vert = elements[vi]
+    if any(p[1] is not None for p in vert.props):
+        raise ArtifactError("the vertex element has list properties: not a 3DGS PLY", path=path)
+    pnames = [p[0] for p in vert.props]
+    if len(set(pnames)) != len(pnames):
+        raise ArtifactError("the vertex element repeats a property name", path=path)
+    if fmt != "ascii" and all(p[1] is None for e in elements[:vi] for p in e.props):
+        bo = "<" if fmt == "binary_little_endian" else ">"
+        for e in elements[:vi]:
+            offset += e.count * sum(np.dtype(p[2]).itemsize for p in e.props)
+        dtype = np.dtype([(p[0], bo + p[2]) for p in vert.props])
+        need = offset + vert.count * dtype.itemsize
+        if len(data) < need:
+            raise ArtifactError(f"truncated PLY: {len(data)} bytes, the header needs {need}", path=path)
+        return np.frombuffer(data, dtype=dtype, count=vert.count, offset=offset)
+    import io
+
+    from plyfile import PlyData
+
+    try:
+        return PlyData.read(io.BytesIO(data))["vertex"].data
+    except Exception as e:  # noqa: BLE001 - plyfile raises many types on bad input; report one line
+        msg = " ".join(str(e).split())[:200]
+        raise ArtifactError(f"unreadable PLY data ({type(e).__name__}: {msg})", path=path) from None
+
+
+def read_gaussian_ply(path: str | Path) -> GaussianPly:
+    """Any standard 3DGS PLY -> GaussianPly (binding/meta when it is one of our heads).
+
+    SH degree comes from the f_rest count (0, 9, 24, 45 -> degree 0..3)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError("file not found", path=path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read ({e.strerror})", path=path) from None
+    fmt, comments, elements, offset = _parse_header(data, path)
+    table = _vertex_table(data, fmt, elements, offset, path)
+    props = set(table.dtype.names or ())
+    missing = [p for p in _REQUIRED if p not in props]
+    if missing:
+        raise ArtifactError(f"not a 3D Gaussian Splatting PLY: vertex lacks {', '.join(missing)}", path=path)
+    n_rest = sum(1 for p in props if re.fullmatch(r"f_rest_\d+", p))
+    if n_rest not in (0, 9, 24, 45) or any(f"f_rest_{i}" not in props for i in range(n_rest)):
+        raise ArtifactError(f"{n_rest} f_rest_* properties: expected 0, 9, 24 or 45 numbered from 0", path=path)
+    n = table.shape[0]
+    if n == 0:
+        raise ArtifactError("the PLY holds no Gaussians", path=path)
+    for p in _REQUIRED + [f"f_rest_{i}" for i in range(n_rest)]:
+        if table.dtype[p].kind not in "fiu":
+            raise ArtifactError(f"property {p} is not numeric", path=path)
+    col = lambda names: np.stack([np.asarray(table[p], dtype=np.float32) for p in names], axis=1)  # noqa: E731
+    with np.errstate(over="ignore", invalid="ignore"):
+        means = col(["x", "y", "z"])
+        dc = col(["f_dc_0", "f_dc_1", "f_dc_2"])  # [N, 3]
+        rest = col([f"f_rest_{i}" for i in range(n_rest)]) if n_rest else np.zeros((n, 0), np.float32)
+        logits = col(["opacity"])[:, 0]
+        log_scales = col(["scale_0", "scale_1", "scale_2"])
+        quats = col(["rot_0", "rot_1", "rot_2", "rot_3"])
+    for name, arr in (("x/y/z", means), ("f_dc", dc), ("f_rest", rest), ("opacity", logits), ("scale", log_scales), ("rot", quats)):
+        if not np.isfinite(arr).all():
+            raise ArtifactError(f"{name} has non-finite values (NaN or inf) in {int((~np.isfinite(arr)).any(-1).sum()) if arr.ndim > 1 else int((~np.isfinite(arr)).sum())} Gaussian(s)", path=path)
+    k = n_rest // 3 + 1
+    sh = np.concatenate([dc[:, None, :], rest.reshape(n, 3, k - 1).transpose(0, 2, 1)], axis=1)  # [N, K, 3]
+    with np.errstate(over="ignore"):
+        scales, opac, q = _activate(log_scales, logits, quats)
+    if not np.isfinite(scales).all():
+        raise ArtifactError("scale_* values too large (exp overflows)", path=path)
+
+    meta = None
+    chunks = [c[len(META_TAG) + 1:] for c in comments if c.startswith(META_TAG + " ")]
+    if chunks:
+        meta = HeadMeta.from_json("".join(chunks), path)
+        degree = {1: 0, 4: 1, 9: 2, 16: 3}[k]
+        if meta.sh_degree != degree:
+            raise ArtifactError(f"metadata says SH degree {meta.sh_degree}, the file holds degree {degree}", path=path)
+
+    binding = None
+    if "binding" in props:
+        b = table["binding"]
+        if b.dtype.kind not in "iu":
+            raise ArtifactError("binding is not an integer property", path=path)
+        b = b.astype(np.int64)
+        hi = meta.n_faces if meta is not None else None
+        bad = (b < 0) | (b >= hi) if hi is not None else (b < 0)
+        if bad.any():
+            raise ArtifactError(
+                f"binding out of range for {int(bad.sum())} Gaussian(s) (FLAME has {hi} faces)" if hi else "negative binding values",
+                path=path,
+            )
+        binding = torch.from_numpy(b)
+    gaussians = Gaussians(
+        means=torch.from_numpy(means.copy()),
+        quats=torch.from_numpy(q),
+        scales=torch.from_numpy(scales),
+        opacities=torch.from_numpy(opac),
+        sh=torch.from_numpy(np.ascontiguousarray(sh)),
+    )
+    return GaussianPly(gaussians, binding, meta, raw=RawPly(log_scales, logits, quats))
