@@ -1,0 +1,465 @@
+"""Fit FLAME to 68 2D landmarks, and the fit artifact `flame.npz`.
+
+Camera model (what `flame.npz` stores)
+--------------------------------------
+A FLAME point X (metres, y up, +z out of the face, global rotation applied,
+translation NOT yet applied) projects to pixels as
+
+    x_cam = viewmat[:3, :3] @ (X + translation) + viewmat[:3, 3]     (OpenCV: x right, y down, z forward)
+    u, v  = (K @ x_cam)[:2] / (K @ x_cam)[2]                          (pixel centres at integers)
+
+The fit keeps `viewmat` FIXED at diag(1, -1, -1, 1) (R = diag(1, -1, -1), t = 0): the camera sits at
+the FLAME origin looking down -z, so `translation` carries the head's position and depth (translation
+z < 0 puts the head in front of the camera). K is square-pixel pinhole with the principal point at the
+image centre ((W-1)/2, (H-1)/2); only its focal length is fitted.
+
+Focal prior: log f ~ N(log(focal_prior * max(H, W)), focal_log_sigma^2) with focal_prior = 1.2
+(between a phone's main camera, ~0.75, and a portrait lens, ~1.5 x the long side) and sigma = 0.3.
+From one view of a face, focal length and distance are nearly interchangeable, so the prior decides
+them; the landmarks decide the rest.
+
+Optimisation
+------------
+All inputs of one call are fitted together as one batch: Levenberg-Marquardt on the robust
+(Geman-McClure, iteratively reweighted) landmark residuals in units of `landmark_sigma` x face size,
+weighted by the landmark scores, plus L2 priors on shape, expression, jaw, neck and log focal.
+Stages: rigid (global pose, translation, focal; several yaw starts per input, the best kept), then
++shape and neck, then +expression and jaw. The Jacobian is exact (forward-mode autodiff) of a
+landmark-only FLAME: LBS of just the vertices of the 68 landmark triangles, with the joint regressor
+pre-applied to the shape/expression bases. Only the first `n_shape`/`n_expr` coefficients are fitted;
+the rest stay zero.
+
+Poor fits: `fit_quality` flags a fit whose mean landmark error exceeds 5 px or 2 % of the face size
+(the diagonal of the landmarks' bounding box), whichever is larger.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from avatarcli.flame.params import FlameParams
+from avatarcli.geometry import axis_angle_to_matrix
+from avatarcli.io.npz import Field, read_npz, write_npz
+
+FIT_FORMAT = "avatarcli.flame_fit"
+FIT_VERSION = 1
+N_LANDMARKS = 68
+
+#: The fixed world(FLAME)-to-camera matrix of every fit: y and z flipped (OpenCV axes).
+FIT_VIEWMAT = np.diag([1.0, -1.0, -1.0, 1.0]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- artifact
+
+
+@dataclass
+class FlameFit:
+    """One fitted photo: FLAME parameters (1-D, batch-free), camera and fit quality."""
+
+    shape: np.ndarray  # [n_shape]
+    expr: np.ndarray  # [n_expr]
+    global_pose: np.ndarray  # [3] axis-angle, about the root joint
+    neck_pose: np.ndarray  # [3]
+    jaw_pose: np.ndarray  # [3]
+    eyes_pose: np.ndarray  # [6]
+    translation: np.ndarray  # [3]
+    K: np.ndarray  # [3, 3] pixels, centres at integers
+    viewmat: np.ndarray  # [4, 4] world-to-camera (OpenCV)
+    image_size: tuple[int, int]  # (H, W)
+    landmark_error_px: np.ndarray  # [68] distance of each projected landmark to its target
+    flame_model_sha256: str
+
+    def params(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> FlameParams:
+        """FlameParams with batch 1."""
+        t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device).reshape(1, -1)  # noqa: E731
+        return FlameParams(
+            t(self.shape), t(self.expr), t(self.global_pose), t(self.neck_pose), t(self.jaw_pose), t(self.eyes_pose), t(self.translation)
+        )
+
+    @property
+    def mean_error_px(self) -> float:
+        return float(np.mean(self.landmark_error_px))
+
+    def project(self, X: np.ndarray | Tensor) -> np.ndarray:
+        """FLAME points [..., 3] (translation not applied) -> pixels [..., 2] (numpy, float64)."""
+        X = np.asarray(X.detach().cpu() if isinstance(X, Tensor) else X, dtype=np.float64)
+        xc = (X + self.translation) @ self.viewmat[:3, :3].T.astype(np.float64) + self.viewmat[:3, 3]
+        uvw = xc @ np.asarray(self.K, np.float64).T
+        return uvw[..., :2] / uvw[..., 2:3]
+
+
+def _fit_fields() -> list[Field]:
+    return [
+        Field("shape", ("S",)),
+        Field("expr", ("E",)),
+        Field("global_pose", (3,)),
+        Field("neck_pose", (3,)),
+        Field("jaw_pose", (3,)),
+        Field("eyes_pose", (6,)),
+        Field("translation", (3,)),
+        Field("K", (3, 3)),
+        Field("viewmat", (4, 4)),
+        Field("image_size", (2,), kind="iu"),
+        Field("landmark_error_px", (N_LANDMARKS,)),
+        Field("flame_model_sha256", None, kind="US"),
+    ]
+
+
+def write_flame_fit(path: str | Path, fit: FlameFit) -> None:
+    """Atomically write `fit` as flame.npz (float32 arrays, int64 image_size, str hash)."""
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    write_npz(
+        path,
+        FIT_FORMAT,
+        FIT_VERSION,
+        {
+            "shape": f32(fit.shape).reshape(-1),
+            "expr": f32(fit.expr).reshape(-1),
+            "global_pose": f32(fit.global_pose).reshape(3),
+            "neck_pose": f32(fit.neck_pose).reshape(3),
+            "jaw_pose": f32(fit.jaw_pose).reshape(3),
+            "eyes_pose": f32(fit.eyes_pose).reshape(6),
+            "translation": f32(fit.translation).reshape(3),
+            "K": f32(fit.K).reshape(3, 3),
+            "viewmat": f32(fit.viewmat).reshape(4, 4),
+            "image_size": np.asarray(fit.image_size, dtype=np.int64).reshape(2),
+            "landmark_error_px": f32(fit.landmark_error_px).reshape(N_LANDMARKS),
+            "flame_model_sha256": np.asarray(str(fit.flame_model_sha256)),
+        },
+    )
+
+
+def read_flame_fit(path: str | Path) -> FlameFit:
+    """Read and validate flame.npz (format, version, shapes, finiteness); ArtifactError if bad."""
+    from avatarcli.errors import ArtifactError
+
+    a = read_npz(path, FIT_FORMAT, FIT_VERSION, _fit_fields())
+    H, W = (int(v) for v in a["image_size"])
+    if H <= 0 or W <= 0:
+        raise ArtifactError(f"field 'image_size': {[H, W]} is not a positive size", path=path)
+    if abs(float(a["K"][2, 2]) - 1.0) > 1e-6 or float(a["K"][0, 0]) <= 0 or float(a["K"][1, 1]) <= 0:
+        raise ArtifactError("field 'K': not a pinhole intrinsics matrix (K[2,2] = 1, positive focal)", path=path)
+    return FlameFit(
+        shape=a["shape"], expr=a["expr"], global_pose=a["global_pose"], neck_pose=a["neck_pose"], jaw_pose=a["jaw_pose"],
+        eyes_pose=a["eyes_pose"], translation=a["translation"], K=a["K"], viewmat=a["viewmat"], image_size=(H, W),
+        landmark_error_px=a["landmark_error_px"], flame_model_sha256=str(a["flame_model_sha256"]),
+    )  # fmt: skip
+
+
+def photo_camera(fit: FlameFit, root_joint: np.ndarray | Tensor):
+    """The photo's Camera for the CANONICAL head (global_pose = 0, translation = 0).
+
+    The fitted head is X_photo = R_g (X_c - J0) + J0 + t with J0 = `root_joint` [3] of the fit's
+    shaped template, so the canonical head seen by the photo camera has
+    viewmat_eff = viewmat @ [[R_g, J0 - R_g J0 + t], [0, 1]]."""
+    from avatarcli.render.camera import Camera
+
+    J0 = torch.as_tensor(np.asarray(root_joint.detach().cpu() if isinstance(root_joint, Tensor) else root_joint), dtype=torch.float64).reshape(3)
+    Rg = axis_angle_to_matrix(torch.as_tensor(np.asarray(fit.global_pose), dtype=torch.float64).reshape(3))
+    t = torch.as_tensor(np.asarray(fit.translation), dtype=torch.float64).reshape(3)
+    M = torch.eye(4, dtype=torch.float64)
+    M[:3, :3] = Rg
+    M[:3, 3] = J0 - Rg @ J0 + t
+    V = torch.as_tensor(np.asarray(fit.viewmat), dtype=torch.float64) @ M
+    H, W = fit.image_size
+    return Camera(torch.as_tensor(np.asarray(fit.K), dtype=torch.float32), V.float(), int(W), int(H))
+
+
+def fit_quality(fit: FlameFit, landmarks_px: np.ndarray, max_px: float = 5.0, max_frac: float = 0.02) -> tuple[float, bool]:
+    """(mean error px, poor?) — poor when the mean error exceeds max(max_px, max_frac x face diagonal)."""
+    lm = np.asarray(landmarks_px, np.float64)  # [68, 2]
+    diag = float(np.linalg.norm(lm.max(0) - lm.min(0)))
+    err = fit.mean_error_px
+    return err, err > max(max_px, max_frac * diag)
+
+
+# ----------------------------------------------------------------------------- landmark-only FLAME
+
+
+class LandmarkRig:
+    """FLAME restricted to the 68 landmarks, for fitting: LBS of only the 3 x 68 vertices of the
+    current landmark triangles, with the first n_shape / n_expr coefficients (others zero).
+
+    `gather(pose)` picks each item's triangles (the dynamic jaw-line contour follows the yaw, as in
+    avatarcli.flame.forward.landmark_faces) and the rows of the bases they need; `__call__` is the
+    differentiable part. Equals flame_forward(...).landmarks (tested)."""
+
+    def __init__(self, model, n_shape: int, n_expr: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64):
+        from avatarcli.errors import EnvironmentProblem
+
+        if model.landmarks is None:
+            raise EnvironmentProblem("the FLAME model has no 68-point landmark embedding (needed by fit-flame)", path=model.path)
+        self.model = model
+        self.device, self.dtype = torch.device(device), dtype
+        f = lambda a: torch.as_tensor(a).to(device=device, dtype=dtype)  # noqa: E731
+        S, E = min(n_shape, model.n_shape), min(n_expr, model.n_expr)
+        self.n_shape, self.n_expr = S, E
+        self.n_joints = int(model.n_joints)
+        self.parents = [int(p) for p in torch.as_tensor(model.parents).tolist()]
+        Jreg = f(model.J_regressor)  # [J, V]
+        self.v_t, self.sd, self.ed = f(model.v_template), f(model.shapedirs[..., :S]), f(model.exprdirs[..., :E])  # [V,3] [V,3,S] [V,3,E]
+        self.J_t = Jreg @ self.v_t  # [J, 3]
+        self.J_sd = torch.einsum("jv,vcs->jcs", Jreg, self.sd)  # [J, 3, S]
+        self.J_ed = torch.einsum("jv,vce->jce", Jreg, self.ed)  # [J, 3, E]
+        P = model.posedirs.shape[0]
+        self.posedirs = f(model.posedirs).reshape(P, -1, 3).permute(1, 2, 0).contiguous()  # [V, 3, P]
+        self.weights = f(model.lbs_weights)  # [V, J]
+        self.faces = torch.as_tensor(model.faces).long().to(device)  # [F, 3]
+
+    def gather(self, pose: Tensor) -> tuple[Tensor, ...]:
+        """pose [B,J,3] -> per-item rows (v_t [B,K,3], sd [B,K,3,S], ed [B,K,3,E], pd [B,K,3,P],
+        w [B,K,J], bary [B,68,3]) with K = 3 x 68 (not differentiable: fixes the contour triangles)."""
+        from avatarcli.flame.forward import landmark_faces
+
+        with torch.no_grad():
+            fi, bary = landmark_faces(self.model, axis_angle_to_matrix(pose.detach()).to(self.model.device, torch.float32))
+        B = pose.shape[0]
+        vidx = self.faces[fi.to(self.device)].reshape(B, -1)  # [B, K]
+        return self.v_t[vidx], self.sd[vidx], self.ed[vidx], self.posedirs[vidx], self.weights[vidx], bary.to(self.device, self.dtype)
+
+    def __call__(self, rows: tuple[Tensor, ...], shape: Tensor, expr: Tensor, pose: Tensor, translation: Tensor) -> Tensor:
+        """rows from gather(), shape [B,S], expr [B,E], pose [B,J,3] axis-angle (global, neck, jaw, eyes),
+        translation [B,3] -> landmarks [B,68,3] in FLAME world space (translation applied)."""
+        vt, sd, ed, pd, w, bary = rows
+        B = shape.shape[0]
+        v = vt + torch.einsum("bkcs,bs->bkc", sd, shape) + torch.einsum("bkce,be->bkc", ed, expr)  # [B,K,3]
+        J = self.J_t + torch.einsum("jcs,bs->bjc", self.J_sd, shape) + torch.einsum("jce,be->bjc", self.J_ed, expr)  # [B,J,3]
+        R = axis_angle_to_matrix(pose)  # [B,J,3,3]
+        eye = torch.eye(3, dtype=R.dtype, device=R.device)
+        feat = (R[:, 1:] - eye).reshape(B, -1)  # [B, P]
+        v = v + torch.einsum("bkcp,bp->bkc", pd, feat)
+        # forward kinematics: each joint's world map x -> Rw_j x + o_j
+        Rw, tw = [R[:, 0]], [J[:, 0]]
+        for j in range(1, self.n_joints):
+            p = self.parents[j]
+            Rw.append(Rw[p] @ R[:, j])
+            tw.append((Rw[p] @ (J[:, j] - J[:, p]).unsqueeze(-1)).squeeze(-1) + tw[p])
+        Rw_s = torch.stack(Rw, 1)  # [B,J,3,3]
+        o = torch.stack(tw, 1) - (Rw_s @ J.unsqueeze(-1)).squeeze(-1)  # [B,J,3]
+        Rb = torch.einsum("bkj,bjcd->bkcd", w, Rw_s)  # [B,K,3,3]
+        ob = torch.einsum("bkj,bjc->bkc", w, o)  # [B,K,3]
+        v = (Rb @ v.unsqueeze(-1)).squeeze(-1) + ob  # [B,K,3]
+        lm = (v.reshape(B, N_LANDMARKS, 3, 3) * bary[..., None]).sum(-2)  # [B,68,3]
+        return lm + translation[:, None, :]
+
+
+# ----------------------------------------------------------------------------- fitting
+
+
+@dataclass
+class FitConfig:
+    """Settings of fit_flame. Sigmas are the priors' standard deviations."""
+
+    n_shape: int = 100  # fitted shape coefficients (rest zero)
+    n_expr: int = 50  # fitted expression coefficients (rest zero)
+    yaw_inits_deg: tuple[float, ...] = (-30.0, 0.0, 30.0)  # rigid-stage starts per input; best kept
+    focal_prior: float = 1.2  # prior focal length, x the image's long side
+    focal_log_sigma: float = 0.3  # prior std of log focal
+    fixed_focal_px: float | None = None  # known focal length (pixels): not fitted
+    landmark_sigma: float = 0.01  # landmark noise, x face size (landmarks' bbox diagonal)
+    robust_scale: float = 3.0  # Geman-McClure scale, in landmark sigmas
+    shape_sigma: float = 1.0
+    expr_sigma: float = 1.0
+    jaw_sigma: tuple[float, float, float] = (0.3, 0.05, 0.05)  # radians (x opens the mouth)
+    neck_sigma: float = 0.2  # radians
+    iters: tuple[int, int, int] = (12, 10, 15)  # LM iterations: rigid, +shape/neck, +expression/jaw
+    poor_fit_px: float = 5.0  # warn when the mean error exceeds this ...
+    poor_fit_frac: float = 0.02  # ... and this fraction of the face size
+
+
+# parameter vector layout per item: [global 3 | translation 3 | log focal 1 | neck 3 | jaw 3 | shape S | expr E]
+_G, _T, _F, _N, _J = slice(0, 3), slice(3, 6), slice(6, 7), slice(7, 10), slice(10, 13)
+
+
+def _stack_landmarks(landmarks_list: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    pts = np.stack([np.asarray(lm.landmarks, np.float64).reshape(N_LANDMARKS, 2) for lm in landmarks_list])  # [B,68,2]
+    sc = np.stack([np.asarray(lm.scores, np.float64).reshape(N_LANDMARKS) for lm in landmarks_list])  # [B,68]
+    hw = np.stack([np.asarray(lm.image_size, np.float64).reshape(2) for lm in landmarks_list])  # [B,2] (H, W)
+    return pts, np.clip(sc, 0.0, 1.0), hw
+
+
+class _Problem:
+    """The batched least-squares problem: residuals, priors, Jacobians, LM steps."""
+
+    def __init__(self, rig: LandmarkRig, cfg: FitConfig, target: Tensor, scores: Tensor, hw: Tensor):
+        self.rig, self.cfg = rig, cfg
+        self.target, self.scores, self.hw = target, scores, hw  # [B,68,2], [B,68], [B,2]
+        S, E = rig.n_shape, rig.n_expr
+        self.P = 13 + S + E
+        kw = dict(dtype=rig.dtype, device=rig.device)
+        diag = (target.amax(1) - target.amin(1)).norm(dim=-1)  # [B] face size, px
+        self.sigma_px = (cfg.landmark_sigma * diag).clamp_min(1e-3)  # [B]
+        self.cxy = torch.stack([(hw[:, 1] - 1) / 2, (hw[:, 0] - 1) / 2], -1)  # [B,2]
+        f0 = cfg.focal_prior * hw.amax(-1) if cfg.fixed_focal_px is None else torch.full_like(hw[:, 0], cfg.fixed_focal_px)
+        self.logf0 = torch.log(f0)  # [B]
+        prec = torch.zeros(self.P, **kw)  # prior precision (1/sigma) per parameter
+        prec[_F] = 1.0 / cfg.focal_log_sigma
+        prec[_N] = 1.0 / cfg.neck_sigma
+        prec[_J] = 1.0 / torch.tensor(cfg.jaw_sigma, **kw)
+        prec[13 : 13 + S] = 1.0 / cfg.shape_sigma
+        prec[13 + S :] = 1.0 / cfg.expr_sigma
+        self.prec = prec  # [P]
+        self.viewR = torch.tensor(FIT_VIEWMAT[:3, :3], **kw)
+
+    def mean(self, B: int) -> Tensor:
+        """Prior means [B, P] (zero except log focal)."""
+        m = torch.zeros(B, self.P, dtype=self.rig.dtype, device=self.rig.device)
+        m[:, 6] = self.logf0
+        return m
+
+    def pose(self, p: Tensor) -> Tensor:
+        """p [B,P] -> joint axis-angles [B,J,3] (global, neck, jaw; eyes zero)."""
+        zeros = torch.zeros(p.shape[0], 3, dtype=p.dtype, device=p.device)
+        return torch.stack([p[:, _G], p[:, _N], p[:, _J]] + [zeros] * (self.rig.n_joints - 3), 1)
+
+    def project(self, p: Tensor, cxy: Tensor, rows: tuple[Tensor, ...] | None = None) -> Tensor:
+        """p [B,P], cxy [B,2] -> landmark pixels [B,68,2] (rows: rig.gather(pose) of p when None)."""
+        S = self.rig.n_shape
+        pose = self.pose(p)
+        rows = self.rig.gather(pose) if rows is None else rows
+        X = self.rig(rows, p[:, 13 : 13 + S], p[:, 13 + S :], pose, p[:, _T])  # [B,68,3]
+        xc = X @ self.viewR.T  # [B,68,3] (viewmat t = 0)
+        f = torch.exp(p[:, 6]).reshape(-1, 1, 1)
+        return f * xc[..., :2] / xc[..., 2:3] + cxy[:, None, :]
+
+    def jacobian(self, p: Tensor, cxy: Tensor) -> tuple[Tensor, Tensor]:
+        """(pixels [B,68,2], d pixels / d p [B,68,2,P]) by forward-mode autodiff, per item."""
+        rows = self.rig.gather(self.pose(p))
+        single = lambda q, c, *r: self.project(q[None], c[None], tuple(x[None] for x in r))[0]  # noqa: E731
+        jac = torch.func.vmap(torch.func.jacfwd(single, argnums=0))(p, cxy, *rows)
+        with torch.no_grad():
+            uv = self.project(p, cxy, rows)
+        return uv, jac
+
+    def landmark_cost(self, uv: Tensor, idx: Tensor, c: float) -> tuple[Tensor, Tensor]:
+        """Robust cost per item [B] and IRLS weights [B,68] (including scores) at pixels uv [B,68,2]."""
+        e2 = ((uv - self.target[idx]) ** 2).sum(-1) / self.sigma_px[idx, None] ** 2  # [B,68] squared, in sigmas
+        c2 = c * c
+        s = self.scores[idx]
+        rho = s * c2 * e2 / (c2 + e2)
+        w = s * (c2 / (c2 + e2)) ** 2
+        return rho.sum(-1), w
+
+    def cost(self, p: Tensor, idx: Tensor, c: float) -> Tensor:
+        with torch.no_grad():
+            lc, _ = self.landmark_cost(self.project(p, self.cxy[idx]), idx, c)
+            pr = (((p - self.mean(p.shape[0])) * self.prec) ** 2).sum(-1)
+        return lc + pr
+
+    def solve(self, p: Tensor, idx: Tensor, active: Tensor, iters: int, c: float) -> Tensor:
+        """Levenberg-Marquardt with IRLS weights on items idx [B], over the active parameters [P] bool."""
+        B = p.shape[0]
+        lam = torch.full((B,), 1e-3, dtype=p.dtype, device=p.device)
+        mu = self.mean(B)
+        inactive = ~active
+        cost = self.cost(p, idx, c)
+        eye = torch.eye(self.P, dtype=p.dtype, device=p.device)
+        for _ in range(iters):
+            uv, Juv = self.jacobian(p, self.cxy[idx])  # [B,68,2], [B,68,2,P]
+            _, w = self.landmark_cost(uv, idx, c)  # [B,68]
+            sw = (w.sqrt() / self.sigma_px[idx, None])[..., None]  # [B,68,1]
+            r = (sw * (uv - self.target[idx])).reshape(B, -1)  # [B,136]
+            Jr = (sw[..., None] * Juv).reshape(B, -1, self.P)  # [B,136,P]
+            H = Jr.transpose(1, 2) @ Jr + torch.diag_embed(self.prec**2).expand(B, -1, -1)
+            g = (Jr.transpose(1, 2) @ r[..., None]).squeeze(-1) + self.prec**2 * (p - mu)  # [B,P]
+            H = torch.where(inactive[None, :, None] | inactive[None, None, :], eye, H)
+            g = torch.where(inactive[None], torch.zeros_like(g), g)
+            Hd = torch.diagonal(H, dim1=1, dim2=2)
+            A = H + torch.diag_embed(lam[:, None] * Hd + 1e-9)
+            step = -torch.linalg.solve(A, g[..., None]).squeeze(-1)  # [B,P]
+            p_new = p + step
+            cost_new = self.cost(p_new, idx, c)
+            ok = torch.isfinite(cost_new) & (cost_new <= cost)
+            p = torch.where(ok[:, None], p_new, p)
+            cost = torch.where(ok, cost_new, cost)
+            lam = torch.where(ok, lam * 0.3, lam * 10.0).clamp(1e-7, 1e7)
+        return p
+
+    def init(self, yaw: Tensor, idx: Tensor) -> Tensor:
+        """Starting parameters [B,P]: yaw [B] radians, mean shape, focal at its prior, head placed on the landmarks."""
+        B = yaw.shape[0]
+        p = self.mean(B)
+        p[:, 1] = yaw
+        zero_t = torch.zeros(B, 3, dtype=p.dtype, device=p.device)
+        pose = torch.zeros(B, self.rig.n_joints, 3, dtype=p.dtype, device=p.device)
+        pose[:, 0, 1] = yaw
+        S, E = self.rig.n_shape, self.rig.n_expr
+        X = self.rig(self.rig.gather(pose), p[:, 13 : 13 + S], p[:, 13 + S :], pose, zero_t)  # [B,68,3]
+        c3 = X.mean(1)  # [B,3]
+        s3 = (X[..., :2] - c3[:, None, :2]).norm(dim=-1).mean(-1)  # [B]
+        tgt = self.target[idx]
+        c2 = tgt.mean(1)  # [B,2]
+        s2 = (tgt - c2[:, None]).norm(dim=-1).mean(-1).clamp_min(1e-3)
+        f = torch.exp(p[:, 6])
+        d = f * s3 / s2  # depth of the landmarks' centre
+        xy = (c2 - self.cxy[idx]) * (d / f)[:, None]  # camera-space x, y (y down)
+        p[:, 3] = xy[:, 0] - c3[:, 0]
+        p[:, 4] = -xy[:, 1] - c3[:, 1]
+        p[:, 5] = -d - c3[:, 2]
+        return p
+
+
+def fit_flame(model, landmarks_list: Sequence, config: FitConfig | None = None, device: torch.device | str = "cpu") -> list:
+    """Fit FLAME to each Landmarks (one batched optimisation) -> list[FlameFit], in input order."""
+    cfg = config or FitConfig()
+    if len(landmarks_list) == 0:
+        return []
+    dev = torch.device(device)
+    dtype = torch.float64
+    rig = LandmarkRig(model, cfg.n_shape, cfg.n_expr, device=dev, dtype=dtype)
+    pts, sc, hw = _stack_landmarks(landmarks_list)
+    t = lambda a: torch.as_tensor(a, dtype=dtype, device=dev)  # noqa: E731
+    prob = _Problem(rig, cfg, t(pts), t(sc), t(hw))
+    B, P, S = pts.shape[0], prob.P, rig.n_shape
+
+    # stage 1: rigid, from several yaw starts per input (batched together), plain L2 (large robust scale)
+    yaws = torch.tensor([math.radians(y) for y in (cfg.yaw_inits_deg or (0.0,))], dtype=dtype, device=dev)
+    n0 = yaws.shape[0]
+    idx = torch.arange(B, device=dev).repeat_interleave(n0)  # [B*n0]
+    p = prob.init(yaws.repeat(B), idx)
+    active = torch.zeros(P, dtype=torch.bool, device=dev)
+    active[:7] = True
+    active[_F] = cfg.fixed_focal_px is None
+    p = prob.solve(p, idx, active, cfg.iters[0], c=10.0 * cfg.robust_scale)
+    best = prob.cost(p, idx, cfg.robust_scale).reshape(B, n0).argmin(-1)  # [B]
+    p = p.reshape(B, n0, P)[torch.arange(B, device=dev), best]  # [B,P]
+    idx = torch.arange(B, device=dev)
+
+    # stage 2: + shape and neck; stage 3: + expression and jaw (robust)
+    active[_N] = True
+    active[13 : 13 + S] = True
+    p = prob.solve(p, idx, active, cfg.iters[1], c=cfg.robust_scale)
+    active[:] = True
+    active[_F] = cfg.fixed_focal_px is None
+    p = prob.solve(p, idx, active, cfg.iters[2], c=cfg.robust_scale)
+
+    with torch.no_grad():
+        uv = prob.project(p, prob.cxy)
+        err = (uv - prob.target).norm(dim=-1).cpu().numpy()  # [B,68]
+    p = p.cpu().numpy()
+    n_shape_full, n_expr_full = int(model.shapedirs.shape[-1]), int(model.exprdirs.shape[-1])
+    out = []
+    for b in range(B):
+        H, W = int(hw[b, 0]), int(hw[b, 1])
+        f = float(np.exp(p[b, 6]))
+        shape = np.zeros(n_shape_full, np.float32)
+        shape[:S] = p[b, 13 : 13 + S]
+        expr = np.zeros(n_expr_full, np.float32)
+        expr[: rig.n_expr] = p[b, 13 + S :]
+        K = np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]], np.float32)
+        out.append(
+            FlameFit(
+                shape=shape, expr=expr, global_pose=p[b, _G].astype(np.float32), neck_pose=p[b, _N].astype(np.float32),
+                jaw_pose=p[b, _J].astype(np.float32), eyes_pose=np.zeros(6, np.float32), translation=p[b, _T].astype(np.float32),
+                K=K, viewmat=FIT_VIEWMAT.copy(), image_size=(H, W), landmark_error_px=err[b].astype(np.float32),
+                flame_model_sha256=str(getattr(model, "sha256", "")),
+            )  # fmt: skip
+        )
+    return out
