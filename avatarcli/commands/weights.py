@@ -1,7 +1,135 @@
-"""`avatar weights` (placeholder: filled in by its issue)."""
+"""`avatar weights list|fetch|verify|path`: the pinned models of weights.lock."""
+
+from __future__ import annotations
+
+from typing import List, Optional
 
 import typer
 
+from avatarcli.errors import EXIT_ENVIRONMENT, EXIT_OK
+
+weights_app = typer.Typer(
+    help="Pinned model weights (weights.lock): list, fetch, verify, path.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+
+
+def _names(names: Optional[List[str]]) -> list[str]:
+    from avatarcli.weights import get_entry, load_lock
+
+    if not names:
+        return list(load_lock())
+    for n in names:
+        get_entry(n)  # unknown name -> InputError listing the known ones
+    return list(names)
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
+
+
+@weights_app.command("list")
+def list_cmd() -> int:
+    """Show every pinned model: source, revision, licence, local status and size.
+
+    \b
+    Examples:
+      avatar weights list
+      AVATAR_CACHE=/data/avatar-cache avatar weights list
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from avatarcli.weights import load_lock, status
+
+    table = Table(title="avatarcli weights (weights.lock)")
+    for col in ("name", "source", "revision", "licence", "status", "size"):
+        table.add_column(col, overflow="fold")
+    for name, e in load_lock().items():
+        st = status(name)
+        state = st.state + (" (override)" if st.source == "override" else "")
+        src = f"hf:{e.repo}" if e.kind == "hf" else f"url:{e.files[0].path}"
+        table.add_row(name, src, e.revision[:12], e.licence.split(" (")[0], state, _human(st.size) if st.size else "-")
+    Console().print(table)
+    return EXIT_OK
+
+
+@weights_app.command("fetch")
+def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Models to fetch (default: all).")) -> int:
+    """Download models at their pinned revision into the cache and check their sha256.
+
+    \b
+    Examples:
+      avatar weights fetch                 # everything in weights.lock
+      avatar weights fetch fan-2d s3fd     # only what `avatar landmarks` needs
+    """
+    from avatarcli.errors import AvatarError
+    from avatarcli.progress import console, info, progress
+    from avatarcli.weights import fetch
+
+    failed = 0
+    todo = _names(names)
+    with progress() as p:
+        for name in todo:
+            task = p.add_task(name, total=None, status="")
+
+            def cb(done: int, total: int | None, task=task) -> None:
+                p.update(task, completed=done, total=total)
+
+            try:
+                folder = fetch(name, progress=cb)
+                info(f"{name}: {folder}")
+            except AvatarError as e:
+                if len(todo) == 1:
+                    raise
+                failed += 1
+                console.print(f"[red]error:[/red] {e}", soft_wrap=True)
+            p.update(task, status="done")
+    return EXIT_ENVIRONMENT if failed else EXIT_OK
+
+
+@weights_app.command("verify")
+def verify_cmd(names: Optional[List[str]] = typer.Argument(None, help="Models to verify (default: all).")) -> int:
+    """Recompute sha256 of the local files; exit 3 when something is missing or wrong.
+
+    \b
+    Examples:
+      avatar weights verify
+      avatar weights verify sd-image-variations
+    """
+    from avatarcli.progress import console
+    from avatarcli.weights import verify
+
+    bad = 0
+    for name in _names(names):
+        st = verify(name)
+        note = f" ({st.hashes_checked} hash(es) checked)" if st.ok else (": " + "; ".join(st.problems[:3]) if st.problems else "")
+        colour = "green" if st.ok else "red"
+        console.print(f"[{colour}]{st.state}[/{colour}] {name} [{st.source}] {st.folder}{note}", soft_wrap=True)
+        bad += not st.ok
+    return EXIT_ENVIRONMENT if bad else EXIT_OK
+
+
+@weights_app.command("path")
+def path_cmd(name: str = typer.Argument(..., help="Model name from weights.lock.")) -> int:
+    """Print the local folder of a model (exit 3 if it is not there).
+
+    \b
+    Examples:
+      avatar weights path sd-image-variations
+      ls "$(avatar weights path fan-2d)"
+    """
+    from avatarcli.weights import resolve
+
+    typer.echo(str(resolve(name)))
+    return EXIT_OK
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.add_typer(weights_app, name="weights")
