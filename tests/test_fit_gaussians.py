@@ -1,0 +1,184 @@
+"""Photometric fit of bound Gaussians and densify/prune (tiny scenes, the real torch rasterizer)."""
+
+import math
+
+import pytest
+import torch
+
+from avatarcli.gaussians.binding import world_gaussians
+from avatarcli.gaussians.densify import SPLIT_SHRINK, densify_and_prune
+from avatarcli.gaussians.fit import FitConfig, ViewTarget, _Params, fit_gaussians, fit_input_view
+from avatarcli.gaussians.losses import psnr
+from avatarcli.gaussians.model import BoundGaussians
+from avatarcli.geometry import quaternion_to_matrix
+from avatarcli.render.api import render
+from avatarcli.testing.synthetic_scene import ellipsoid_mesh, make_scene, perturbed
+
+
+@pytest.fixture(scope="module")
+def scene():
+    v, f = ellipsoid_mesh(8, 16)  # 224 triangles, 896 truth Gaussians
+    return make_scene(v, f, size=48)
+
+
+def _psnr_of(bound, scene, cfg):
+    with torch.no_grad():
+        out = render(world_gaussians(bound, scene.vertices, scene.faces), scene.camera, torch.tensor(cfg.background), backend="torch")
+        m = scene.mask
+        target = m * scene.image + (1 - m) * torch.tensor(cfg.background)
+        return float(psnr(out.rgb, target, m))
+
+
+def test_fit_recovers_perturbed_truth(scene):
+    torch.manual_seed(0)
+    init = perturbed(scene.truth, seed=1)
+    cfg = FitConfig(steps=40, densify_every=0, sh_degree=0)
+    losses = []
+    fitted, stats = fit_input_view(init, scene.vertices, scene.faces, scene.camera, scene.image, scene.mask, cfg, lambda i, d: losses.append(d["loss"]))
+    before = _psnr_of(init, scene, cfg)
+    after = _psnr_of(fitted, scene, cfg)
+    # the loss falls steadily and the input view gets much closer to the truth's photo
+    assert len(losses) == 40
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    assert after >= before + 8.0, (before, after)
+    assert after >= 30.0
+    assert abs(stats["psnr"] - after) < 1e-3
+    assert 0.9 < stats["ssim"] <= 1.0
+    # the binding and the count are untouched without densification; everything finite
+    assert torch.equal(fitted.binding, init.binding)
+    for t in (fitted.local_xyz, fitted.local_rot, fitted.local_log_scale, fitted.opacity_logit, fitted.sh):
+        assert torch.isfinite(t).all() and not t.requires_grad
+
+
+def test_fit_with_densify_grows_within_budget(scene):
+    coarse = perturbed(scene.truth.subset(torch.arange(0, scene.truth.n, 4)), seed=2)  # one per triangle
+    cfg = FitConfig(steps=30, densify_from=10, densify_every=10, densify_until=0.9, max_gaussians=coarse.n + 150, sh_degree=1)
+    fitted, stats = fit_gaussians(coarse, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image, scene.mask)], cfg)
+    assert stats["n_split"] + stats["n_cloned"] > 0
+    assert coarse.n < fitted.n <= cfg.max_gaussians
+    assert fitted.sh.shape[1] == 4  # degree 1
+    assert int(fitted.binding.max()) < scene.faces.shape[0]
+    assert stats["psnr"] > _psnr_of(coarse, scene, cfg) + 3.0
+
+
+def test_zero_weight_view_changes_nothing(scene):
+    init = perturbed(scene.truth, seed=3)
+    cfg = FitConfig(steps=6, densify_every=0, sh_degree=0)
+    other = scene.orbit(40.0)
+    junk = ViewTarget(other, torch.rand(48, 48, 3), torch.ones(48, 48, 1), weight=0.0)
+    a, _ = fit_gaussians(init, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image, scene.mask)], cfg)
+    b, _ = fit_gaussians(init, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image, scene.mask), junk], cfg)
+    c, _ = fit_gaussians(init, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image, scene.mask), ViewTarget(other, junk.image, junk.mask, 0.5)], cfg)
+    assert torch.allclose(a.local_xyz, b.local_xyz, atol=1e-6) and torch.allclose(a.sh, b.sh, atol=1e-6)
+    assert not torch.allclose(a.sh, c.sh, atol=1e-4)  # a weighted view does pull
+
+
+def test_bad_targets_rejected(scene):
+    with pytest.raises(ValueError, match="target 0"):
+        fit_gaussians(scene.truth, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image[:10], scene.mask)], FitConfig(steps=1))
+    with pytest.raises(ValueError, match="at least one"):
+        fit_gaussians(scene.truth, scene.vertices, scene.faces, [], FitConfig(steps=1))
+
+
+# ----------------------------------------------------------------------------- densify
+
+
+def _cloud(n=40, seed=0) -> BoundGaussians:
+    g = torch.Generator().manual_seed(seed)
+    return BoundGaussians(
+        binding=torch.randint(0, 10, (n,), generator=g),
+        local_xyz=torch.randn(n, 3, generator=g) * 0.2,
+        local_rot=torch.randn(n, 4, generator=g),
+        local_log_scale=torch.randn(n, 3, generator=g) * 0.3 - 1.0,
+        opacity_logit=torch.randn(n, generator=g),
+        sh=torch.randn(n, 4, 3, generator=g),
+    )
+
+
+def test_densify_bindings_budget_and_prune():
+    b = _cloud()
+    n = b.n
+    grad = torch.zeros(n)
+    grad[:10] = torch.linspace(1.0, 2.0, 10)  # candidates 0..9, larger gradient = higher index
+    size = torch.full((n,), 0.001)
+    size[5:10] = 0.05  # 5..9 split, 0..4 clone
+    b.opacity_logit[10] = -10.0  # pruned (opacity ~ 4.5e-5)
+    size[11] = 1.0  # pruned: huge
+    res = densify_and_prune(
+        b, grad, size, grad_threshold=0.5, split_scale=0.01, prune_opacity=0.005, prune_scale=0.5, max_gaussians=n - 2 + 7
+    )
+    # room for 7 new rows: the 7 largest gradients win (3..9): clone 3, 4; split 5..9
+    assert res.n_pruned == 2 and res.n_cloned == 2 and res.n_split == 5
+    assert res.bound.n == n - 2 + 7 == res.source.numel() == res.fresh.numel()
+    assert torch.equal(res.bound.binding, b.binding[res.source])  # children keep the parent's triangle
+    src = res.source.tolist()
+    assert 10 not in src and 11 not in src
+    assert all(s not in src for s in range(5, 10)) or all(src.count(s) == 2 for s in range(5, 10))
+    for s in range(5, 10):  # a split parent is replaced by exactly two fresh children
+        rows = (res.source == s).nonzero().squeeze(1)
+        assert rows.numel() == 2 and res.fresh[rows].all()
+        assert torch.allclose(res.bound.local_log_scale[rows], (b.local_log_scale[s] - math.log(SPLIT_SHRINK)).expand(2, 3))
+    for s in (3, 4):  # clone: parent kept (not fresh) + an identical fresh copy
+        rows = (res.source == s).nonzero().squeeze(1)
+        assert rows.numel() == 2 and res.fresh[rows].sum() == 1
+        assert torch.equal(res.bound.local_xyz[rows[0]], res.bound.local_xyz[rows[1]])
+    for s in (0, 1, 2):  # candidates that did not fit into the budget stay as they are
+        rows = (res.source == s).nonzero().squeeze(1)
+        assert rows.numel() == 1 and not res.fresh[rows].any()
+
+
+def test_split_children_sample_the_parent_in_world_space():
+    """Children drawn in the triangle frame follow the parent's world-space Gaussian."""
+    v, f = ellipsoid_mesh(4, 6)
+    m = 4000
+    parent = BoundGaussians(
+        binding=torch.full((m,), 7),
+        local_xyz=torch.tensor([[0.1, -0.2, 0.05]]).expand(m, 3).clone(),
+        local_rot=torch.tensor([[0.9, 0.2, -0.3, 0.1]]).expand(m, 4).clone(),
+        local_log_scale=torch.tensor([[-1.0, -1.5, -2.5]]).expand(m, 3).clone(),
+        opacity_logit=torch.zeros(m),
+        sh=torch.zeros(m, 1, 3),
+    )
+    res = densify_and_prune(
+        parent, torch.ones(m), torch.ones(m), grad_threshold=0.5, split_scale=0.0, prune_opacity=0.0, prune_scale=None,
+        max_gaussians=10 * m, generator=torch.Generator().manual_seed(0),
+    )
+    assert res.n_split == m and res.bound.n == 2 * m
+    wp = world_gaussians(parent.subset(torch.arange(1)), v, f)
+    wc = world_gaussians(res.bound, v, f)
+    # whiten the children's offsets with the parent's world covariance: ~ N(0, I)
+    Rw = quaternion_to_matrix(wp.quats)[0].double()
+    d = (wc.means - wp.means).double() @ Rw / wp.scales[0].double()  # [2m, 3]
+    assert d.mean(0).abs().max() < 0.06
+    assert (d.std(0) - 1).abs().max() < 0.05
+    assert torch.allclose(wc.scales, (wp.scales / SPLIT_SHRINK).expand_as(wc.scales), rtol=1e-5)
+
+
+def test_densify_never_prunes_everything_and_respects_cap():
+    b = _cloud(20)
+    b.opacity_logit[:] = -20.0
+    res = densify_and_prune(b, torch.ones(20), torch.zeros(20), grad_threshold=0.5, split_scale=1.0, prune_opacity=0.5, prune_scale=None, max_gaussians=20)
+    assert res.n_pruned == 0 and res.bound.n == 20 and res.n_cloned == 0
+
+
+def test_adam_state_follows_rows():
+    b = _cloud(6)
+    p = _Params(b, FitConfig(sh_degree=1))
+    loss = sum((t**2).sum() for t in p.t.values())
+    loss.backward()
+    p.opt.step()
+    before = {k: p.opt.state[t]["exp_avg"].clone() for k, t in p.t.items()}
+    source = torch.tensor([5, 0, 0, 3])
+    fresh = torch.tensor([False, False, True, True])
+    new = b.subset(source)
+    p.replace(new, source, fresh)
+    for k, t in p.t.items():
+        st = p.opt.state[t]["exp_avg"]
+        assert st.shape[0] == 4 and t.shape[0] == 4 and t.requires_grad
+        assert torch.equal(st[0], before[k][5]) and torch.equal(st[1], before[k][0])
+        assert (st[2:] == 0).all()
+    # a further step runs on the new tensors
+    loss = sum((t**2).sum() for t in p.t.values())
+    p.opt.zero_grad()
+    loss.backward()
+    p.opt.step()
