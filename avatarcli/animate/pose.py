@@ -117,7 +117,11 @@ class HeadPoser:
         with torch.no_grad():
             verts = canonical_vertices(model, params)[0]  # [V, 3]
             bound = bind_to_mesh(ply.gaussians.to(device), binding.to(device), verts, model.faces.to(device))
-            root = root_joint(model, params.shape)[0]  # [3]
+            stored = getattr(ply.meta, "root_joint", None)
+            if stored is not None:
+                root = torch.as_tensor(stored, dtype=torch.float32, device=device).reshape(3)
+            else:
+                root = root_joint(model, params.shape)[0]  # [3]
         return cls(model=model, bound=bound.detach(), shape=params.shape, canonical=verts, root=root, device=device)
 
     @property
@@ -129,7 +133,7 @@ class HeadPoser:
         from avatarcli.flame.forward import flame_forward
 
         with torch.no_grad():
-            return flame_forward(self.model, sequence_params(seq, self.shape, self.device)).vertices
+            return flame_forward(self.model, sequence_params(seq, self.shape, self.device), with_landmarks=False).vertices
 
     def gaussians(self, vertices: Tensor) -> Gaussians:
         """World Gaussians on the mesh `vertices` [V, 3] (or [B, V, 3]: every field gets a leading B)."""

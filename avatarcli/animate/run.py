@@ -276,7 +276,7 @@ def load_head(path: str | Path):
 
 
 def animate(
-    head: str | Path,
+    head,
     clips: list[ExpressionClip],
     config: AnimateConfig,
     out: str | Path | None = None,
@@ -285,8 +285,8 @@ def animate(
     model=None,
     progress: Callable[[int, int], None] | None = None,
 ) -> AnimateResult:
-    """Animate `head` with `clips`; writes the planned outputs atomically. `model`: an
-    already loaded FlameModel (else loaded from `flame` / $AVATAR_FLAME)."""
+    """Animate `head` (a PLY path, or a loaded GaussianPly) with `clips`; writes the planned
+    outputs atomically. `model`: an already loaded FlameModel (else `flame` / $AVATAR_FLAME)."""
     from avatarcli.device import resolve_device
 
     plan = plan_outputs(out, ply_seq)
@@ -297,13 +297,16 @@ def animate(
     if config.size is not None and not (8 <= config.size <= 8192):
         raise InputError(f"--size {config.size}: expected 8..8192 pixels")
     device = resolve_device(config.device)
-    ply = load_head(head)
+    if isinstance(head, (str, Path)):
+        ply, head_path = load_head(head), Path(head)
+    else:
+        ply, head_path = head, None
     if model is None:
         from avatarcli.flame.model import load_flame
 
         model = load_flame(flame)
     seq = build_sequence(clips, model.exprdirs.shape[-1], fps=config.fps, duration=config.duration)
-    poser = HeadPoser.from_ply(model, ply, path=head, device=device, force=config.force)
+    poser = HeadPoser.from_ply(model, ply, path=head_path, device=device, force=config.force)
     camera_for = make_cameras(config, poser, seq.n_frames, meta=ply.meta)
     n = seq.n_frames
     result = AnimateResult(n_frames=n, fps=seq.fps, ignored_keys={str(c.path): c.ignored for c in clips if c.ignored})
