@@ -14,6 +14,15 @@ import sys
 import click
 import typer
 
+try:  # typer >= 0.25 ships its own copy of click; its commands raise that copy's exceptions
+    from typer._click import exceptions as _typer_click_exc  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _typer_click_exc = click.exceptions
+
+_EXIT = tuple({click.exceptions.Exit, getattr(typer, "Exit", click.exceptions.Exit)})
+_CLICK_ERROR = tuple({click.ClickException, _typer_click_exc.ClickException})
+_ABORT = tuple({click.exceptions.Abort, getattr(typer, "Abort", click.exceptions.Abort)})
+
 from avatarcli import __version__
 from avatarcli.errors import EXIT_USAGE, AvatarError
 
@@ -83,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = cmd.main(args=argv, prog_name="avatar", standalone_mode=False)
         return int(rv) if isinstance(rv, int) else 0
-    except click.exceptions.Exit as e:
+    except _EXIT as e:
         return e.exit_code
-    except click.ClickException as e:
+    except _CLICK_ERROR as e:
         e.show()
         return EXIT_USAGE if e.exit_code not in (0, 1) else e.exit_code or EXIT_USAGE
-    except click.exceptions.Abort:
+    except _ABORT:
         console.print("aborted")
         return 130
     except KeyboardInterrupt:

@@ -1,0 +1,55 @@
+"""The command line itself: help with examples everywhere, version, usage errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from avatarcli.cli import app, main
+from avatarcli.commands import COMMAND_MODULES
+
+COMMANDS = [m.replace("_", "-") for m in COMMAND_MODULES]
+WEIGHTS_SUB = ["list", "fetch", "verify", "path"]
+
+
+def test_every_module_registers_a_command():
+    import typer
+
+    names = {c.name for c in typer.main.get_command(app).commands.values()}
+    assert set(COMMANDS) <= names, set(COMMANDS) - names
+
+
+def test_root_help_lists_stages_and_examples(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Examples:" in out
+    for name in COMMANDS:
+        assert name in out
+
+
+@pytest.mark.parametrize("cmd", [[c] for c in COMMANDS if c != "weights"] + [["weights", s] for s in WEIGHTS_SUB])
+def test_command_help_has_examples(cmd, capsys):
+    assert main(cmd + ["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Examples:" in out, f"`avatar {' '.join(cmd)} --help` shows no examples"
+    assert "avatar " + cmd[0] in out.split("Examples:")[1]
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("avatarcli ")
+
+
+@pytest.mark.parametrize("argv", [["no-such-command"], ["fit-flame", "--no-such-option", "x.npz"]])
+def test_usage_errors_exit_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+
+
+def test_console_script_entry_point_runs():
+    r = subprocess.run([sys.executable, "-m", "avatarcli", "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("avatarcli ")
