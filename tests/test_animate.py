@@ -88,23 +88,42 @@ def head(model):
 
 
 def test_jaw_moves_jaw_gaussians_not_skull(model, head, tmp_path):
+    """Opening the jaw carries the jaw's Gaussians down and leaves the skull's where they were,
+    up to the jaw's pose-corrective blend shapes. Those are nonzero over the whole synthetic
+    head (smooth random fields, as real FLAME's learned ones are nonzero almost everywhere), so
+    the skull is checked against an independent prediction of exactly that displacement."""
+    from scipy.spatial.transform import Rotation
+
     poser = HeadPoser.from_ply(model, head)
-    seq = build_sequence([_jaw_clip(tmp_path)], model.n_expr)
+    angle = 0.4
+    seq = build_sequence([_jaw_clip(tmp_path, angle=angle)], model.n_expr)
     frames = list(poser.posed(seq, batch=2))  # batches of 2 over 5 frames: exercises the split
     assert len(frames) == 5
     w = model.lbs_weights[model.faces]  # [F, 3 verts, J]
     jaw_tri = (w[..., JAW] > 0.9).all(-1)  # triangles riding on the jaw
-    skull_tri = (w[..., JAW] == 0).all(-1)  # no jaw weight at all
-    P = model.posedirs.view(model.posedirs.shape[0], -1, 3)
-    jaw_corrective = P[9 * (JAW - 1) : 9 * JAW].abs().amax((0, 2))  # [V] jaw pose blend shapes
-    skull_tri &= (jaw_corrective[model.faces] == 0).all(-1)
+    skull_tri = (w[..., JAW] == 0).all(-1)  # no jaw skinning weight at all
     on_jaw = jaw_tri[head.binding]
     on_skull = skull_tri[head.binding]
     assert on_jaw.sum() >= 3 and on_skull.sum() >= 10, (on_jaw.sum(), on_skull.sum())
+
+    # oracle, from the model arrays (not the forward code): with every other joint at rest,
+    # a vertex without jaw weight moves only by the jaw's pose correctives P_jaw . vec(R_jaw - I)
+    R = Rotation.from_rotvec([angle, 0.0, 0.0]).as_matrix()  # [3, 3]
+    feat = (R - np.eye(3)).reshape(9)
+    P = model.posedirs.double().numpy().reshape(model.posedirs.shape[0], -1, 3)  # [36, V, 3]
+    corrective = np.einsum("k,kvc->vc", feat, P[9 * (JAW - 1) : 9 * JAW])  # [V, 3]
+    V = poser.vertices(seq)  # [5, V, 3]
+    skull_v = torch.unique(model.faces[skull_tri])
+    np.testing.assert_allclose((V[-1] - V[0])[skull_v].double().numpy(), corrective[skull_v.numpy()], atol=1e-6, rtol=0)
+    # ... and the skull's Gaussians are those of that mesh, to float32 precision
+    want = poser.gaussians(V[0] + torch.as_tensor(corrective, dtype=V.dtype))
+    torch.testing.assert_close(frames[-1].means[on_skull], want.means[on_skull], atol=1e-6, rtol=0)
+    torch.testing.assert_close(frames[-1].scales[on_skull], want.scales[on_skull], atol=1e-7, rtol=1e-5)
+
     moved = (frames[-1].means - frames[0].means).norm(dim=-1)  # [N]
     size = float((model.v_template.max(0).values - model.v_template.min(0).values).max())
     assert moved[on_jaw].min() > 1e-3 * size
-    assert moved[on_skull].max() < 1e-6 * size
+    assert moved[on_skull].max() < 0.05 * moved[on_jaw].min(), "the skull moves by the small correctives only"
     # the jaw opens downwards (-y) at the front (+z) of the face
     assert (frames[-1].means - frames[0].means)[on_jaw, 1].mean() < 0
 
@@ -136,7 +155,15 @@ def test_global_pose_rotates_about_root_and_translation_adds(model, head, tmp_pa
     x0 = g0.means.double()
     want = (x0 - J0) @ R.T + J0 + torch.tensor(t, dtype=torch.float64)
     torch.testing.assert_close(g1.means.double(), want, atol=2e-6, rtol=0)
-    torch.testing.assert_close(quaternion_to_matrix(g1.quats).double(), R @ quaternion_to_matrix(g0.quats).double(), atol=1e-5, rtol=0)
+    # rotations come from triangle frames computed in float32: a frame's angular error is about
+    # (float32 rounding of the vertices) / (the triangle's shortest edge), so slivers near FLAME's
+    # pole get a proportionally larger tolerance (1e-5 for edges of 2 mm and longer).
+    tri = poser.canonical[model.faces[head.binding]]  # [N, 3, 3]
+    shortest = (tri - tri.roll(1, dims=1)).norm(dim=-1).min(-1).values.double()  # [N]
+    tol = 1e-5 * torch.clamp(2e-3 / shortest, min=1.0)  # [N]
+    err = (quaternion_to_matrix(g1.quats).double() - R @ quaternion_to_matrix(g0.quats).double()).abs().amax((1, 2))
+    assert (err <= tol).all(), (err / tol).max()
+    assert err.median() < 5e-6
     torch.testing.assert_close(g1.scales, g0.scales, atol=1e-6, rtol=1e-5)
 
 
