@@ -1,0 +1,243 @@
+"""Initial FLAME-bound Gaussians from a FLAME fit and its photo (`avatar init-gaussians`).
+
+1. Canonical mesh: the fit's shape, expression, jaw, neck and eyes; global pose and
+   translation NOT applied (avatarcli.flame.forward.canonical_vertices). The photo sees it
+   through `photo_camera(fit, root_joint)`.
+2. Samples: `n_gaussians` points drawn on the surface, triangle ~ area (seeded multinomial),
+   uniform inside the triangle (square-root barycentrics). binding = the triangle.
+3. Shape: flat Gaussians in the triangle's own frame (the normal is the thin axis). Area-
+   weighted sampling gives a uniform density, so the spacing between neighbours is
+   spacing = sqrt(total area / n) everywhere; in-plane sigma = `scale_factor` x spacing,
+   normal sigma = `thickness` x that. Opacity `opacity`.
+4. Colour (SH DC; higher bands zero), from the photo where the point is seen:
+   * visibility = inside the image, facing the camera (normal . (camera - point) > 0) and not
+     occluded. Occlusion is a depth test against a depth map of the head rendered by the
+     torch rasterizer (these same Gaussians, opaque, at `depth_size` px on the long side,
+     gsplat-style expected depth): visible when z_point <= depth(pixel) + `depth_tol` x the
+     head radius (and the pixel is covered, alpha > 0.5);
+   * seen: the photo's colour at the projected point (bilinear, pixel centres at integers);
+   * not seen: the colour of the mirrored point (x -> -x in the canonical FLAME frame, which
+     is left/right symmetric) when that one is seen, with the mirrored normal;
+   * neither: the skin prior (`skin_rgb`, or when None the median colour of all seen points).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from avatarcli.gaussians.binding import bind_to_mesh
+from avatarcli.gaussians.model import Gaussians, rgb_to_sh0, sh_coeffs
+from avatarcli.gaussians.ply import GaussianPly, HeadMeta
+from avatarcli.geometry import matrix_to_quaternion, triangle_frames
+from avatarcli.render.camera import Camera
+
+FALLBACK_SKIN = (0.78, 0.60, 0.50)
+
+
+@dataclass
+class InitConfig:
+    n_gaussians: int = 30_000
+    sh_degree: int = 1
+    seed: int = 0
+    scale_factor: float = 0.7  # in-plane sigma, in units of the mean sample spacing
+    thickness: float = 0.1  # normal sigma / in-plane sigma
+    opacity: float = 0.9
+    depth_size: int = 256  # long side (px) of the depth map used for the visibility test
+    depth_tol: float = 0.08  # depth-test tolerance, fraction of the head radius
+    skin_rgb: tuple[float, float, float] | None = None  # None: median of the seen colours
+
+    def validate(self) -> None:
+        if self.n_gaussians < 1:
+            raise ValueError(f"n_gaussians must be >= 1, got {self.n_gaussians}")
+        if not 0 <= self.sh_degree <= 3:
+            raise ValueError(f"sh_degree must be 0..3, got {self.sh_degree}")
+        if not 0.0 < self.opacity < 1.0:
+            raise ValueError(f"opacity must be in (0, 1), got {self.opacity}")
+
+
+@dataclass
+class ColourInfo:
+    """Where each Gaussian's colour came from (for tests and reports)."""
+
+    rgb: Tensor  # [N, 3]
+    visible: Tensor  # [N] bool: seen in the photo
+    mirrored: Tensor  # [N] bool: not seen, its mirror point is
+    prior: Tensor  # [N] bool: neither -> skin prior
+    skin: Tensor  # [3] the prior used
+
+
+def canonical_head(model, fit) -> tuple[Tensor, Tensor, Tensor]:
+    """-> canonical vertices [V, 3] float32, faces [F, 3] long, root joint [3] (fit: FlameFit or HeadMeta)."""
+    from avatarcli.flame.forward import canonical_vertices, root_joint
+    from avatarcli.flame.params import FlameParams
+
+    dt, dev = model.dtype, model.device
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=dt, device=dev).reshape(1, -1)  # noqa: E731
+    params = FlameParams(t(fit.shape), t(fit.expr), t(fit.global_pose), t(fit.neck_pose), t(fit.jaw_pose), t(fit.eyes_pose), t(fit.translation))
+    if params.shape.shape[1] > model.n_shape or params.expr.shape[1] > model.n_expr:
+        from avatarcli.errors import InputError
+
+        raise InputError(
+            f"the fit has {params.shape.shape[1]} shape / {params.expr.shape[1]} expression coefficients, "
+            f"the FLAME model only {model.n_shape} / {model.n_expr}"
+        )
+    with torch.no_grad():
+        v = canonical_vertices(model, params)[0].float()
+        j0 = root_joint(model, params.shape, params.expr)[0].float()
+    return v, model.faces.long(), j0
+
+
+def sample_surface(vertices: Tensor, faces: Tensor, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Area-weighted uniform samples: points [n, 3], triangle index [n] (long)."""
+    tri = vertices[faces]  # [F, 3, 3]
+    area = 0.5 * torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=-1)  # [F]
+    face = torch.multinomial(area.double().cpu(), n, replacement=True, generator=generator).to(vertices.device)
+    u = torch.rand(n, 2, generator=generator, dtype=torch.float64).to(vertices.device)
+    su = u[:, 0].sqrt()
+    bary = torch.stack([1 - su, su * (1 - u[:, 1]), su * u[:, 1]], -1).to(vertices.dtype)  # [n, 3]
+    pts = (bary[:, :, None] * tri[face]).sum(1)
+    return pts, face
+
+
+def _project(cam: Camera, pts: Tensor) -> tuple[Tensor, Tensor]:
+    """-> pixels [N, 2], camera z [N]."""
+    Xc = pts @ cam.viewmat[:3, :3].T + cam.viewmat[:3, 3]
+    uvw = Xc @ cam.K.T
+    return uvw[:, :2] / uvw[:, 2:3].clamp_min(1e-9), Xc[:, 2]
+
+
+def _sample_image(img: Tensor, uv: Tensor) -> Tensor:
+    """Bilinear lookup of img [H, W, C] at pixel coordinates uv [N, 2] (centres at integers) -> [N, C]."""
+    H, W = img.shape[:2]
+    g = torch.stack([uv[:, 0] / max(W - 1, 1) * 2 - 1, uv[:, 1] / max(H - 1, 1) * 2 - 1], -1)
+    out = F.grid_sample(img.permute(2, 0, 1)[None], g[None, None], mode="bilinear", padding_mode="border", align_corners=True)
+    return out[0, :, 0].T  # [N, C]
+
+
+def scaled_camera(cam: Camera, long_side: int) -> Camera:
+    """The same camera for an image resized so that its long side is `long_side` (no upscaling).
+
+    Pixel centres at integers: x' = (x + 0.5) s - 0.5."""
+    s = min(1.0, long_side / max(cam.width, cam.height))
+    if s == 1.0:
+        return cam
+    W, H = max(1, round(cam.width * s)), max(1, round(cam.height * s))
+    sx, sy = W / cam.width, H / cam.height
+    K = cam.K.clone()
+    K[0, 0] *= sx
+    K[1, 1] *= sy
+    K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return Camera(K, cam.viewmat.clone(), W, H)
+
+
+def visibility(gaussians: Gaussians, normals: Tensor, points: Tensor, cam: Camera, config: InitConfig, radius: float) -> Tensor:
+    """Which `points` [N, 3] with `normals` [N, 3] the camera sees (see the module docstring) -> [N] bool.
+
+    The depth map is rendered from `gaussians` (the head's own surface Gaussians, made opaque)."""
+    from avatarcli.render.api import render
+
+    dcam = scaled_camera(cam, config.depth_size)
+    opaque = Gaussians(gaussians.means, gaussians.quats, gaussians.scales, torch.full_like(gaussians.opacities, 0.99), gaussians.sh[:, :1])
+    with torch.no_grad():
+        out = render(opaque, dcam, None, backend="torch", sh_degree=0)
+    uv, z = _project(dcam, points)
+    W, H = dcam.width, dcam.height
+    inside = (uv[:, 0] >= -0.5) & (uv[:, 0] <= W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= H - 0.5) & (z > 0)
+    facing = (normals * (cam.position[None] - points)).sum(-1) > 0
+    # nearest pixel's depth and coverage
+    ix = uv[:, 0].round().clamp(0, W - 1).long()
+    iy = uv[:, 1].round().clamp(0, H - 1).long()
+    d = out.depth[iy, ix, 0]
+    a = out.alpha[iy, ix, 0]
+    unoccluded = (a > 0.5) & (z <= d + config.depth_tol * radius)
+    return inside & facing & unoccluded
+
+
+def colour_points(
+    points: Tensor,  # [N, 3] canonical
+    normals: Tensor,  # [N, 3]
+    gaussians: Gaussians,  # the head's surface Gaussians (for the depth map)
+    cam: Camera,
+    image: Tensor,  # [H, W, 3] float 0..1
+    config: InitConfig,
+) -> ColourInfo:
+    """Photo colour per point, mirrored-side fallback, skin prior (see the module docstring)."""
+    radius = float((points - points.mean(0)).norm(dim=-1).max())
+    mirror = torch.tensor([-1.0, 1.0, 1.0], dtype=points.dtype, device=points.device)
+    vis = visibility(gaussians, normals, points, cam, config, radius)
+    vis_m = visibility(gaussians, normals * mirror, points * mirror, cam, config, radius)
+    uv, _ = _project(cam, points)
+    uv_m, _ = _project(cam, points * mirror)
+    rgb = torch.empty_like(points)
+    if vis.any():
+        rgb[vis] = _sample_image(image, uv[vis])
+    mirrored = ~vis & vis_m
+    if mirrored.any():
+        rgb[mirrored] = _sample_image(image, uv_m[mirrored])
+    prior = ~vis & ~vis_m
+    if config.skin_rgb is not None:
+        skin = torch.tensor(config.skin_rgb, dtype=points.dtype, device=points.device)
+    elif vis.any():
+        skin = rgb[vis].median(dim=0).values
+    else:
+        skin = torch.tensor(FALLBACK_SKIN, dtype=points.dtype, device=points.device)
+    rgb[prior] = skin
+    return ColourInfo(rgb=rgb.clamp(0, 1), visible=vis, mirrored=mirrored, prior=prior, skin=skin)
+
+
+def init_gaussians(model, fit, rgb: np.ndarray, config: InitConfig | None = None, *, info: dict | None = None) -> GaussianPly:
+    """Seed `config.n_gaussians` FLAME-bound Gaussians on the fit's canonical head, coloured from
+    the photo `rgb` (uint8 [H, W, 3], the image the fit was made on, at fit.image_size).
+
+    Returns a GaussianPly (canonical head, binding, HeadMeta of the fit). `info`, when given,
+    receives "colour" (ColourInfo), "points" [N, 3], "normals" [N, 3], "spacing", "camera"."""
+    from avatarcli.flame.fit import photo_camera
+
+    cfg = config or InitConfig()
+    cfg.validate()
+    rgb = np.asarray(rgb)
+    H, W = (int(s) for s in np.asarray(fit.image_size).reshape(-1)[:2])
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be uint8 [H, W, 3], got {rgb.dtype} {list(rgb.shape)}")
+    if rgb.shape[:2] != (H, W):
+        from avatarcli.errors import InputError
+
+        raise InputError(f"the image is {rgb.shape[0]}x{rgb.shape[1]} (HxW), the FLAME fit was made on {H}x{W}")
+    verts, faces, j0 = canonical_head(model, fit)
+    verts, faces, j0 = verts.cpu(), faces.cpu(), j0.cpu()
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    n = int(cfg.n_gaussians)
+    pts, face = sample_surface(verts, faces, n, gen)  # [N, 3], [N]
+    _, R, _ = triangle_frames(verts, faces)
+    Rb = R[face]  # [N, 3, 3]
+    normals = Rb[:, :, 2]
+    tri = verts[faces]
+    total_area = float(0.5 * torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=-1).sum())
+    spacing = math.sqrt(total_area / n)
+    sigma = cfg.scale_factor * spacing
+    scales = torch.tensor([sigma, sigma, sigma * cfg.thickness]).expand(n, 3).clone()
+    quats = matrix_to_quaternion(Rb)
+    K = sh_coeffs(cfg.sh_degree)
+    sh = torch.zeros(n, K, 3)
+    g = Gaussians(pts, quats, scales, torch.full((n,), float(cfg.opacity)), sh)
+    cam = photo_camera(fit, j0)
+    image = torch.from_numpy(np.ascontiguousarray(rgb)).float() / 255.0
+    colour = colour_points(pts, normals, g, cam, image, cfg)
+    sh[:, 0] = rgb_to_sh0(colour.rgb)
+    g = Gaussians(pts, quats, scales, g.opacities, sh)
+    bound = bind_to_mesh(g, face, verts, faces)
+    meta = HeadMeta.from_fit(fit, j0, n_faces=int(faces.shape[0]), sh_degree=cfg.sh_degree)
+    ply = GaussianPly.from_bound(bound, verts, faces, meta)
+    if info is not None:
+        info.update(colour=colour, points=pts, normals=normals, spacing=spacing, camera=cam, vertices=verts, faces=faces)
+    return ply
+
+
+__all__ = ["InitConfig", "ColourInfo", "init_gaussians", "canonical_head", "sample_surface", "scaled_camera", "colour_points"]
