@@ -17,8 +17,10 @@ latin1 byte strings, and the landmark embedding in the DECA or FLAME_PyTorch lay
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +203,16 @@ def _smoothstep(x, lo, hi):
 def synthetic_arrays(seed: int = 0) -> dict:
     """The model arrays in the real file's layout (numpy): v_template, shapedirs [V,3,400],
     posedirs [V,3,36], J_regressor dense [5,V], kintree_table, weights, f, + the
-    landmark embedding in DECA layout under 'embedding'."""
+    landmark embedding in DECA layout under 'embedding'. A fresh copy on every call
+    (the arrays are computed once per seed and process)."""
+    a = _synthetic_arrays_cached(seed)
+    out = {k: v.copy() for k, v in a.items() if k != "embedding"}
+    out["embedding"] = {k: v.copy() for k, v in a["embedding"].items()}
+    return out
+
+
+@functools.lru_cache(maxsize=2)
+def _synthetic_arrays_cached(seed: int) -> dict:
     rng = np.random.default_rng(seed)
     T, P = _vertex_angles()
     v = _surface(T, P)
@@ -284,3 +295,271 @@ def make_synthetic_flame(seed: int = 0, dtype=torch.float32) -> "FlameModel":  #
     lm = embedding_from_mapping("<synthetic>", a.pop("embedding"))
     m = flame_from_arrays("<synthetic>", a, landmarks=lm, release="unknown")
     return m if dtype == torch.float32 else m.to(dtype=dtype)
+
+
+# ----------------------------------------------------------------------- files on disk
+#
+# The real FLAME files are Python-2-era pickles. They are written here opcode by opcode
+# (no chumpy, no old numpy or scipy needed) so that the loader meets exactly what users have:
+#   - protocol 2, dict keys and strings as latin1 byte strings (SHORT_BINSTRING / BINSTRING)
+#   - numpy arrays via GLOBAL `numpy.core.multiarray _reconstruct` + BUILD (1, shape, dtype,
+#     fortran, raw bytes as a byte string), dtypes via GLOBAL `numpy dtype` + BUILD state
+#   - `chumpy.ch Ch` objects: NEWOBJ + BUILD with state {'x': array} (shapedirs, J)
+#   - J_regressor as `scipy.sparse.csc csc_matrix`: NEWOBJ + BUILD with the matrix's __dict__
+#   - kintree_table [2, 5] int64 with the root's parent 4294967295 (uint32 -1)
+# DECA's landmark_embedding.npy is np.save of a 0-d object array holding a dict, written by
+# Python 3 (protocol 3): static_* and full_* as numpy arrays, dynamic_* as torch tensors
+# (DECA calls .long() on them directly). FLAME_PyTorch's flame_static_embedding.pkl is a
+# protocol-2 dict (lmk_face_idx uint32 [51], lmk_b_coords [51, 3]); flame_dynamic_embedding.npy
+# holds a dict of lists (79 arrays [17] and 79 arrays [17, 3]).
+
+LAYOUTS = ("deca", "flame_pytorch", "npz")
+RELEASES = ("2020", "2023")
+MODEL_NAMES = {"2020": "generic_model", "2023": "flame2023"}
+
+
+class _Ch:
+    """What a chumpy.ch.Ch is written as: NEWOBJ + state {'x': array}."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+
+
+class _Csc:
+    """A scipy csc_matrix as old scipy pickled it (its __dict__ as the state)."""
+
+    def __init__(self, dense: np.ndarray):
+        import scipy.sparse
+
+        m = scipy.sparse.csc_matrix(dense)
+        self.state = {
+            "_shape": tuple(int(s) for s in m.shape),
+            "maxprint": 50,
+            "format": "csc",
+            "indices": m.indices.astype(np.int32),
+            "indptr": m.indptr.astype(np.int32),
+            "data": m.data.astype(np.float64),
+        }
+
+
+class _PickleWriter:
+    """Emit pickle opcodes for a small set of objects (no memo: every object written once)."""
+
+    def __init__(self, protocol: int = 2, py2_strings: bool = True):
+        self.out = io.BytesIO()
+        self.py2 = py2_strings
+        self.out.write(b"\x80" + bytes([protocol]))
+
+    def finish(self) -> bytes:
+        self.out.write(b".")
+        return self.out.getvalue()
+
+    def _w(self, b: bytes) -> None:
+        self.out.write(b)
+
+    def _global(self, module: str, name: str) -> None:
+        self._w(b"c" + module.encode() + b"\n" + name.encode() + b"\n")
+
+    def _bytestr(self, b: bytes) -> None:
+        """A Python 2 `str` (SHORT_BINSTRING / BINSTRING) or, for Python 3 files, `bytes`."""
+        if len(b) < 256:
+            self._w((b"U" if self.py2 else b"C") + bytes([len(b)]) + b)
+        else:
+            self._w((b"T" if self.py2 else b"B") + struct.pack("<I", len(b)) + b)
+
+    def _tuple(self, items) -> None:
+        items = list(items)
+        if not items:
+            self._w(b")")
+            return
+        if len(items) > 3:
+            self._w(b"(")
+        for x in items:
+            self.obj(x)
+        self._w({1: b"\x85", 2: b"\x86", 3: b"\x87"}.get(len(items), b"t"))
+
+    def obj(self, x) -> None:
+        if x is None:
+            self._w(b"N")
+        elif isinstance(x, bool):
+            self._w(b"\x88" if x else b"\x89")
+        elif isinstance(x, (int, np.integer)):
+            x = int(x)
+            if 0 <= x < 256:
+                self._w(b"K" + bytes([x]))
+            elif 0 <= x < 65536:
+                self._w(b"M" + struct.pack("<H", x))
+            elif -(2**31) <= x < 2**31:
+                self._w(b"J" + struct.pack("<i", x))
+            else:
+                n = (x.bit_length() + 8) // 8
+                self._w(b"\x8a" + bytes([n]) + x.to_bytes(n, "little", signed=True))
+        elif isinstance(x, float):
+            self._w(b"G" + struct.pack(">d", x))
+        elif isinstance(x, bytes):
+            self._bytestr(x)
+        elif isinstance(x, str):
+            if self.py2:
+                self._bytestr(x.encode("latin1"))
+            else:
+                b = x.encode("utf-8")
+                self._w(b"X" + struct.pack("<I", len(b)) + b)
+        elif isinstance(x, tuple):
+            self._tuple(x)
+        elif isinstance(x, list):
+            self._w(b"]")
+            if x:
+                self._w(b"(")
+                for v in x:
+                    self.obj(v)
+                self._w(b"e")
+        elif isinstance(x, dict):
+            self._w(b"}")
+            if x:
+                self._w(b"(")
+                for k, v in x.items():
+                    self.obj(k)
+                    self.obj(v)
+                self._w(b"u")
+        elif isinstance(x, np.ndarray):
+            self._array(x)
+        elif isinstance(x, np.dtype):
+            self._dtype(x)
+        elif isinstance(x, _Ch):
+            self._global("chumpy.ch", "Ch")
+            self._w(b")\x81")  # EMPTY_TUPLE, NEWOBJ
+            self.obj({"x": x.x})
+            self._w(b"b")  # BUILD
+        elif isinstance(x, _Csc):
+            self._global("scipy.sparse.csc", "csc_matrix")
+            self._w(b")\x81")
+            self.obj(x.state)
+            self._w(b"b")
+        elif isinstance(x, torch.Tensor):
+            body = pickle.dumps(x.detach().cpu().contiguous(), protocol=3)
+            assert body[:2] == b"\x80\x03" and body[-1:] == b"."
+            self._w(body[2:-1])  # its own memo indices; this writer uses no memo
+        else:
+            raise TypeError(f"cannot write {type(x).__name__}")
+
+    def _dtype(self, dt: np.dtype) -> None:
+        self._global("numpy", "dtype")
+        code = "O8" if dt.kind == "O" else f"{dt.kind}{dt.itemsize}"
+        self._tuple([code, 0, 1])
+        self._w(b"R")
+        order = "|" if dt.kind == "O" or dt.itemsize == 1 else "<"
+        self._tuple([3, order, None, None, None, -1, -1, 63 if dt.kind == "O" else 0])
+        self._w(b"b")
+
+    def _array(self, a: np.ndarray) -> None:
+        """GLOBAL _reconstruct, (ndarray, (0,), 'b') REDUCE, (1, shape, dtype, False, data) BUILD."""
+        self._global("numpy.core.multiarray", "_reconstruct")
+        self._global("numpy", "ndarray")
+        self.obj((0,))
+        self.obj(b"b")
+        self._w(b"\x87R")  # TUPLE3, REDUCE
+        if a.dtype.kind != "O":
+            a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        self._w(b"(")
+        self.obj(1)
+        self.obj(tuple(int(s) for s in a.shape))
+        self._dtype(a.dtype)
+        self.obj(False)
+        if a.dtype.kind == "O":
+            self.obj(list(a.ravel()))
+        else:
+            self._bytestr(a.tobytes())
+        self._w(b"tb")  # TUPLE, BUILD
+
+
+def _npy_bytes(payload: bytes) -> bytes:
+    """A .npy (v1.0) file of a 0-d object array whose pickle is `payload`."""
+    header = "{'descr': '|O', 'fortran_order': False, 'shape': (), }"
+    pad = 64 - (10 + len(header) + 1) % 64
+    header = (header + " " * pad + "\n").encode("latin1")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + payload
+
+
+def _model_pickle(a: dict) -> bytes:
+    """generic_model.pkl bytes in the real layout."""
+    Jreg = a["J_regressor"]
+    model = {
+        "f": a["f"].astype(np.uint32),
+        "J_regressor": _Csc(Jreg),
+        "kintree_table": a["kintree_table"].astype(np.int64),
+        "J": _Ch(Jreg @ a["v_template"]),
+        "weights": a["weights"],
+        "posedirs": a["posedirs"],
+        "v_template": a["v_template"],
+        "shapedirs": _Ch(a["shapedirs"]),
+        "bs_style": "lbs",
+        "bs_type": "lrotmin",
+    }
+    w = _PickleWriter(protocol=2, py2_strings=True)
+    w.obj(model)
+    return w.finish()
+
+
+def deca_embedding_bytes(emb: dict) -> bytes:
+    """DECA landmark_embedding.npy bytes (dynamic tables as torch tensors, as in DECA's file)."""
+    d = {
+        "static_lmk_faces_idx": emb["static_lmk_faces_idx"].astype(np.int64),
+        "static_lmk_bary_coords": emb["static_lmk_bary_coords"],
+        "dynamic_lmk_faces_idx": torch.from_numpy(emb["dynamic_lmk_faces_idx"].astype(np.int64)),
+        "dynamic_lmk_bary_coords": torch.from_numpy(emb["dynamic_lmk_bary_coords"].astype(np.float64)),
+        "full_lmk_faces_idx": emb["full_lmk_faces_idx"].astype(np.int64),
+        "full_lmk_bary_coords": emb["full_lmk_bary_coords"],
+    }
+    w = _PickleWriter(protocol=3, py2_strings=False)
+    holder = np.empty((), dtype=object)
+    holder[()] = d
+    w.obj(holder)
+    return _npy_bytes(w.finish())
+
+
+def flame_pytorch_embedding_bytes(emb: dict) -> tuple[bytes, bytes]:
+    """(flame_static_embedding.pkl, flame_dynamic_embedding.npy) bytes, FLAME_PyTorch layout."""
+    w = _PickleWriter(protocol=2, py2_strings=True)
+    w.obj({"lmk_face_idx": emb["static_lmk_faces_idx"].astype(np.uint32), "lmk_b_coords": emb["static_lmk_bary_coords"]})
+    static = w.finish()
+    dyn = {
+        "lmk_face_idx": [r.astype(np.int64) for r in emb["dynamic_lmk_faces_idx"]],  # 79 x [17]
+        "lmk_b_coords": [r for r in emb["dynamic_lmk_bary_coords"]],  # 79 x [17, 3]
+    }
+    w = _PickleWriter(protocol=2, py2_strings=True)
+    holder = np.empty((), dtype=object)
+    holder[()] = dyn
+    w.obj(holder)
+    return static, _npy_bytes(w.finish())
+
+
+def write_synthetic_flame(folder: str | Path, layout: str = "deca", release: str = "2020", seed: int = 0) -> Path:
+    """Write the synthetic model into `folder` the way a user has the real files; returns the
+    model file's path.
+
+    layout "deca": generic_model.pkl (or flame2023.pkl) + landmark_embedding.npy;
+    "flame_pytorch": the same model + flame_static_embedding.pkl + flame_dynamic_embedding.npy;
+    "npz": generic_model.npz (plain arrays, dense J_regressor) + landmark_embedding.npy.
+    Loading it gives exactly `synthetic_arrays(seed)` (float64 in the file)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: expected one of {LAYOUTS}")
+    if release not in RELEASES:
+        raise ValueError(f"release {release!r}: expected one of {RELEASES}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    a = synthetic_arrays(seed)
+    emb = a.pop("embedding")
+    name = MODEL_NAMES[release]
+    if layout == "npz":
+        model = folder / f"{name}.npz"
+        np.savez(model, **{k: v for k, v in a.items()}, release=np.asarray(f"FLAME {release}"))
+    else:
+        model = folder / f"{name}.pkl"
+        model.write_bytes(_model_pickle(a))
+    if layout == "flame_pytorch":
+        static, dyn = flame_pytorch_embedding_bytes(emb)
+        (folder / "flame_static_embedding.pkl").write_bytes(static)
+        (folder / "flame_dynamic_embedding.npy").write_bytes(dyn)
+    else:
+        (folder / "landmark_embedding.npy").write_bytes(deca_embedding_bytes(emb))
+    return model
