@@ -1,7 +1,112 @@
-"""`avatar reconstruct` (placeholder: filled in by its issue)."""
+"""`avatar reconstruct`: photos -> animatable Gaussian heads, every stage in one process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
+from avatarcli.commands.common import DeviceOpt, FlameOpt
+
+
+def reconstruct_command(
+    images: List[Path] = typer.Argument(..., help="Photos (jpg/jpeg/png/webp) and/or folders of photos.", show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="head.ply for one photo; a folder (DIR/) of NAME.ply for several photos or a folder.", show_default=False),
+    rounds: Optional[int] = typer.Option(None, "--rounds", min=0, help="Diffusion refinement rounds (default: the denoise stage's; 0 = input-view fit only).", show_default=False),
+    no_diffusion: bool = typer.Option(False, "--no-diffusion", help="Skip encode and diffusion: fit the input view only (no diffusion weights needed)."),
+    device: str = DeviceOpt,
+    seed: int = typer.Option(0, "--seed", help="Random seed (Gaussian seeding, diffusion noise): same seed, same head."),
+    flame: Optional[Path] = FlameOpt,
+    landmarks: Optional[Path] = typer.Option(None, "--landmarks", help="Your own landmarks: a landmarks.npz (one photo) or a folder of NAME.npz (skips detection).", show_default=False),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep intermediate artifacts in DIR/NAME/ and reuse them on a re-run when their inputs are unchanged.", show_default=False),
+    force: bool = typer.Option(False, "--force", help="Redo every stage even when the work folder holds an up-to-date artifact."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip photos whose output .ply already exists (batch re-runs, sharding)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout (per photo: status, output, stage times, fit error, error)."),
+    face_index: Optional[int] = typer.Option(None, "--face-index", min=0, help="Several faces in a photo: which one (0 = largest; default: the largest).", show_default=False),
+    max_side: int = typer.Option(2048, "--max-side", min=32, help="Photos with a longer side are downscaled to this for the stages."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Gaussian fitting steps (default: the denoise stage's).", show_default=False),
+    n_gaussians: Optional[int] = typer.Option(None, "--n-gaussians", min=1, help="Gaussians seeded on the FLAME surface (default: init-gaussians').", show_default=False),
+) -> int:
+    """Reconstruct a 3D Gaussian head from each photo: landmarks -> fit-flame -> encode ->
+    init-gaussians -> denoise, with every model loaded once for the whole batch.
+
+    Every photo is opened and checked before any model is loaded. A photo that fails
+    is reported and the others finish. Exit codes: 0 all done; 1 some photos failed
+    (batch); 2 bad arguments or a single bad input; 3 environment (FLAME model or
+    weights missing, --device cuda without CUDA, output folder not writable).
+
+    \b
+    Examples:
+      avatar reconstruct photo.jpg -o head.ply --flame ~/flame
+      avatar reconstruct photos/ -o heads/ --workdir work/ --json > summary.json
+      avatar reconstruct a.jpg b.png -o heads/ --no-diffusion --device cpu
+      avatar reconstruct photos/ -o heads/ --skip-existing --landmarks my_landmarks/
+    """
+    from rich.markup import escape
+
+    from avatarcli.errors import EXIT_OK, EXIT_SOME_FAILED
+    from avatarcli.progress import console, info, interactive, progress, warn
+    from avatarcli.reconstruct import STAGES, ReconstructConfig, expand_images, plan_batch, run_batch
+
+    notes: list[str] = []
+    jobs = plan_batch(images, output, landmarks, notes)
+    _, batch = expand_images(images)
+    for n in notes:
+        info(n)
+    config = ReconstructConfig(
+        rounds=rounds, no_diffusion=no_diffusion, device=device, seed=seed, flame=flame, max_side=max_side,
+        face_index=face_index, steps=steps, n_gaussians=n_gaussians,
+    )  # fmt: skip
+    stages = [s for s in STAGES if not (no_diffusion and s == "encode")]
+
+    with progress() as bar:
+        t_all = bar.add_task("photos", total=len(jobs), status="")
+        t_stage = bar.add_task("", total=len(stages), status="", visible=False)
+
+        def on_event(ev) -> None:
+            if ev.kind == "models":
+                bar.update(t_all, status=f"models loaded in {ev.seconds:.1f} s")
+            elif ev.kind == "job_start":
+                bar.reset(t_stage, total=len(stages))
+                bar.update(t_stage, description=f"  {ev.job.name}", status="", visible=True)
+            elif ev.kind == "stage_start":
+                bar.update(t_stage, status=ev.stage)
+            elif ev.kind == "step":
+                bar.update(t_stage, status=f"{ev.stage} step {ev.info.get('step', '')}")
+            elif ev.kind == "stage_end":
+                bar.advance(t_stage)
+                bar.update(t_stage, status=f"{ev.stage} {'reused' if ev.reused else f'{ev.seconds:.1f} s'}")
+            elif ev.kind == "job_end":
+                bar.advance(t_all)
+
+        result = run_batch(jobs, config, workdir=workdir, force=force, skip_existing=skip_existing, on_event=on_event)
+        bar.update(t_all, completed=len(jobs))
+        bar.update(t_stage, visible=False)
+
+    if json_out:
+        typer.echo(json.dumps(result.summary(), indent=2))
+    for r in result.jobs:
+        if r.status == "done":
+            if interactive():
+                fit = f"fit {r.fit_error_px:.2f} px, " if r.fit_error_px is not None else ""
+                info(f"{r.image} -> {r.output} ({fit}{sum(r.stage_times.values()):.1f} s)")
+        elif r.status == "skipped":
+            if interactive():
+                info(f"{r.image}: skipped, {r.output} exists")
+    if not batch and result.failed:
+        raise result.failed[0].exception  # one photo: its own error and exit code (cli.main prints it)
+    for r in result.failed:
+        console.print(f"[red]failed:[/red] {escape(r.error or '')}", markup=True, soft_wrap=True, highlight=False)
+    done, failed, skipped = result.count("done"), result.count("failed"), result.count("skipped")
+    if batch or failed:
+        info(f"{done} done, {failed} failed, {skipped} skipped in {result.seconds:.1f} s")
+    if failed:
+        warn(f"{failed} of {len(jobs)} photo(s) failed (see above); the others are done")
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("reconstruct", no_args_is_help=True)(reconstruct_command)
