@@ -1,7 +1,167 @@
-"""`avatar encode` (placeholder: filled in by its issue)."""
+"""`avatar encode`: aligned face crop -> VAE latents, CLIP image embedding, face-region mask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
 
 import typer
 
+from avatarcli.commands.common import DeviceOpt, existing_inputs, output_for
+
+LANDMARK_SUFFIXES = (".npz", ".landmarks.npz")  # NAME.npz (what `avatar landmarks` writes for a folder), NAME.landmarks.npz
+
+
+@dataclass
+class _Job:
+    image: Path
+    landmarks_path: Path
+    output: Path
+    landmarks: object  # avatarcli.landmarks.artifact.Landmarks
+    sha256: str
+
+
+def landmarks_for(image: Path, landmarks: Path, several: bool) -> Path:
+    """The landmarks file of `image`: `landmarks` itself when it is a file (one image only),
+    else NAME.npz or NAME.landmarks.npz in the folder `landmarks`."""
+    from avatarcli.errors import InputError
+
+    if not landmarks.exists():
+        raise InputError("landmarks file or folder not found", path=landmarks)
+    if landmarks.is_file():
+        if several:
+            raise InputError("several images need --landmarks to be a folder of NAME.npz files", path=landmarks)
+        return landmarks
+    for suffix in LANDMARK_SUFFIXES:
+        p = landmarks / f"{image.stem}{suffix}"
+        if p.is_file():
+            return p
+    raise InputError(f"no landmarks for {image.name} in this folder (expected {image.stem}.npz)", path=landmarks)
+
+
+def check_landmarks_match(job_image: Path, lm_path: Path, lm, image_sha: str, force: bool) -> None:
+    """The landmarks must have been computed on this very image file (sha256), unless --force."""
+    from avatarcli.errors import InputError
+    from avatarcli.progress import warn
+
+    if lm.image_sha256 and lm.image_sha256 != image_sha:
+        msg = (
+            f"landmarks were computed on another image (sha256 {lm.image_sha256[:12]}..., "
+            f"{job_image.name} has {image_sha[:12]}...)"
+        )
+        if not force:
+            raise InputError(f"{msg}; re-run `avatar landmarks` or pass --force", path=lm_path)
+        warn(f"{lm_path}: {msg}; used anyway (--force)")
+
+
+def encode_command(
+    images: List[Path] = typer.Argument(..., help="Photos (jpg/png/...).", show_default=False),
+    landmarks: Path = typer.Option(
+        ..., "--landmarks", "-l", help="landmarks.npz for one photo; a folder of NAME.npz for several.", show_default=False
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="features.safetensors for one photo; a folder of NAME.safetensors for several.", show_default=False
+    ),
+    device: str = DeviceOpt,
+    size: int = typer.Option(512, "--size", help="Side of the aligned square face crop in pixels (multiple of 8)."),
+    force: bool = typer.Option(False, "--force", help="Use landmarks even when they were computed on a different image file."),
+) -> int:
+    """Encode the aligned face crop of each photo: diffusion VAE latents, CLIP image embedding and a
+    face / hair / neck / background mask from a face parser (`denoise` uses them).
+
+    Needs the pinned models sd-image-variations and face-parsing (`avatar weights fetch`).
+    Landmarks are in the original photo's pixels; the photo's sha256 must match the one the
+    landmarks were computed on (--force overrides).
+
+    \b
+    Examples:
+      avatar encode face.jpg --landmarks face.landmarks.npz -o face.features.safetensors
+      avatar encode photos/*.jpg --landmarks landmarks/ -o features/
+      avatar encode face.jpg -l face.npz -o face.safetensors --device cpu --size 256
+    """
+    from avatarcli.diffusion.crop import align_face
+    from avatarcli.errors import EXIT_OK, EXIT_SOME_FAILED, AvatarError, InputError
+    from avatarcli.io.atomic import check_output_path
+    from avatarcli.io.hashing import sha256_file
+    from avatarcli.io.images import check_image
+    from avatarcli.landmarks.artifact import read_landmarks
+    from avatarcli.progress import console, info, progress
+
+    # 1. every input and output checked before any model is touched
+    if size % 8 != 0 or not 64 <= size <= 2048:
+        raise InputError(f"--size {size}: expected a multiple of 8 between 64 and 2048")
+    existing_inputs(images)
+    several = len(images) > 1
+    outs = [check_output_path(p) for p in output_for(images, output, ".safetensors")]
+    jobs: list[_Job] = []
+    for img, out in zip(images, outs):
+        check_image(img)
+        lm_path = landmarks_for(img, landmarks, several)
+        lm = read_landmarks(lm_path)
+        sha = sha256_file(img)
+        check_landmarks_match(img, lm_path, lm, sha, force)
+        try:
+            align_face(lm.landmarks, size)  # degenerate points (eyes and mouth coincide) fail here, not later
+        except ValueError as e:
+            raise InputError(f"cannot align the face crop: {e}", path=lm_path) from None
+        jobs.append(_Job(img, lm_path, out, lm, sha))
+
+    # 2. both models resolved (MissingModelError, exit 3, nothing written) before loading either
+    from avatarcli.device import resolve_device
+    from avatarcli.diffusion.encode import load_encode_models
+    from avatarcli.diffusion.features import REGION_NAMES, write_features
+
+    dev = resolve_device(device)
+    models = load_encode_models(dev)
+
+    # 3. encode and write, one atomic file per photo
+    failed = 0
+    with progress() as bar:
+        task = bar.add_task("encode", total=len(jobs), status=f"{len(jobs)} photo(s)")
+        for job in jobs:
+            try:
+                feats = encode_loaded(job, models, size, force)
+                write_features(job.output, feats)
+            except AvatarError as e:
+                if not several:
+                    raise
+                failed += 1
+                console.print(f"[red]error:[/red] {e}", soft_wrap=True)
+                bar.advance(task)
+                continue
+            bar.advance(task)
+            frac = [float((feats.mask_crop == i).mean()) for i in range(len(REGION_NAMES))]
+            regions = ", ".join(f"{n} {100 * f:.0f}%" for n, f in zip(REGION_NAMES, frac) if n != "background")
+            info(f"{job.image} -> {job.output}: {size} px crop ({regions})")
+    if failed:
+        console.print(f"{failed} of {len(jobs)} photo(s) failed")
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def encode_loaded(job: _Job, models, size: int, force: bool):
+    """Decode the photo, map the landmarks into the working image, encode the face."""
+    from avatarcli.diffusion.encode import encode_face
+    from avatarcli.errors import InputError
+    from avatarcli.io.images import load_image
+    from avatarcli.progress import warn
+
+    image = load_image(job.image)
+    lm = job.landmarks
+    points = lm.landmarks.astype("float64")  # [68, 2] original-image pixels
+    if tuple(lm.image_size) != tuple(image.original_size):
+        msg = f"landmarks are for a {lm.image_size[1]}x{lm.image_size[0]} image, {job.image.name} is {image.original_size[1]}x{image.original_size[0]}"
+        if not force:
+            raise InputError(f"{msg}; re-run `avatar landmarks` or pass --force", path=job.landmarks_path)
+        warn(f"{job.landmarks_path}: {msg}; points rescaled (--force)")
+        sy = image.original_size[0] / lm.image_size[0]
+        sx = image.original_size[1] / lm.image_size[1]
+        points = (points + 0.5) * [sx, sy] - 0.5
+    working = image.to_working(points)  # [68, 2] working-image pixels
+    feats, _ = encode_face(image.rgb, working, models, size=size, image_sha256=image.sha256)
+    return feats
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("encode", no_args_is_help=True)(encode_command)

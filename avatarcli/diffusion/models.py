@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from avatarcli.errors import ArtifactError, MissingModelError
+from avatarcli.errors import ArtifactError, EnvironmentProblem, MissingModelError
 
 SD_IMAGE_VARIATIONS = "sd-image-variations"
 FACE_PARSING = "face-parsing"
@@ -57,10 +57,32 @@ def model_info(name: str) -> dict:
     }
 
 
-def _quiet_from_pretrained(cls, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return cls.from_pretrained(*args, **kwargs)
+def _quiet_from_pretrained(cls, name: str, folder: Path, *args, **kwargs):
+    """cls.from_pretrained(folder, ...) without warnings or progress bars; any failure to load
+    (corrupt or truncated weights, a config of another class) -> one EnvironmentProblem line."""
+    import transformers
+    from diffusers.utils import logging as dlogging
+
+    tbar = transformers.utils.logging.is_progress_bar_enabled()
+    dbar = dlogging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    dlogging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return cls.from_pretrained(folder, *args, **kwargs)
+    except Exception as e:  # noqa: BLE001 - loaders raise OSError/ValueError/RuntimeError/safetensors errors
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise EnvironmentProblem(
+            f"cannot load model {name!r} ({cls.__name__}: {type(e).__name__}: {first}); "
+            f"check it with `avatar weights verify {name}` or re-fetch it with `avatar weights fetch {name}`",
+            path=folder,
+        ) from None
+    finally:
+        if tbar:
+            transformers.utils.logging.enable_progress_bar()
+        if dbar:
+            dlogging.enable_progress_bar()
 
 
 def _need(folder: Path, name: str, parts: list[str]) -> None:
@@ -135,7 +157,7 @@ def load_vae(folder: Path, device, dtype):
     from diffusers import AutoencoderKL
 
     _need(folder, SD_IMAGE_VARIATIONS, ["vae/config.json"])
-    vae = _quiet_from_pretrained(AutoencoderKL, folder, subfolder="vae", torch_dtype=dtype, low_cpu_mem_usage=False)
+    vae = _quiet_from_pretrained(AutoencoderKL, SD_IMAGE_VARIATIONS, folder, subfolder="vae", torch_dtype=dtype, low_cpu_mem_usage=False)
     return vae.to(device).eval().requires_grad_(False)
 
 
@@ -144,7 +166,7 @@ def load_unet(folder: Path, device, dtype):
 
     _need(folder, SD_IMAGE_VARIATIONS, ["unet/config.json"])
     unet = _quiet_from_pretrained(
-        UNet2DConditionModel, folder, subfolder="unet", torch_dtype=dtype, low_cpu_mem_usage=False
+        UNet2DConditionModel, SD_IMAGE_VARIATIONS, folder, subfolder="unet", torch_dtype=dtype, low_cpu_mem_usage=False
     )
     return unet.to(device).eval().requires_grad_(False)
 
@@ -164,8 +186,8 @@ def load_clip_encoder(folder: Path, device, dtype) -> ClipEncoder:
     from transformers import CLIPVisionModelWithProjection
 
     _need(folder, SD_IMAGE_VARIATIONS, ["image_encoder/config.json"])
-    model = _quiet_from_pretrained(CLIPVisionModelWithProjection, folder / "image_encoder", dtype=dtype)
-    model = model.to(device).eval().requires_grad_(False)
+    model = _quiet_from_pretrained(CLIPVisionModelWithProjection, SD_IMAGE_VARIATIONS, folder / "image_encoder", dtype=dtype)
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     prep = _read_prep(folder / "feature_extractor" / "preprocessor_config.json", model.config.image_size, CLIP_MEAN, CLIP_STD)
     return ClipEncoder(model, prep)
 
@@ -174,8 +196,8 @@ def load_face_parser(folder: Path, device, dtype=torch.float32) -> FaceParser:
     from transformers import SegformerForSemanticSegmentation
 
     _need(folder, FACE_PARSING, ["config.json"])
-    model = _quiet_from_pretrained(SegformerForSemanticSegmentation, folder, dtype=dtype)
-    model = model.to(device).eval().requires_grad_(False)
+    model = _quiet_from_pretrained(SegformerForSemanticSegmentation, FACE_PARSING, folder, dtype=dtype)
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     prep = _read_prep(folder / "preprocessor_config.json", 512, IMAGENET_MEAN, IMAGENET_STD)
     id2label = {int(k): str(v) for k, v in (model.config.id2label or {}).items()}
     return FaceParser(model, prep, id2label)
