@@ -1,0 +1,187 @@
+"""Rendering a Gaussian PLY to a PNG (one view) or an MP4/GIF turntable.
+
+Usable from Python without the CLI:
+    plan = plan_render("head.ply", "turn.mp4", RenderConfig(frames=60))
+    render_file(plan)
+`plan_render` validates everything (output type, options, the PLY, the camera
+file, the backend/device) before anything is rendered; outputs are atomic.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from avatarcli.errors import EnvironmentProblem, InputError
+from avatarcli.render.camera import Camera
+
+IMAGE_SUFFIXES = (".png",)
+VIDEO_SUFFIXES = (".mp4", ".gif")
+MAX_SIZE = 8192
+
+
+@dataclass
+class RenderConfig:
+    yaw: float = 0.0  # degrees; turntables start here
+    pitch: float = 0.0
+    size: int | None = None  # square side; None: 512 (or the photo's size with `camera`)
+    distance: float | None = None  # None: framed from the Gaussians' extent
+    fov: float = 20.0  # vertical field of view, degrees
+    up: str = "auto"  # auto | y | -y | z | -z | x | -x (see avatarcli.render.views)
+    frames: int = 72  # turntable frames
+    fps: float = 24.0
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    backend: str = "auto"  # auto | gsplat | torch
+    device: str = "auto"
+    camera: str | None = None  # None, "photo" (the fit stored in the head) or a flame.npz path
+    sh_degree: int | None = None  # None: all the PLY has
+
+
+@dataclass
+class RenderPlan:
+    ply: object  # GaussianPly
+    out: Path
+    kind: str  # "png" | "video"
+    cameras: list[Camera]
+    config: RenderConfig
+    device: torch.device
+    backend: str
+
+
+def check_backend(backend: str, device: torch.device) -> str:
+    """auto|torch|gsplat for `device`; gsplat without CUDA is an environment error (exit 3)."""
+    if backend not in ("auto", "torch", "gsplat"):
+        raise InputError(f"--backend {backend!r}: expected auto, gsplat or torch")
+    if backend == "gsplat":
+        if not torch.cuda.is_available():
+            raise EnvironmentProblem("--backend gsplat needs a CUDA GPU (none found); use --backend torch")
+        if device.type != "cuda":
+            raise InputError("--backend gsplat renders on the GPU: use --device cuda (or auto)")
+    if backend == "auto":
+        return "gsplat" if device.type == "cuda" else "torch"
+    return backend
+
+
+def _check_config(cfg: RenderConfig, kind: str) -> None:
+    if cfg.size is not None and not 8 <= cfg.size <= MAX_SIZE:
+        raise InputError(f"--size {cfg.size}: expected 8..{MAX_SIZE} pixels")
+    if cfg.distance is not None and not (math.isfinite(cfg.distance) and cfg.distance > 0):
+        raise InputError(f"--distance {cfg.distance}: expected a positive number")
+    if not (math.isfinite(cfg.fov) and 1.0 <= cfg.fov <= 150.0):
+        raise InputError(f"--fov {cfg.fov}: expected 1..150 degrees")
+    if not (math.isfinite(cfg.yaw) and math.isfinite(cfg.pitch)) or abs(cfg.pitch) >= 90.0:
+        raise InputError("--yaw must be finite and --pitch within (-90, 90) degrees")
+    if kind == "video":
+        if not 1 <= cfg.frames <= 100000:
+            raise InputError(f"--frames {cfg.frames}: expected 1..100000")
+        if not (math.isfinite(cfg.fps) and 0 < cfg.fps <= 1000):
+            raise InputError(f"--fps {cfg.fps}: expected a positive number (at most 1000)")
+
+
+def _same_shape(a, b) -> bool:
+    """Equal FLAME identities (the shorter one zero-padded)."""
+    a, b = np.asarray(a, np.float64).reshape(-1), np.asarray(b, np.float64).reshape(-1)
+    n = max(a.size, b.size)
+    return bool(np.allclose(np.pad(a, (0, n - a.size)), np.pad(b, (0, n - b.size)), atol=1e-6, rtol=0))
+
+
+def _camera_fit(cfg: RenderConfig, ply, flame):
+    """(fit, root joint [3]) for --camera photo / FIT.npz.
+
+    The root joint (the centre of the fit's global rotation) depends only on the FLAME shape:
+    the head's stored one is used when the fit has the head's shape, else it comes from --flame."""
+    meta = ply.meta
+    if cfg.camera == "photo":
+        if meta is None:
+            raise InputError("--camera photo: this PLY holds no fit (not an avatarcli head); pass --camera FLAME_FIT.npz")
+        return meta, meta.root_joint
+    from avatarcli.flame.fit import read_flame_fit
+
+    fit = read_flame_fit(cfg.camera)
+    if meta is not None and _same_shape(meta.shape, fit.shape):
+        return fit, meta.root_joint
+    if flame is None:
+        why = "its FLAME shape differs from the head's" if meta is not None else "the PLY has no avatarcli metadata"
+        raise InputError(f"--camera: {why}; pass --flame so that the fit's root joint can be computed", path=cfg.camera)
+    from avatarcli.flame.forward import root_joint
+    from avatarcli.flame.model import load_flame
+
+    model = load_flame(flame)
+    shape = torch.as_tensor(np.asarray(fit.shape), dtype=torch.float32).reshape(1, -1)
+    return fit, root_joint(model, shape)[0].numpy()
+
+
+def plan_render(ply_or_path, out: str | Path, config: RenderConfig, flame: str | Path | None = None) -> RenderPlan:
+    """Validate the request and build the cameras. Reads the PLY (if a path); renders nothing."""
+    from avatarcli.device import resolve_device
+    from avatarcli.gaussians.ply import read_gaussian_ply
+    from avatarcli.io.atomic import check_output_path
+    from avatarcli.render.views import fit_camera, frame_gaussians, resolve_up, turntable_cameras, up_basis
+
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        kind = "png"
+    elif suffix in VIDEO_SUFFIXES:
+        kind = "video"
+    else:
+        raise InputError(f"unknown output type {suffix or '(none)'!r}: use .png (one view), .mp4 or .gif (turntable)", path=out)
+    check_output_path(out)
+    _check_config(config, kind)
+    if config.up not in ("auto", "y", "-y", "z", "-z", "x", "-x"):
+        up_basis(config.up)  # raises the one-line error
+    if config.camera is not None and kind != "png":
+        raise InputError("--camera renders the photo's single view: use a .png output", path=out)
+    if config.camera not in (None, "photo") and not Path(config.camera).is_file():
+        raise InputError("--camera: expected 'photo' or a flame.npz fit file (not found)", path=config.camera)
+    device = resolve_device(config.device)
+    backend = check_backend(config.backend, device)
+    ply = read_gaussian_ply(ply_or_path) if isinstance(ply_or_path, (str, Path)) else ply_or_path
+    g = ply.gaussians
+    if config.sh_degree is not None and not 0 <= config.sh_degree <= g.sh_degree:
+        raise InputError(f"--sh-degree {config.sh_degree}: the PLY has degree {g.sh_degree}")
+
+    if config.camera is not None:
+        fit, root = _camera_fit(config, ply, flame)
+        cameras = [fit_camera(fit, root, config.size)]
+    else:
+        size = config.size or 512
+        framing = frame_gaussians(g.means, g.opacities, resolve_up(config.up, ply.meta is not None))
+        kw = dict(width=size, height=size, distance=config.distance, fov_deg=config.fov)
+        n = config.frames if kind == "video" else 1
+        cameras = turntable_cameras(framing, n, config.yaw, config.pitch, **kw)
+    return RenderPlan(ply=ply, out=out, kind=kind, cameras=cameras, config=config, device=device, backend=backend)
+
+
+def iter_frames(plan: RenderPlan) -> Iterator[np.ndarray]:
+    """uint8 [H, W, 3] per camera of the plan, rendered one by one."""
+    from avatarcli.render.api import render, to_uint8
+
+    g = plan.ply.gaussians.to(plan.device)
+    bg = torch.tensor(plan.config.background, dtype=torch.float32, device=plan.device)
+    for cam in plan.cameras:
+        with torch.no_grad():
+            out = render(g, cam.to(plan.device), background=bg, backend=plan.backend, sh_degree=plan.config.sh_degree)
+        yield to_uint8(out.rgb)
+
+
+def render_file(plan: RenderPlan, progress=None) -> Path:
+    """Render the plan and write its output atomically. `progress(i, n)` after each frame."""
+    from avatarcli.render.video import write_png, write_video
+
+    n = len(plan.cameras)
+
+    def frames():
+        for i, img in enumerate(iter_frames(plan)):
+            yield img
+            if progress is not None:
+                progress(i + 1, n)
+
+    if plan.kind == "png":
+        return write_png(plan.out, next(iter(frames())))
+    return write_video(plan.out, frames(), fps=plan.config.fps)
