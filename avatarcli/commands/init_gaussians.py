@@ -1,7 +1,94 @@
-"""`avatar init-gaussians` (placeholder: filled in by its issue)."""
+"""`avatar init-gaussians`: FLAME-bound Gaussians seeded on the fitted head, coloured from the photo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from avatarcli.commands.common import FlameOpt, existing_inputs
+
+
+def check_model_hash(fit_sha: str, model, fit_path: Path, force: bool) -> None:
+    """The fit only makes sense with the FLAME model it was made with (InputError unless --force)."""
+    from avatarcli.errors import InputError
+    from avatarcli.progress import warn
+
+    if str(fit_sha) == str(model.sha256):
+        return
+    msg = (
+        f"was made with FLAME model sha256 {str(fit_sha)[:12]}..., "
+        f"--flame is {str(model.sha256)[:12]}... ({model.path}): use the same model (or --force)"
+    )
+    if not force:
+        raise InputError(msg, path=fit_path)
+    warn(f"{fit_path}: {msg}; continuing (--force)")
+
+
+def load_photo_for(image: Path, image_size: tuple[int, int], what: Path):
+    """Load `image` at the size the FLAME fit was made on (its original size); InputError if they differ."""
+    from avatarcli.errors import InputError
+    from avatarcli.io.images import check_image, load_image
+
+    H, W = (int(s) for s in image_size)
+    check_image(image)
+    loaded = load_image(image, max_side=max(H, W, 32))
+    if tuple(loaded.original_size) != (H, W) or loaded.size != (H, W):
+        raise InputError(
+            f"the image is {loaded.original_size[0]}x{loaded.original_size[1]} (HxW) but {what} was made "
+            f"on a {H}x{W} image: is it the same photo?",
+            path=image,
+        )
+    return loaded
+
+
+def init_gaussians_command(
+    flame_fit: Path = typer.Argument(..., help="flame.npz (from `avatar fit-flame`).", show_default=False),
+    image: Path = typer.Option(..., "--image", "-i", help="The photo the FLAME fit was made on.", show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="init.ply to write.", show_default=False),
+    flame: Optional[Path] = FlameOpt,
+    n_gaussians: int = typer.Option(30_000, "--n-gaussians", "-n", min=1, max=2_000_000, help="Gaussians seeded on the surface (area-weighted)."),
+    sh_degree: int = typer.Option(1, "--sh-degree", min=0, max=3, help="Spherical-harmonics degree stored (bands above 0 start at zero)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the surface sampling."),
+    force: bool = typer.Option(False, "--force", help="Use --flame even if it is not the model the fit was made with."),
+) -> int:
+    """Seed Gaussians on the fitted FLAME head, each bound to its triangle, coloured from the photo.
+
+    Points the photo sees take its colour; hidden points take the colour of the mirrored point
+    (FLAME is left/right symmetric) or a skin tone. The head is stored canonical: the photo's
+    expression and jaw, upright, facing +z; the fit's pose and camera go into the PLY header.
+
+    \b
+    Examples:
+      avatar init-gaussians face.flame.npz --image face.jpg --flame ~/flame -o face.init.ply
+      avatar init-gaussians face.flame.npz -i face.jpg -o init.ply -n 50000 --sh-degree 2
+    """
+    from avatarcli.flame.fit import read_flame_fit
+    from avatarcli.flame.model import load_flame
+    from avatarcli.gaussians.init import InitConfig, init_gaussians
+    from avatarcli.gaussians.ply import write_gaussian_ply
+    from avatarcli.io.atomic import check_output_path
+    from avatarcli.progress import info
+
+    existing_inputs([flame_fit, image])
+    check_output_path(output)
+    fit = read_flame_fit(flame_fit)
+    photo = load_photo_for(image, fit.image_size, flame_fit)
+    model = load_flame(flame)
+    check_model_hash(fit.flame_model_sha256, model, flame_fit, force)
+    cfg = InitConfig(n_gaussians=n_gaussians, sh_degree=sh_degree, seed=seed)
+    details: dict = {}
+    ply = init_gaussians(model, fit, photo.rgb, cfg, info=details)
+    write_gaussian_ply(output, ply)
+    c = details["colour"]
+    n = max(1, ply.gaussians.n)
+    info(
+        f"{output}: {ply.gaussians.n} Gaussians; colours: {100 * float(c.visible.sum()) / n:.0f}% from the photo, "
+        f"{100 * float(c.mirrored.sum()) / n:.0f}% mirrored, {100 * float(c.prior.sum()) / n:.0f}% skin prior"
+    )
+    return 0
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("init-gaussians", no_args_is_help=True)(init_gaussians_command)

@@ -1,0 +1,259 @@
+"""The `denoise` stage: fit the head to its photo, then refine the unseen sides by diffusion.
+
+    head, stats = denoise_head(init_ply, model, rgb, features=f, denoiser=d, config=DenoiseConfig())
+
+1. Canonical mesh from the PLY's own FLAME parameters (HeadMeta), the Gaussians re-bound to it.
+2. Working resolution: the photo (at the fit's image size) is downscaled so that its long side
+   is at most `max_side` (antialiased); the photo camera (photo_camera(meta, root)) is scaled
+   with it (pixel centres at integers).
+3. Head region (where the loss counts fully): `mask` if given; else the features' face-parsing
+   regions (face, hair, neck: mask_image != background) resized to the working size; else the
+   init head's rendered alpha (> 0.5), dilated by `mask_dilate` x the image side (default 0).
+4. Input-view fit: avatarcli.gaussians.fit.fit_gaussians with the photo as the only target
+   (`steps`, SH degree, densify/prune).
+5. rounds > 0 with a denoiser: avatarcli.diffusion.rounds.refine (novel views rendered,
+   denoised at falling strength, fitted softly with the input view as the hard constraint),
+   conditioned on the features' CLIP image embedding; `round_steps` fit steps per round,
+   no densification inside the rounds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from avatarcli.errors import InputError
+from avatarcli.gaussians.fit import FitConfig, ViewTarget, fit_gaussians
+from avatarcli.gaussians.ply import GaussianPly
+from avatarcli.render.camera import Camera
+
+
+@dataclass
+class DenoiseConfig:
+    steps: int = 300  # input-view fit steps
+    sh_degree: int = 1
+    rounds: int = 4  # diffusion rounds (0: input-view fit only)
+    round_steps: int = 100  # fit steps per round
+    strength_start: float = 0.7
+    strength_end: float = 0.2
+    yaws: tuple[float, ...] = (45.0, -45.0, 90.0, -90.0, 135.0, -135.0, 180.0)
+    pitches: tuple[float, ...] = (0.0, 20.0)
+    round_weight_max: float = 0.5  # soft-view weight = this x (1 - strength)
+    view_size: int | None = None  # novel-view side in px (None: the working photo's height)
+    seed: int = 0
+    max_side: int = 512  # working resolution: the photo's long side is at most this
+    max_gaussians: int = 30_000
+    mask_dilate: float = 0.0  # fallback head region: init alpha dilated by this x the image side
+    backend: str = "auto"  # render backend
+    device: str = "auto"
+    fit: FitConfig = field(default_factory=FitConfig)  # base settings (steps / sh / seed / backend overridden)
+
+    def fit_config(self) -> FitConfig:
+        return replace(self.fit, steps=self.steps, sh_degree=self.sh_degree, seed=self.seed, backend=self.backend,
+                       max_gaussians=self.max_gaussians)  # fmt: skip
+
+    def rounds_config(self):
+        from avatarcli.diffusion.rounds import RoundsConfig
+
+        return RoundsConfig(
+            rounds=self.rounds, strength_start=self.strength_start, strength_end=self.strength_end, yaws=tuple(self.yaws),
+            pitches=tuple(self.pitches), weight_max=self.round_weight_max, view_size=self.view_size, seed=self.seed,
+        )  # fmt: skip
+
+    def validate(self) -> None:
+        if self.steps < 0 or self.round_steps < 0 or self.rounds < 0:
+            raise InputError("steps, round steps and rounds must be >= 0")
+        if not 0 <= self.sh_degree <= 3:
+            raise InputError(f"--sh-degree must be 0..3, got {self.sh_degree}")
+        if self.max_side < 16:
+            raise InputError(f"--size must be >= 16, got {self.max_side}")
+        self.rounds_config().validate()
+
+
+def working_photo(rgb: np.ndarray, camera: Camera, max_side: int) -> tuple[Tensor, Camera]:
+    """uint8 [H, W, 3] at the camera's size -> float [h, w, 3] with long side <= max_side, and its camera."""
+    from avatarcli.gaussians.init import scaled_camera
+
+    img = torch.from_numpy(np.ascontiguousarray(rgb)).float() / 255.0  # [H, W, 3]
+    cam = scaled_camera(camera, max_side)
+    if (cam.height, cam.width) != tuple(img.shape[:2]):
+        x = img.permute(2, 0, 1)[None]
+        img = F.interpolate(x, size=(cam.height, cam.width), mode="bilinear", align_corners=False, antialias=True)[0].permute(1, 2, 0)
+    return img.clamp(0, 1).contiguous(), cam
+
+
+def features_mask(features, size: tuple[int, int]) -> Tensor:
+    """Face-parsing regions (face, hair, neck) of the features -> float [h, w, 1] at `size` (nearest)."""
+    m = torch.from_numpy(np.asarray(features.mask_image) != 0).float()[None, None]  # [1, 1, H, W]
+    if tuple(m.shape[-2:]) != tuple(size):
+        m = F.interpolate(m, size=tuple(size), mode="nearest")
+    return m[0].permute(1, 2, 0).contiguous()
+
+
+def alpha_mask(bound, vertices: Tensor, faces: Tensor, camera: Camera, dilate_frac: float, backend: str = "auto") -> Tensor:
+    """The head's rendered alpha (> 0.5) dilated by dilate_frac x the image side -> float [h, w, 1]."""
+    from avatarcli.diffusion.rounds import dilate
+    from avatarcli.gaussians.binding import world_gaussians
+    from avatarcli.render.api import render
+
+    with torch.no_grad():
+        g = world_gaussians(bound, vertices, faces)
+        out = render(g, camera.to(vertices.device), None, backend=backend, sh_degree=0)
+    px = int(round(dilate_frac * max(camera.width, camera.height)))
+    return dilate((out.alpha > 0.5).float()[None], px)[0].cpu()
+
+
+def input_view_psnr(bound, vertices: Tensor, faces: Tensor, target: ViewTarget, fit_cfg: FitConfig) -> float:
+    """PSNR of the head vs the photo inside the head region, as the fit measures it."""
+    from avatarcli.gaussians.binding import world_gaussians
+    from avatarcli.gaussians.losses import psnr
+    from avatarcli.render.api import render
+
+    dev = vertices.device
+    bg = torch.tensor(fit_cfg.background, dtype=torch.float32, device=dev)
+    with torch.no_grad():
+        out = render(world_gaussians(bound, vertices, faces), target.camera.to(dev), bg, backend=fit_cfg.backend,
+                     sh_degree=min(bound.sh_degree, fit_cfg.sh_degree))  # fmt: skip
+        m = target.mask.to(dev)
+        return float(psnr(out.rgb, m * target.image.to(dev) + (1 - m) * bg, m))
+
+
+def denoise_head(
+    ply: GaussianPly,
+    model,
+    rgb: np.ndarray,
+    *,
+    features=None,
+    denoiser=None,
+    config: DenoiseConfig | None = None,
+    on_step: Callable[[int, dict], None] | None = None,
+    on_round: Callable[[int, int, dict], None] | None = None,
+    mask: np.ndarray | Tensor | None = None,
+) -> tuple[GaussianPly, dict]:
+    """Fit `ply` (an init head with FLAME binding and metadata) to the photo `rgb` (uint8 [H, W, 3] at
+    the fit's image size), then run `config.rounds` diffusion rounds when `denoiser` is given.
+
+    features: avatarcli.diffusion.features.Features (its mask and CLIP embedding); needed for rounds.
+    mask: optional explicit head region [H, W] (or [H, W, 1]) in 0..1 at the photo's size; overrides
+    the features' mask. on_step(step, info) counts steps over the whole run (fit, then rounds);
+    info = {loss, psnr, n, sh_degree, phase}. on_round(r, n_rounds, info) after each round.
+    Returns (head, stats): stats = {psnr_init, psnr_fit, psnr, ssim, n_gaussians, fit_s, rounds_s,
+    seconds, fit: {...}, rounds: {...} or None, size: (h, w)}."""
+    from avatarcli.device import resolve_device
+    from avatarcli.flame.fit import photo_camera
+    from avatarcli.gaussians.init import canonical_head
+
+    cfg = config or DenoiseConfig()
+    cfg.validate()
+    if ply.binding is None or ply.meta is None:
+        raise InputError("the PLY has no FLAME binding / head metadata: run `avatar init-gaussians` to make one")
+    meta = ply.meta
+    H, W = meta.image_size
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise InputError(f"the photo must be uint8 [H, W, 3], got {rgb.dtype} {list(rgb.shape)}")
+    if tuple(rgb.shape[:2]) != (H, W):
+        raise InputError(f"the photo is {rgb.shape[0]}x{rgb.shape[1]} (HxW), the head was fitted on {H}x{W}")
+    rounds = cfg.rounds if denoiser is not None else 0
+    if rounds > 0 and features is None:
+        raise InputError("diffusion rounds need the photo's features (`avatar encode`): pass --features or --rounds 0")
+    dev = resolve_device(cfg.device)
+    t_all = time.perf_counter()
+
+    verts, faces, _ = canonical_head(model, meta)
+    root = torch.as_tensor(np.asarray(meta.root_joint), dtype=torch.float32)
+    bound = ply.to_bound(verts, faces)
+    cam_full = photo_camera(meta, root)
+    image, cam = working_photo(rgb, cam_full, cfg.max_side)
+    h, w = cam.height, cam.width
+    if mask is not None:
+        m = torch.as_tensor(np.asarray(mask), dtype=torch.float32).reshape(H, W)[None, None]
+        region = F.interpolate(m, size=(h, w), mode="area" if (h, w) != (H, W) else "nearest")[0].permute(1, 2, 0).clamp(0, 1)
+        region_src = "given"
+    elif features is not None:
+        region = features_mask(features, (h, w))
+        region_src = "features"
+    else:
+        region = alpha_mask(bound, verts, faces, cam, cfg.mask_dilate, backend=cfg.backend if dev.type == "cuda" else "torch")
+        region_src = "init alpha"
+    if float(region.sum()) < 1:
+        raise InputError("the head region is empty in the photo (check the FLAME fit / features)")
+
+    verts, faces, bound = verts.to(dev), faces.to(dev), bound.to(dev)
+    target = ViewTarget(cam.to(dev), image.to(dev), region.to(dev), 1.0)
+    fcfg = cfg.fit_config()
+    psnr_init = input_view_psnr(bound, verts, faces, target, fcfg)
+
+    def step_cb(offset: int, phase: str):
+        if on_step is None:
+            return None
+        return lambda i, d: on_step(offset + i, {**d, "phase": phase})
+
+    t0 = time.perf_counter()
+    fit_stats: dict = {}
+    if cfg.steps > 0:
+        bound, fit_stats = fit_gaussians(bound, verts, faces, [target], fcfg, step_cb(0, "fit"))
+    t1 = time.perf_counter()
+    psnr_fit = input_view_psnr(bound, verts, faces, target, fcfg)
+
+    round_stats = None
+    if rounds > 0:
+        from avatarcli.diffusion.denoiser import Conditioning
+        from avatarcli.diffusion.rounds import refine
+
+        cond = Conditioning(image_embeds=torch.from_numpy(np.asarray(features.image_embeds, np.float32)).to(dev), image=image.to(dev))
+        rcfg = replace(cfg.rounds_config(), rounds=rounds)
+        round_fit = replace(fcfg, steps=cfg.round_steps, densify_every=0)
+        offset = cfg.steps
+        counter = {"round": 0}
+
+        def on_progress(r, n, info):
+            counter["round"] = r + 1
+            if on_round is not None:
+                on_round(r, n, info)
+
+        def round_step(i, d):
+            if on_step is not None:
+                on_step(offset + counter["round"] * cfg.round_steps + i, {**d, "phase": f"round {counter['round'] + 1}/{rounds}"})
+
+        bound, round_stats = refine(bound, verts, faces, target, denoiser, cond, rcfg, round_fit, on_progress, on_step=round_step)
+    t2 = time.perf_counter()
+
+    from avatarcli.gaussians.binding import world_gaussians
+    from avatarcli.gaussians.losses import masked_ssim
+    from avatarcli.render.api import render
+
+    bg = torch.tensor(fcfg.background, dtype=torch.float32, device=dev)
+    with torch.no_grad():
+        out = render(world_gaussians(bound, verts, faces), target.camera, bg, backend=fcfg.backend, sh_degree=fcfg.sh_degree)
+        tgt = target.mask * target.image + (1 - target.mask) * bg
+        ssim = float(masked_ssim(out.rgb, tgt, target.mask))
+    final_psnr = input_view_psnr(bound, verts, faces, target, fcfg)
+    head = GaussianPly.from_bound(bound.to("cpu"), verts.cpu(), faces.cpu(), meta)
+    stats = {
+        "psnr_init": psnr_init,
+        "psnr_fit": psnr_fit,
+        "psnr": final_psnr,
+        "ssim": ssim,
+        "n_gaussians": head.gaussians.n,
+        "fit_s": t1 - t0,
+        "rounds_s": t2 - t1,
+        "seconds": time.perf_counter() - t_all,
+        "fit": fit_stats,
+        "rounds": round_stats,
+        "size": (h, w),
+        "mask": region_src,
+    }
+    if not math.isfinite(final_psnr):
+        stats["psnr"] = float("inf")
+    return head, stats
+
+
+__all__ = ["DenoiseConfig", "denoise_head", "working_photo", "features_mask", "alpha_mask"]
