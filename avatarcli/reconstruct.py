@@ -421,22 +421,14 @@ def _init_config(config: ReconstructConfig):
     return _build(InitConfig, n_gaussians=config.n_gaussians, seed=config.seed)
 
 
-def _denoise_config(config: ReconstructConfig):
+def _denoise_config(config: ReconstructConfig, device=None):
     from avatarcli.stages.denoise import DenoiseConfig
 
     rounds = 0 if config.no_diffusion else config.rounds
-    cfg = _build(DenoiseConfig, rounds=rounds, steps=config.steps, seed=config.seed)
-    if config.steps is not None:
-        # nested fit settings, whatever the stage calls them
-        for name in ("fit", "fit_config", "input_fit"):
-            sub = getattr(cfg, name, None)
-            if sub is not None and dataclasses.is_dataclass(sub) and hasattr(sub, "steps"):
-                setattr(cfg, name, dataclasses.replace(sub, steps=config.steps))
-        for name in ("rounds_config", "round_config"):
-            sub = getattr(cfg, name, None)
-            if sub is not None and dataclasses.is_dataclass(sub) and hasattr(sub, "seed"):
-                setattr(cfg, name, dataclasses.replace(sub, seed=config.seed))
-    return cfg
+    return _build(
+        DenoiseConfig, rounds=rounds, steps=config.steps, round_steps=config.steps, seed=config.seed,
+        device=None if device is None else str(device),
+    )  # fmt: skip
 
 
 def _settings_repr(obj) -> Any:
@@ -607,7 +599,7 @@ class _JobRunner:
         # denoise -> the head (written atomically to the output)
         from avatarcli.stages.denoise import denoise_head
 
-        den_cfg = _denoise_config(cfg)
+        den_cfg = _denoise_config(cfg, models.device)
         with _Stage(self, "denoise"):
             step = {"n": 0}
 
