@@ -4,7 +4,8 @@ the photo's camera, backgrounds. Used by `avatar render` and `avatar animate`.
 Framing. The scene's centre and radius come from the Gaussians themselves (no
 metadata needed): the 1st..99th percentile box of the positions of the Gaussians
 with opacity >= 0.05 (so that a few far floaters of a captured scene do not
-shrink the subject), centre = the box's middle, radius = its largest half-side.
+shrink the subject), centre = the box's middle, radius = the 99th percentile of the
+distances from the centre (so that every view direction frames the subject).
 The default distance puts a sphere of 1.15 x radius inside the field of view.
 
 Up axis. `--up auto` is +y for avatarcli heads (FLAME space: y up, face towards
@@ -82,7 +83,7 @@ def resolve_up(up: str, is_head: bool) -> str:
 @dataclass
 class Framing:
     center: Tensor  # [3] world
-    radius: float  # largest half-side of the robust bounding box
+    radius: float  # robust bounding-sphere radius
     basis: Tensor  # [3, 3] view frame -> world (columns x, up, front)
 
     def distance(self, fov_deg: float = DEFAULT_FOV) -> float:
@@ -97,15 +98,18 @@ def frame_gaussians(means: Tensor, opacities: Tensor | None = None, up: str = "y
         keep = opacities.detach().cpu() >= MIN_FRAMING_OPACITY
         if int(keep.sum()) >= 1:
             pts = pts[keep]
-    if pts.shape[0] >= 20:
+    robust = pts.shape[0] >= 20
+    if robust:
         lo = torch.quantile(pts, 0.01, dim=0)
         hi = torch.quantile(pts, 0.99, dim=0)
     else:
         lo, hi = pts.min(0).values, pts.max(0).values
-    radius = float((hi - lo).max() / 2)
+    center = (lo + hi) / 2
+    dist = (pts - center).norm(dim=-1)  # [N]
+    radius = float(torch.quantile(dist, 0.99) if robust else dist.max())
     if not radius > 0:  # a single point, or all on one spot
         radius = max(float(pts.abs().max()) * 1e-3, 1e-3)
-    return Framing(center=((lo + hi) / 2).float(), radius=radius, basis=up_basis(up))
+    return Framing(center=center.float(), radius=radius, basis=up_basis(up))
 
 
 def view_camera(
