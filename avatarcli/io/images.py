@@ -24,7 +24,9 @@ LOAD_TRUNCATED_IMAGES is kept False), a side below MIN_SIDE, more than
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,23 +155,29 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def _decode(path: Path, im: Image.Image, max_side: int) -> Image.Image:
-    """Force a full decode (truncation -> InputError), apply EXIF orientation, downscale."""
+def _decode(path: Path, im: Image.Image, max_side: int) -> tuple[Image.Image, bool]:
+    """Force a full decode (truncation -> InputError), apply EXIF orientation, downscale.
+
+    Returns the image and whether the orientation swapped width and height. The EXIF block is
+    read only after the full decode: asking a PNG for it earlier decodes it outside this guard
+    (and an eXIf chunk after the pixel data is only seen then)."""
     if im.format == "JPEG" and max(im.size) > 2 * max_side:
         im.draft("RGB", (max_side, max_side))  # DCT scaling: decodes at >= the requested size
     saved = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         im.load()
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
         raise InputError(f"truncated or corrupt image data ({e})", path=path) from None
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = saved
+    before = im.size
     try:
         im = ImageOps.exif_transpose(im) or im
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the photo
         pass
-    return im
+    swapped = im.size != before and im.size == (before[1], before[0])
+    return im, swapped
 
 
 def load_image(
@@ -184,10 +192,9 @@ def load_image(
     _check_size(path, im, max_pixels, min_side)
     # original size after orientation, from the header (draft decoding may shrink the pixels)
     w0, h0 = im.size
-    orientation = im.getexif().get(0x0112, 1) if hasattr(im, "getexif") else 1
-    if orientation in (5, 6, 7, 8):
+    im, swapped = _decode(path, im, max_side)
+    if swapped:
         w0, h0 = h0, w0
-    im = _decode(path, im, max_side)
     im = _to_rgb(im)
     w, h = im.size
     if max(w, h) > max_side:
