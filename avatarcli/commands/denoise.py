@@ -1,7 +1,120 @@
-"""`avatar denoise` (placeholder: filled in by its issue)."""
+"""`avatar denoise`: fit the Gaussian head to its photo, then refine the unseen sides by diffusion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from avatarcli.commands.common import DeviceOpt, FlameOpt, existing_inputs
+
+
+def denoise_command(
+    init_ply: Path = typer.Argument(..., help="init.ply (from `avatar init-gaussians`).", show_default=False),
+    image: Path = typer.Option(..., "--image", "-i", help="The photo the head was fitted on.", show_default=False),
+    output: Path = typer.Option(..., "--output", "-o", help="head.ply to write.", show_default=False),
+    flame: Optional[Path] = FlameOpt,
+    features: Optional[Path] = typer.Option(
+        None, "--features", help="features.safetensors (from `avatar encode`): face-region mask and conditioning. Needed for --rounds > 0.", show_default=False
+    ),
+    rounds: int = typer.Option(4, "--rounds", min=0, max=50, help="Diffusion rounds refining the unseen sides (0: input-view fit only)."),
+    no_diffusion: bool = typer.Option(False, "--no-diffusion", help="Same as --rounds 0 (no diffusion model needed)."),
+    steps: int = typer.Option(300, "--steps", min=0, help="Input-view fit steps."),
+    round_steps: int = typer.Option(100, "--round-steps", min=0, help="Fit steps per diffusion round."),
+    sh_degree: int = typer.Option(1, "--sh-degree", min=0, max=3, help="Spherical-harmonics degree of the colours."),
+    size: int = typer.Option(512, "--size", min=16, max=4096, help="Working resolution: the photo's long side is fitted at most this big."),
+    max_gaussians: int = typer.Option(30_000, "--max-gaussians", min=1, help="Cap on the Gaussian count (densification)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of densification and the diffusion noise."),
+    device: str = DeviceOpt,
+    backend: str = typer.Option("auto", "--backend", help="Renderer: auto (gsplat on CUDA, else torch), gsplat or torch."),
+    force: bool = typer.Option(False, "--force", help="Use --flame / --features even if their hashes do not match."),
+) -> int:
+    """Fit the Gaussians to the photo (L1 + D-SSIM in the head region), then refine the unseen sides.
+
+    Each diffusion round renders novel views, denoises them with the pinned image-conditioned
+    diffusion model (`avatar weights fetch sd-image-variations`) and fits them softly; the photo
+    stays the hard constraint. --rounds 0 (or --no-diffusion) fits the input view only and needs
+    no diffusion model.
+
+    \b
+    Examples:
+      avatar denoise face.init.ply --image face.jpg --features face.features.safetensors -o face.ply --flame ~/flame
+      avatar denoise init.ply -i face.jpg -o head.ply --no-diffusion --steps 500 --sh-degree 2
+      avatar denoise init.ply -i face.jpg --features f.safetensors -o head.ply --rounds 6 --device cuda
+    """
+    import math
+
+    from avatarcli.commands.init_gaussians import check_model_hash, load_photo_for
+    from avatarcli.device import resolve_device
+    from avatarcli.errors import InputError
+    from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
+    from avatarcli.io.atomic import check_output_path
+    from avatarcli.progress import info, progress, warn
+    from avatarcli.render.api import BACKENDS
+    from avatarcli.stages.denoise import DenoiseConfig, denoise_head
+
+    n_rounds = 0 if no_diffusion else rounds
+    if backend not in BACKENDS:
+        raise InputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    existing_inputs([init_ply, image] + ([features] if features is not None else []))
+    check_output_path(output)
+    dev = resolve_device(device)
+    if backend == "gsplat" and dev.type != "cuda":
+        raise InputError("--backend gsplat needs a CUDA device (use --backend torch or --device cuda)")
+    ply = read_gaussian_ply(init_ply)
+    if ply.binding is None or ply.meta is None:
+        raise InputError("not an avatarcli head (no FLAME binding / metadata): make one with `avatar init-gaussians`", path=init_ply)
+    photo = load_photo_for(image, ply.meta.image_size, init_ply)
+    feats = None
+    if n_rounds > 0 and features is None:
+        raise InputError("--rounds > 0 needs --features FEATURES.safetensors (from `avatar encode`); or use --no-diffusion")
+    if features is not None:
+        from avatarcli.diffusion.features import read_features
+
+        feats = read_features(features)
+        if feats.image_sha256 != photo.sha256:
+            msg = "was computed from another image (image sha256 differs from --image)"
+            if not force:
+                raise InputError(msg + "; use the matching features or --force", path=features)
+            warn(f"{features}: {msg}; continuing (--force)")
+    cfg = DenoiseConfig(
+        steps=steps, round_steps=round_steps, sh_degree=sh_degree, rounds=n_rounds, seed=seed, max_side=size,
+        max_gaussians=max_gaussians, backend=backend, device=str(dev),
+    )  # fmt: skip
+    cfg.validate()
+    denoiser = None
+    if n_rounds > 0:  # resolve the pinned model BEFORE any work: a missing one exits 3 at once
+        from avatarcli.diffusion.models import SD_IMAGE_VARIATIONS, resolve_model
+
+        resolve_model(SD_IMAGE_VARIATIONS)
+    from avatarcli.flame.model import load_flame
+
+    model = load_flame(flame)
+    check_model_hash(ply.meta.flame_model_sha256, model, init_ply, force)
+    if n_rounds > 0:
+        from avatarcli.diffusion.denoiser import load_default_denoiser
+
+        denoiser = load_default_denoiser(dev)
+
+    total = steps + n_rounds * round_steps
+    with progress() as bar:
+        task = bar.add_task("denoise", total=max(1, total), status="")
+
+        def on_step(i: int, d: dict) -> None:
+            p = d.get("psnr", float("nan"))
+            ptxt = f"{p:.1f} dB" if math.isfinite(p) else "-"
+            bar.update(task, completed=min(i, total), status=f"{d.get('phase', '')} loss {d['loss']:.4f} PSNR {ptxt} n {d['n']}")
+
+        head, stats = denoise_head(ply, model, photo.rgb, features=feats, denoiser=denoiser, config=cfg, on_step=on_step)
+        bar.update(task, completed=max(1, total))
+    write_gaussian_ply(output, head)
+    info(
+        f"{output}: {stats['n_gaussians']} Gaussians; input view PSNR {stats['psnr_init']:.1f} -> {stats['psnr']:.1f} dB, "
+        f"SSIM {stats['ssim']:.3f} at {stats['size'][1]}x{stats['size'][0]} ({n_rounds} diffusion round(s), {stats['seconds']:.0f} s)"
+    )
+    return 0
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("denoise", no_args_is_help=True)(denoise_command)

@@ -228,7 +228,7 @@ def init_gaussians(model, fit, rgb: np.ndarray, config: InitConfig | None = None
     sh = torch.zeros(n, K, 3)
     g = Gaussians(pts, quats, scales, torch.full((n,), float(cfg.opacity)), sh)
     cam = photo_camera(fit, j0)
-    image = torch.from_numpy(np.ascontiguousarray(rgb)).float() / 255.0
+    image = torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0
     colour = colour_points(pts, normals, g, cam, image, cfg)
     sh[:, 0] = rgb_to_sh0(colour.rgb)
     g = Gaussians(pts, quats, scales, g.opacities, sh)

@@ -81,7 +81,7 @@ def working_photo(rgb: np.ndarray, camera: Camera, max_side: int) -> tuple[Tenso
     """uint8 [H, W, 3] at the camera's size -> float [h, w, 3] with long side <= max_side, and its camera."""
     from avatarcli.gaussians.init import scaled_camera
 
-    img = torch.from_numpy(np.ascontiguousarray(rgb)).float() / 255.0  # [H, W, 3]
+    img = torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0  # [H, W, 3]
     cam = scaled_camera(camera, max_side)
     if (cam.height, cam.width) != tuple(img.shape[:2]):
         x = img.permute(2, 0, 1)[None]
