@@ -224,30 +224,64 @@ class LandmarkRig:
         vidx = self.faces[fi.to(self.device)].reshape(B, -1)  # [B, K]
         return self.v_t[vidx], self.sd[vidx], self.ed[vidx], self.posedirs[vidx], self.weights[vidx], bary.to(self.device, self.dtype)
 
+    def rest(self, rows: tuple[Tensor, ...], shape: Tensor, expr: Tensor) -> tuple[Tensor, Tensor]:
+        """Rest-pose landmark-triangle vertices [B,K,3] and joints [B,J,3] of shape [B,S], expr [B,E]."""
+        vt, sd, ed = rows[:3]
+        v = vt + torch.einsum("bkcs,bs->bkc", sd, shape) + torch.einsum("bkce,be->bkc", ed, expr)  # [B,K,3]
+        J = self.J_t + torch.einsum("jcs,bs->bjc", self.J_sd, shape) + torch.einsum("jce,be->bjc", self.J_ed, expr)  # [B,J,3]
+        return v, J
+
+    def posed(self, rows: tuple[Tensor, ...], v: Tensor, J: Tensor, pose: Tensor, translation: Tensor) -> Tensor:
+        """Landmarks [B,N,68,3] of the rest vertices v [B,K,3] / joints J [B,J,3] (from `rest`) under N
+        poses per item, pose [B,N,J,3] axis-angle (global, neck, jaw, eyes); translation [B,3]."""
+        pd, w, bary = rows[3:]
+        B, N = pose.shape[:2]
+        R = axis_angle_to_matrix(pose)  # [B,N,J,3,3]
+        eye = torch.eye(3, dtype=R.dtype, device=R.device)
+        feat = (R[:, :, 1:] - eye).reshape(B, N, -1)  # [B,N,P]
+        vp = v[:, None] + torch.einsum("bkcp,bnp->bnkc", pd, feat)  # [B,N,K,3]
+        # forward kinematics: each joint's world map x -> Rw_j x + o_j
+        Rw, tw = [R[:, :, 0]], [J[:, None, 0].expand(B, N, 3)]
+        for j in range(1, self.n_joints):
+            p = self.parents[j]
+            Rw.append(Rw[p] @ R[:, :, j])
+            tw.append((Rw[p] @ (J[:, j] - J[:, p])[:, None, :, None]).squeeze(-1) + tw[p])
+        Rw_s = torch.stack(Rw, 2)  # [B,N,J,3,3]
+        o = torch.stack(tw, 2) - (Rw_s @ J[:, None, :, :, None]).squeeze(-1)  # [B,N,J,3]
+        Rb = torch.einsum("bkj,bnjcd->bnkcd", w, Rw_s)  # [B,N,K,3,3]
+        ob = torch.einsum("bkj,bnjc->bnkc", w, o)  # [B,N,K,3]
+        vv = (Rb @ vp.unsqueeze(-1)).squeeze(-1) + ob  # [B,N,K,3]
+        lm = (vv.reshape(B, N, N_LANDMARKS, 3, 3) * bary[:, None, :, :, None]).sum(-2)  # [B,N,68,3]
+        return lm + translation[:, None, None, :]
+
     def __call__(self, rows: tuple[Tensor, ...], shape: Tensor, expr: Tensor, pose: Tensor, translation: Tensor) -> Tensor:
         """rows from gather(), shape [B,S], expr [B,E], pose [B,J,3] axis-angle (global, neck, jaw, eyes),
         translation [B,3] -> landmarks [B,68,3] in FLAME world space (translation applied)."""
+        v, J = self.rest(rows, shape, expr)
+        return self.posed(rows, v, J, pose[:, None], translation)[:, 0]
+
+
+    def linear_jacobian(self, rows: tuple[Tensor, ...], pose: Tensor) -> Tensor:
+        """d landmarks / d (shape, expr): [B,68,3,S+E]. For a fixed pose the landmarks are affine in
+        the coefficients: the blend shapes move the rest vertices and, through the joint regressor,
+        the joints, i.e. the skinning offsets o_j = t_j - Rw_j J_j of the kinematic chain."""
         vt, sd, ed, pd, w, bary = rows
-        B = shape.shape[0]
-        v = vt + torch.einsum("bkcs,bs->bkc", sd, shape) + torch.einsum("bkce,be->bkc", ed, expr)  # [B,K,3]
-        J = self.J_t + torch.einsum("jcs,bs->bjc", self.J_sd, shape) + torch.einsum("jce,be->bjc", self.J_ed, expr)  # [B,J,3]
+        B = pose.shape[0]
         R = axis_angle_to_matrix(pose)  # [B,J,3,3]
-        eye = torch.eye(3, dtype=R.dtype, device=R.device)
-        feat = (R[:, 1:] - eye).reshape(B, -1)  # [B, P]
-        v = v + torch.einsum("bkcp,bp->bkc", pd, feat)
-        # forward kinematics: each joint's world map x -> Rw_j x + o_j
-        Rw, tw = [R[:, 0]], [J[:, 0]]
+        dJ = torch.cat([self.J_sd, self.J_ed], -1)  # [J,3,L]
+        L = dJ.shape[-1]
+        Rw = [R[:, 0]]
+        dt = [dJ[0].expand(B, -1, -1)]  # d t_j / d beta, [B,3,L]
         for j in range(1, self.n_joints):
             p = self.parents[j]
             Rw.append(Rw[p] @ R[:, j])
-            tw.append((Rw[p] @ (J[:, j] - J[:, p]).unsqueeze(-1)).squeeze(-1) + tw[p])
+            dt.append(Rw[p] @ (dJ[j] - dJ[p]) + dt[p])
         Rw_s = torch.stack(Rw, 1)  # [B,J,3,3]
-        o = torch.stack(tw, 1) - (Rw_s @ J.unsqueeze(-1)).squeeze(-1)  # [B,J,3]
+        do = torch.stack(dt, 1) - torch.einsum("bjcd,jdl->bjcl", Rw_s, dJ)  # [B,J,3,L]
         Rb = torch.einsum("bkj,bjcd->bkcd", w, Rw_s)  # [B,K,3,3]
-        ob = torch.einsum("bkj,bjc->bkc", w, o)  # [B,K,3]
-        v = (Rb @ v.unsqueeze(-1)).squeeze(-1) + ob  # [B,K,3]
-        lm = (v.reshape(B, N_LANDMARKS, 3, 3) * bary[..., None]).sum(-2)  # [B,68,3]
-        return lm + translation[:, None, :]
+        dob = torch.einsum("bkj,bjcl->bkcl", w, do)  # [B,K,3,L]
+        dv = Rb @ torch.cat([sd, ed], -1) + dob  # [B,K,3,L]
+        return (dv.reshape(B, N_LANDMARKS, 3, 3, L) * bary[..., None, None]).sum(2)  # [B,68,3,L]
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -308,10 +342,10 @@ class _Problem:
         self.prec = prec  # [P]
         self.viewR = torch.tensor(FIT_VIEWMAT[:3, :3], **kw)
 
-    def mean(self, B: int) -> Tensor:
-        """Prior means [B, P] (zero except log focal)."""
-        m = torch.zeros(B, self.P, dtype=self.rig.dtype, device=self.rig.device)
-        m[:, 6] = self.logf0
+    def mean(self, idx: Tensor) -> Tensor:
+        """Prior means [B, P] of items idx [B] (zero except log focal)."""
+        m = torch.zeros(idx.shape[0], self.P, dtype=self.rig.dtype, device=self.rig.device)
+        m[:, 6] = self.logf0[idx]
         return m
 
     def pose(self, p: Tensor) -> Tensor:
@@ -330,13 +364,41 @@ class _Problem:
         return f * xc[..., :2] / xc[..., 2:3] + cxy[:, None, :]
 
     def jacobian(self, p: Tensor, cxy: Tensor) -> tuple[Tensor, Tensor]:
-        """(pixels [B,68,2], d pixels / d p [B,68,2,P]) by forward-mode autodiff, per item."""
-        rows = self.rig.gather(self.pose(p))
-        single = lambda q, c, *r: self.project(q[None], c[None], tuple(x[None] for x in r))[0]  # noqa: E731
-        jac = torch.func.vmap(torch.func.jacfwd(single, argnums=0))(p, cxy, *rows)
-        with torch.no_grad():
-            uv = self.project(p, cxy, rows)
-        return uv, jac
+        """(pixels [B,68,2], d pixels / d p [B,68,2,P]), per item, with the landmark triangles fixed.
+
+        Translation, log focal, shape and expression columns in closed form (for a fixed pose the
+        landmarks are affine in the coefficients, see LandmarkRig.linear_jacobian); the 9 rotation
+        columns (global, neck, jaw) by central differences (h = 1e-5 rad, float64: error ~1e-8 px),
+        all poses of one item evaluated in one broadcast pass. Chained through the pinhole."""
+        S = self.rig.n_shape
+        B = p.shape[0]
+        pose = self.pose(p)  # [B,J,3]
+        rows = self.rig.gather(pose)
+        h = 1e-5
+        rot_cols = [0, 1, 2, 7, 8, 9, 10, 11, 12]  # global, neck, jaw in the parameter vector
+        joint_of = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+        n = len(rot_cols)
+        poses = pose[:, None].repeat(1, 1 + 2 * n, 1, 1)  # [B,1+2n,J,3]
+        for i, j in enumerate(joint_of):
+            poses[:, 1 + 2 * i, j, i % 3] += h
+            poses[:, 2 + 2 * i, j, i % 3] -= h
+        v, J = self.rig.rest(rows, p[:, 13 : 13 + S], p[:, 13 + S :])
+        Xs = self.rig.posed(rows, v, J, poses, p[:, _T])  # [B,1+2n,68,3]
+        X = Xs[:, 0]
+        dX = torch.zeros(B, N_LANDMARKS, 3, self.P, dtype=p.dtype, device=p.device)
+        drot = (Xs[:, 1::2] - Xs[:, 2::2]) / (2 * h)  # [B,n,68,3]
+        dX[..., rot_cols] = drot.permute(0, 2, 3, 1)
+        dX[..., 3:6] = torch.eye(3, dtype=p.dtype, device=p.device)
+        if self.P > 13:
+            dX[..., 13:] = self.rig.linear_jacobian(rows, pose)
+        xc = X @ self.viewR.T  # [B,68,3]
+        z = xc[..., 2:3]  # [B,68,1]
+        f = torch.exp(p[:, 6]).reshape(-1, 1, 1)
+        uv = f * xc[..., :2] / z + cxy[:, None, :]
+        dxc = torch.einsum("cd,bkdl->bkcl", self.viewR, dX)  # [B,68,3,P]
+        duv = (f / z)[..., None] * (dxc[..., :2, :] - (xc[..., :2] / z)[..., None] * dxc[..., 2:3, :])  # [B,68,2,P]
+        duv[..., 6] = uv - cxy[:, None, :]  # d/d log f
+        return uv, duv
 
     def landmark_cost(self, uv: Tensor, idx: Tensor, c: float) -> tuple[Tensor, Tensor]:
         """Robust cost per item [B] and IRLS weights [B,68] (including scores) at pixels uv [B,68,2]."""
@@ -350,14 +412,14 @@ class _Problem:
     def cost(self, p: Tensor, idx: Tensor, c: float) -> Tensor:
         with torch.no_grad():
             lc, _ = self.landmark_cost(self.project(p, self.cxy[idx]), idx, c)
-            pr = (((p - self.mean(p.shape[0])) * self.prec) ** 2).sum(-1)
+            pr = (((p - self.mean(idx)) * self.prec) ** 2).sum(-1)
         return lc + pr
 
     def solve(self, p: Tensor, idx: Tensor, active: Tensor, iters: int, c: float) -> Tensor:
         """Levenberg-Marquardt with IRLS weights on items idx [B], over the active parameters [P] bool."""
         B = p.shape[0]
         lam = torch.full((B,), 1e-3, dtype=p.dtype, device=p.device)
-        mu = self.mean(B)
+        mu = self.mean(idx)
         inactive = ~active
         cost = self.cost(p, idx, c)
         eye = torch.eye(self.P, dtype=p.dtype, device=p.device)
@@ -385,7 +447,7 @@ class _Problem:
     def init(self, yaw: Tensor, idx: Tensor) -> Tensor:
         """Starting parameters [B,P]: yaw [B] radians, mean shape, focal at its prior, head placed on the landmarks."""
         B = yaw.shape[0]
-        p = self.mean(B)
+        p = self.mean(idx)
         p[:, 1] = yaw
         zero_t = torch.zeros(B, 3, dtype=p.dtype, device=p.device)
         pose = torch.zeros(B, self.rig.n_joints, 3, dtype=p.dtype, device=p.device)

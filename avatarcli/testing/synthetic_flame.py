@@ -563,3 +563,77 @@ def write_synthetic_flame(folder: str | Path, layout: str = "deca", release: str
     else:
         (folder / "landmark_embedding.npy").write_bytes(deca_embedding_bytes(emb))
     return model
+
+
+# ------------------------------------------------------------ synthetic fits (tests, benches)
+
+
+def random_flame_params(
+    batch: int,
+    seed: int = 0,
+    *,
+    n_shape: int = 300,
+    n_expr: int = 100,
+    shape_scale: float = 1.0,
+    expr_scale: float = 1.0,
+    yaw_deg: tuple[float, float] = (-35.0, 35.0),
+    distance: float = 0.5,
+    dtype=torch.float64,
+):
+    """Plausible random FlameParams: shape / expression ~ N(0, scale^2) on the first 20 / 10
+    coefficients (decaying after), yaw uniform in `yaw_deg`, small pitch / roll / neck,
+    a slightly open jaw, the head `distance` metres in front of the fit camera (translation z < 0)."""
+    from avatarcli.flame.params import FlameParams
+
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+    u = lambda *s: torch.rand(*s, generator=g, dtype=dtype)  # noqa: E731
+    decay = lambda n, k: 1.0 / (1.0 + torch.arange(n, dtype=dtype) / k)  # noqa: E731
+    shape = r(batch, n_shape) * shape_scale * decay(n_shape, 20.0)
+    expr = r(batch, n_expr) * expr_scale * decay(n_expr, 10.0)
+    yaw = torch.deg2rad(yaw_deg[0] + (yaw_deg[1] - yaw_deg[0]) * u(batch))
+    glob = torch.stack([r(batch) * 0.08, yaw, r(batch) * 0.05], -1)
+    neck = r(batch, 3) * 0.03
+    jaw = torch.stack([u(batch) * 0.15, r(batch) * 0.01, r(batch) * 0.01], -1)
+    trans = torch.stack([r(batch) * 0.02, r(batch) * 0.02, -distance + r(batch) * 0.03], -1)
+    return FlameParams(shape, expr, glob, neck, jaw, torch.zeros(batch, 6, dtype=dtype), trans)
+
+
+def project_fit_camera(points, focal: float, image_size: tuple[int, int]) -> np.ndarray:
+    """FLAME world points [..., 3] (translation applied) -> pixels [..., 2] through the fit's
+    camera (viewmat diag(1, -1, -1, 1), principal point at the image centre)."""
+    X = np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points, np.float64)
+    H, W = image_size
+    xc = X * np.array([1.0, -1.0, -1.0])
+    return focal * xc[..., :2] / xc[..., 2:3] + np.array([(W - 1) / 2, (H - 1) / 2])
+
+
+def synthetic_landmarks(
+    model, params, *, image_size: tuple[int, int] = (512, 512), focal: float | None = None, noise_px: float = 0.0, seed: int = 0
+):
+    """(list of Landmarks with `noise_px` Gaussian noise per coordinate, noise-free pixels [B,68,2])
+    of `model` posed by `params`, seen by the fit camera (focal default 1.2 x the long side)."""
+    from avatarcli.flame.forward import flame_forward
+    from avatarcli.landmarks.artifact import Landmarks
+
+    f = 1.2 * max(image_size) if focal is None else focal
+    with torch.no_grad():
+        lm3 = flame_forward(model.to(dtype=params.shape.dtype), params).landmarks  # [B, 68, 3]
+    clean = project_fit_camera(lm3, f, image_size)  # [B, 68, 2]
+    rng = np.random.default_rng(seed)
+    noisy = clean + rng.normal(0.0, noise_px, clean.shape) if noise_px > 0 else clean
+    out = []
+    for b in range(clean.shape[0]):
+        pts = noisy[b]
+        lo, hi = pts.min(0) - 10, pts.max(0) + 10
+        out.append(
+            Landmarks(
+                image_size=image_size,
+                landmarks=pts.astype(np.float32),
+                scores=np.ones(68, np.float32),
+                bbox=np.array([lo[0], lo[1], hi[0], hi[1]], np.float32),
+                image_sha256="0" * 64,
+                detector="synthetic",
+            )
+        )
+    return out, clean
