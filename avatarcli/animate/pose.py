@@ -90,6 +90,7 @@ class HeadPoser:
     canonical: Tensor  # [V, 3] canonical vertices (the head as stored)
     root: Tensor  # [3] root joint of the shaped template
     device: torch.device
+    used_faces: Tensor  # [U, 3] FLAME triangles carrying Gaussians; bound.binding indexes into these
 
     @classmethod
     def from_ply(cls, model, ply, path: str | Path | None = None, device="cpu", force: bool = False) -> "HeadPoser":
@@ -122,11 +123,16 @@ class HeadPoser:
                 root = torch.as_tensor(stored, dtype=torch.float32, device=device).reshape(3)
             else:
                 root = root_joint(model, params.shape)[0]  # [3]
-        return cls(model=model, bound=bound.detach(), shape=params.shape, canonical=verts, root=root, device=device)
+        # only the triangles that carry Gaussians are needed per frame: re-index the binding onto them
+        used, local = torch.unique(bound.binding, return_inverse=True)  # [U], [N]
+        bound = bound.replace(binding=local)
+        return cls(model=model, bound=bound.detach(), shape=params.shape, canonical=verts, root=root, device=device,
+                   used_faces=model.faces.to(device)[used])  # fmt: skip
 
     @property
     def faces(self) -> Tensor:
-        return self.model.faces.to(self.device)
+        """[U, 3] the FLAME triangles that carry Gaussians (bound.binding indexes these)."""
+        return self.used_faces
 
     def vertices(self, seq: FrameSequence) -> Tensor:
         """Posed vertices of every frame of `seq`: [T, V, 3] (one batched LBS)."""

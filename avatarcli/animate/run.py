@@ -24,9 +24,9 @@ from avatarcli.animate.pose import DEFAULT_BATCH, HeadPoser
 from avatarcli.animate.sequence import DEFAULT_DURATION, FrameSequence, build_sequence
 from avatarcli.errors import InputError
 from avatarcli.io.atomic import atomic_dir, atomic_path, check_output_path
+from avatarcli.render.views import NAMED_BACKGROUNDS, parse_background, scaled_camera  # noqa: F401 - re-exported
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
-NAMED_BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5), "gray": (0.5, 0.5, 0.5)}
 
 
 @dataclass
@@ -59,25 +59,6 @@ class AnimateResult:
     ignored_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-def parse_background(text: str) -> tuple[float, float, float]:
-    """'white', 'black', '#rrggbb' or 'r,g,b' (0-1 floats or 0-255 ints) -> rgb in [0, 1]."""
-    s = text.strip().lower()
-    if s in NAMED_BACKGROUNDS:
-        return NAMED_BACKGROUNDS[s]
-    try:
-        if s.startswith("#") and len(s) == 7:
-            return tuple(int(s[i : i + 2], 16) / 255.0 for i in (1, 3, 5))  # type: ignore[return-value]
-        vals = [float(v) for v in s.split(",")]
-    except ValueError:
-        vals = []
-    if len(vals) == 3 and all(math.isfinite(v) and v >= 0 for v in vals):
-        if max(vals) > 1.0:
-            vals = [v / 255.0 for v in vals]
-        if max(vals) <= 1.0:
-            return tuple(vals)  # type: ignore[return-value]
-    raise InputError(f"--background {text!r}: expected white, black, grey, #rrggbb or r,g,b")
-
-
 def plan_outputs(out: str | Path | None, ply_seq: str | Path | None) -> OutputPlan:
     """-o FILE.mp4|FILE.gif -> video; -o DIR (no suffix) -> PNG frames; --ply-seq DIR -> PLYs."""
     if out is None and ply_seq is None:
@@ -93,6 +74,7 @@ def plan_outputs(out: str | Path | None, ply_seq: str | Path | None) -> OutputPl
         else:
             if out.exists() and not out.is_dir():
                 raise InputError("output exists and is not a folder", path=out)
+            _check_replaceable(out, ".png", "-o")
             plan.frames_dir = out
     if ply_seq is not None:
         p = Path(ply_seq)
@@ -100,10 +82,29 @@ def plan_outputs(out: str | Path | None, ply_seq: str | Path | None) -> OutputPl
             raise InputError("--ply-seq: exists and is not a folder", path=p)
         if p.suffix.lower() == ".ply":
             raise InputError("--ply-seq takes a folder (one PLY per frame is written into it)", path=p)
+        _check_replaceable(p, ".ply", "--ply-seq")
         plan.ply_dir = p
     if plan.frames_dir is not None and plan.ply_dir is not None and plan.frames_dir.resolve() == plan.ply_dir.resolve():
         raise InputError("-o and --ply-seq name the same folder", path=plan.ply_dir)
     return plan
+
+
+def _check_replaceable(folder: Path, suffix: str, option: str) -> None:
+    """A frame folder is replaced whole when the new frames are written: refuse one that holds
+    anything but frames of an earlier run (frame_*.png / frame_*.ply), so that `-o .` or
+    `-o ~/Pictures` can never delete a user's files."""
+    if not folder.is_dir():
+        return
+    import re
+
+    pattern = re.compile(r"frame_\d+" + re.escape(suffix))
+    other = [q.name for q in folder.iterdir() if not pattern.fullmatch(q.name)]
+    if other:
+        raise InputError(
+            f"{option}: the folder exists and holds other files ({', '.join(sorted(other)[:3])}"
+            f"{', ...' if len(other) > 3 else ''}); it would be replaced: give a new or empty folder",
+            path=folder,
+        )
 
 
 def frame_name(i: int, n: int, suffix: str) -> str:
@@ -121,7 +122,7 @@ def head_target(canonical: torch.Tensor) -> tuple[tuple[float, float, float], fl
 def make_cameras(config: AnimateConfig, poser: HeadPoser, n_frames: int, meta=None) -> Callable[[int], object]:
     """Camera for frame i. front/orbit look at the canonical head; a fit file (or
     'photo': the fit stored in the head) gives the photo's viewpoint and size."""
-    from avatarcli.render.camera import Camera, orbit_camera
+    from avatarcli.render.camera import orbit_camera
 
     cam = config.camera
     if cam in ("front", "orbit"):
@@ -141,12 +142,7 @@ def make_cameras(config: AnimateConfig, poser: HeadPoser, n_frames: int, meta=No
     fit = meta if cam == "photo" else read_flame_fit(cam)
     if fit is None:
         raise InputError("--camera photo: the head has no fit stored in it")
-    c = photo_camera(fit, poser.root.cpu())
-    if config.size:
-        s = config.size / max(c.width, c.height)
-        K = c.K.clone()
-        K[:2] *= s
-        c = Camera(K, c.viewmat, max(1, round(c.width * s)), max(1, round(c.height * s)))
+    c = scaled_camera(photo_camera(fit, poser.root.cpu()), config.size)
     return lambda i: c
 
 
@@ -294,9 +290,16 @@ def animate(
         cam_path = Path(config.camera)
         if not cam_path.is_file():
             raise InputError("--camera: expected front, orbit, photo or a flame.npz fit file", path=cam_path)
+        from avatarcli.flame.fit import read_flame_fit
+
+        read_flame_fit(cam_path)  # a bad fit file fails here, before FLAME is loaded
     if config.size is not None and not (8 <= config.size <= 8192):
         raise InputError(f"--size {config.size}: expected 8..8192 pixels")
     device = resolve_device(config.device)
+    if plan.video is not None or plan.frames_dir is not None:
+        from avatarcli.render.run import check_backend
+
+        check_backend(config.backend, device)
     if isinstance(head, (str, Path)):
         ply, head_path = load_head(head), Path(head)
     else:

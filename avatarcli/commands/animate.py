@@ -31,57 +31,65 @@ EPILOG = (
 )
 
 
+def animate_command(
+    head: Path = typer.Argument(..., help="Head PLY made by avatar (Gaussians bound to FLAME).", show_default=False),
+    expr: List[Path] = typer.Option(
+        ..., "--expr", "-e", help="Expression .npz, or a folder of them; repeat to play several in order.",
+        show_default=False,
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="OUT.mp4, OUT.gif, or a folder for PNG frames.", show_default=False
+    ),
+    ply_seq: Optional[Path] = typer.Option(
+        None, "--ply-seq", help="Folder for one posed 3DGS PLY per frame.", show_default=False
+    ),
+    flame: Optional[Path] = FlameOpt,
+    camera: str = typer.Option("front", "--camera", help="front, orbit (one turn over the animation), photo (the fit stored in the head), or a flame.npz fit (its viewpoint and image size)."),
+    yaw: float = typer.Option(0.0, "--yaw", help="Camera yaw in degrees (front: fixed; orbit: start)."),
+    pitch: float = typer.Option(0.0, "--pitch", help="Camera pitch in degrees (positive: from above)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Output size in pixels (square for front/orbit). Default 512, or the photo's size for fit cameras.", show_default=False),
+    fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second. Default: the first file's fps, else 30.", show_default=False),
+    duration: float = typer.Option(2.0, "--duration", help="Seconds each single-frame target takes (neutral -> target -> neutral)."),
+    background: str = typer.Option("white", "--background", help="white, black, grey, #rrggbb or r,g,b."),
+    backend: str = typer.Option("auto", "--backend", help="Renderer: auto (gsplat on CUDA, else torch), gsplat, torch."),
+    device: str = DeviceOpt,
+    force: bool = typer.Option(False, "--force", help="Animate even if the FLAME model differs from the head's."),
+) -> int:
+    from avatarcli.animate.expressions import load_expressions
+    from avatarcli.animate.run import AnimateConfig, animate, plan_outputs
+    from avatarcli.commands.common import existing_inputs
+    from avatarcli.errors import InputError
+    from avatarcli.progress import info, progress
+    from avatarcli.render.views import parse_background
+
+    if backend not in ("auto", "gsplat", "torch"):
+        raise InputError(f"--backend {backend!r}: expected auto, gsplat or torch")
+    config = AnimateConfig(
+        camera=camera, yaw=yaw, pitch=pitch, size=size, fps=fps, duration=duration,
+        background=parse_background(background), backend=backend, device=device, force=force,
+    )
+    # validate everything cheap before the FLAME model is loaded (animate() checks the rest in order:
+    # camera file, size, device/backend, the head PLY, then FLAME)
+    existing_inputs([head])
+    plan_outputs(out, ply_seq)
+    clips = load_expressions(expr)
+    for c in clips:
+        if c.ignored:
+            info(f"{c.path}: ignoring {', '.join(c.ignored)} (not used to re-pose a head)")
+    with progress() as p:
+        task = p.add_task("animate", total=None, status="")
+
+        def tick(i: int, n: int) -> None:
+            p.update(task, completed=i, total=n, status="")
+
+        result = animate(head, clips, config, out=out, ply_seq=ply_seq, flame=flame, progress=tick)
+    for o in result.outputs:
+        info(f"wrote {o} ({result.n_frames} frames at {result.fps:g} fps)")
+    return 0
+
+
+animate_command.__doc__ = HELP
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("animate", help=HELP, epilog=EPILOG)
-    def animate_cmd(
-        head: Path = typer.Argument(..., help="Head PLY made by avatar (Gaussians bound to FLAME).", show_default=False),
-        expr: List[Path] = typer.Option(
-            ..., "--expr", "-e", help="Expression .npz, or a folder of them; repeat to play several in order.",
-            show_default=False,
-        ),
-        out: Optional[Path] = typer.Option(
-            None, "--output", "-o", help="OUT.mp4, OUT.gif, or a folder for PNG frames.", show_default=False
-        ),
-        ply_seq: Optional[Path] = typer.Option(
-            None, "--ply-seq", help="Folder for one posed 3DGS PLY per frame.", show_default=False
-        ),
-        flame: Optional[Path] = FlameOpt,
-        camera: str = typer.Option("front", "--camera", help="front, orbit (one turn over the animation), photo (the fit stored in the head), or a flame.npz fit (its viewpoint and image size)."),
-        yaw: float = typer.Option(0.0, "--yaw", help="Camera yaw in degrees (front: fixed; orbit: start)."),
-        pitch: float = typer.Option(0.0, "--pitch", help="Camera pitch in degrees (positive: from above)."),
-        size: Optional[int] = typer.Option(None, "--size", help="Output size in pixels (square for front/orbit). Default 512, or the photo's size for fit cameras.", show_default=False),
-        fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second. Default: the first file's fps, else 30.", show_default=False),
-        duration: float = typer.Option(2.0, "--duration", help="Seconds each single-frame target takes (neutral -> target -> neutral)."),
-        background: str = typer.Option("white", "--background", help="white, black, grey, #rrggbb or r,g,b."),
-        backend: str = typer.Option("auto", "--backend", help="Renderer: auto (gsplat on CUDA, else torch), gsplat, torch."),
-        device: str = DeviceOpt,
-        force: bool = typer.Option(False, "--force", help="Animate even if the FLAME model differs from the head's."),
-    ) -> None:
-        from avatarcli.animate.expressions import load_expressions
-        from avatarcli.animate.run import AnimateConfig, animate, parse_background, plan_outputs
-        from avatarcli.commands.common import existing_inputs
-        from avatarcli.errors import InputError
-        from avatarcli.progress import info, progress
-
-        if backend not in ("auto", "gsplat", "torch"):
-            raise InputError(f"--backend {backend!r}: expected auto, gsplat or torch")
-        config = AnimateConfig(
-            camera=camera, yaw=yaw, pitch=pitch, size=size, fps=fps, duration=duration,
-            background=parse_background(background), backend=backend, device=device, force=force,
-        )
-        # validate everything cheap before the FLAME model is loaded
-        existing_inputs([head])
-        plan_outputs(out, ply_seq)
-        clips = load_expressions(expr)
-        for c in clips:
-            if c.ignored:
-                info(f"{c.path}: ignoring {', '.join(c.ignored)} (not used to re-pose a head)")
-        with progress() as p:
-            task = p.add_task("animate", total=None, status="")
-
-            def tick(i: int, n: int) -> None:
-                p.update(task, completed=i, total=n, status="")
-
-            result = animate(head, clips, config, out=out, ply_seq=ply_seq, flame=flame, progress=tick)
-        for o in result.outputs:
-            info(f"wrote {o} ({result.n_frames} frames at {result.fps:g} fps)")
+    app.command("animate", no_args_is_help=True, epilog=EPILOG)(animate_command)
