@@ -118,6 +118,22 @@ def _into(model: str, path, net: torch.nn.Module, sd: dict) -> None:
         ) from None
 
 
+def _build(model: str, path, factory, sd: dict) -> torch.nn.Module:
+    """factory() with the weights of `sd`: built on the meta device and the loaded tensors
+    assigned (no random initialisation, no copy); plain construction + copy as a fallback."""
+    try:
+        with torch.device("meta"):
+            net = factory()
+        net.load_state_dict(sd, strict=True, assign=True)
+        if not any(t.is_meta for t in [*net.parameters(), *net.buffers()]):
+            return net
+    except RuntimeError:
+        pass  # reported with the file name below
+    net = factory()
+    _into(model, path, net, sd)
+    return net
+
+
 def _make_sfd(state_dict: dict, device: torch.device, threshold: float, path) -> object:
     from face_alignment.detection.core import FaceDetector
     from face_alignment.detection.sfd.net_s3fd import s3fd
@@ -129,11 +145,9 @@ def _make_sfd(state_dict: dict, device: torch.device, threshold: float, path) ->
         def __init__(self) -> None:  # noqa: D401 - deliberately skips SFDDetector.__init__
             FaceDetector.__init__(self, str(device), False)
             self.filter_threshold = threshold
-            self.face_detector = s3fd()
 
     det = _SFD()
-    _into(SFD_MODEL, path, det.face_detector, state_dict)
-    det.face_detector.to(device).eval()
+    det.face_detector = _build(SFD_MODEL, path, s3fd, state_dict).to(device, torch.float32).eval()
     return det
 
 
@@ -157,9 +171,7 @@ def load_landmark_detector(
     sfd_path = resolve_file(SFD_MODEL) if need_detector else None
     dev = resolve_device(device)
 
-    fan = FAN(4)
-    _into(FAN_MODEL, fan_path, fan, _load_state_dict(FAN_MODEL, fan_path))
-    fan.to(dev).eval()
+    fan = _build(FAN_MODEL, fan_path, lambda: FAN(4), _load_state_dict(FAN_MODEL, fan_path)).to(dev, torch.float32).eval()
     sfd = None
     if sfd_path is not None:
         sfd = _make_sfd(_load_state_dict(SFD_MODEL, sfd_path), dev, DETECT_THRESHOLD, sfd_path)

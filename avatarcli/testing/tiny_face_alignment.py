@@ -9,12 +9,18 @@ dtypes and flow.
 
 The detector is made deterministic: every classifier/regressor head of S3FD
 gets zero weights and a chosen bias, so its output does not depend on the
-image. `sfd` picks what it finds:
+image's content, only on its size. `sfd` picks what it finds:
   "none"  no face anywhere (background logit +10 on every level);
-  "one"   one box from the coarsest level (stride 128, one cell for images
-          up to 128 px): centred on cell (0, 0) at (64, 64), side ~SIDE_ONE px;
-  "many"  that box (score ~1) plus a grid of smaller boxes from the stride-16
-          level (score ~0.73), NMS leaving several faces of equal size.
+  "one"   a box of side ~SIDE_ONE px (score ~1) on every cell of the coarsest
+          level, centred at (64 + 128 i, 64 + 128 j) in face-alignment's box
+          frame. Its feature map has ceil(side / 64) cells per side, so a
+          128 px image also gets boxes centred at 192, wholly outside it;
+          avatarcli.landmarks.detect drops boxes mostly outside the image,
+          leaving exactly ONE face for images up to 128 px: (14, 14, 114, 114)
+          in box-corner coordinates, (13.5, 13.5, 113.5, 113.5) in pixel-centre ones;
+  "many"  those boxes plus a grid of 64 px boxes from the stride-16 level
+          (score ~0.73) that survive NMS: in a 128 px image, after the inside
+          filter, the 100 px face (largest) and 9 faces of 64 px.
 """
 
 from __future__ import annotations
