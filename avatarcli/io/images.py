@@ -99,7 +99,12 @@ def _open(path: Path, data: bytes | None = None) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(src)
     except Image.DecompressionBombError:
-        raise InputError("image is too large (decompression bomb guard)", path=path) from None
+        limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+        raise InputError(
+            f"image is too large: over {limit:.0f} megapixels, Pillow's decompression bomb limit "
+            f"(ours is {MAX_PIXELS / 1e6:.0f}; refused before decoding)",
+            path=path,
+        ) from None
     except UnidentifiedImageError:
         raise InputError("not an image file Pillow can read (wrong extension or corrupt header?)", path=path) from None
     except (OSError, SyntaxError, ValueError) as e:
