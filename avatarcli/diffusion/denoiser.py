@@ -40,6 +40,23 @@ class Conditioning:
 
 @runtime_checkable
 class Denoiser(Protocol):
+    """What avatarcli.diffusion.rounds.refine calls once per round with ALL novel views.
+
+    Contract (a multi-view diffusion model implements exactly this and plugs in unchanged):
+      images     [B, H, W, 3] float in 0..1: the current head rendered from `cameras` over the
+                 fit background (any device / float dtype; the output keeps both).
+      cameras    B avatarcli.render.camera.Camera (OpenCV axes, world-to-camera viewmat, K with
+                 pixel centres at integers) in the canonical head space: FLAME metres, y up, the
+                 face towards +z. Relative poses are what a multi-view model needs; a per-view
+                 model (SD image variations) ignores them.
+      condition  Conditioning: the input photo's CLIP image embedding [1, D] (and the photo).
+      strength   in [0, 1]: how far into the noise schedule the views are pushed before denoising.
+                 0 returns the input images untouched (an exact copy, no model runs); 1 re-imagines
+                 them from (almost) pure noise.
+      seeds      B ints, one per view: the result is a deterministic function of the inputs and
+                 the seeds (same seeds -> same images), independent of how views are batched.
+    Returns [B, H, W, 3] in 0..1. Views may be processed jointly (a multi-view model should)."""
+
     def denoise(
         self, images: Tensor, cameras: list[Camera], condition: Conditioning, strength: float, seeds: list[int]
     ) -> Tensor:
