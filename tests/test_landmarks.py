@@ -152,6 +152,62 @@ def test_bbox_path_in_original_pixels(tmp_path, fa_weights, fast_fan, max_side):
         assert im.scale == pytest.approx(0.25)
 
 
+def test_agrees_with_face_alignments_own_pipeline(tmp_path, fa_weights, fast_fan, monkeypatch):
+    """Independent reference: face-alignment's FaceAlignment.get_landmarks_from_image (its crop,
+    heatmap decoding and back-mapping; built without its downloading __init__) on the same
+    network and boxes. Two stand-in networks:
+      * "redness" (fast_fan): finds the red dot wherever the crop puts it, so both pipelines must
+        land on the dot: checks each is self-consistent;
+      * fixed heatmaps (a peak per landmark at a set heatmap position, whatever the input): the
+        points are then where the CROP puts those positions, so this checks our crop centre,
+        size and pixel conventions against face-alignment's, i.e. what FAN was trained with.
+    face-alignment truncates points to whole pixels, hence the 1 px slack."""
+    import torch
+    import face_alignment.utils as fau
+    from face_alignment import FaceAlignment, LandmarksType
+    from face_alignment.models import FAN
+
+    # numba would compile these for ~30 s on CI; their pure-Python originals give the same numbers
+    monkeypatch.setattr(fau, "_get_preds_fromhm", fau._get_preds_fromhm.py_func)
+    monkeypatch.setattr(fau, "transform_np", fau.transform_np.py_func)
+    det = load_landmark_detector("cpu", need_detector=False)
+    fa = object.__new__(FaceAlignment)
+    fa.device, fa.dtype, fa.flip_input, fa.verbose, fa.max_batch_size = "cpu", torch.float32, False, False, 1
+    fa.landmarks_type = LandmarksType.TWO_D
+    fa.face_detector = type("RefScale", (), {"reference_scale": 195})()
+    fa.face_alignment_net = det.fan
+    rng = np.random.default_rng(0)
+    peaks = rng.uniform(4, 59, (68, 2))  # heatmap (x, y) of each landmark's fixed peak
+    yy, xx = np.mgrid[0:64, 0:64]
+    fixed = np.exp(-((xx - peaks[:, :1, None]) ** 2 + (yy - peaks[:, 1:, None]) ** 2) / 4.0).astype(np.float32)
+    redness = FAN.forward
+
+    def fixed_forward(self, x):
+        return [torch.from_numpy(fixed)[None].expand(x.shape[0], -1, -1, -1).contiguous()]
+
+    for trial in range(3):
+        dot = rng.uniform([90, 70], [200, 150])
+        x0, y0 = dot - rng.uniform([40, 30], [90, 70])
+        box = np.array([x0, y0, x0 + rng.uniform(100, 200), y0 + rng.uniform(110, 200)])
+        cell = 200 * ((box[2] - box[0]) + (box[3] - box[1])) / 195 / 64
+        im = load_image(photo(tmp_path / f"r{trial}.png", h=256, w=300, dot=tuple(dot), sigma=4.0))
+        fa_box = [np.r_[box + 0.5, 1.0]]  # face-alignment boxes: pixel-corner coordinates
+        monkeypatch.setattr(FAN, "forward", redness)
+        ours = detect_landmarks(im, det, bbox=box).landmarks
+        theirs = fa.get_landmarks_from_image(im.rgb, detected_faces=fa_box)[0]
+        np.testing.assert_allclose(ours, np.tile(dot, (68, 1)), atol=0.5 * cell)
+        np.testing.assert_allclose(ours, theirs, atol=0.5 * cell + 1.0)
+
+        monkeypatch.setattr(FAN, "forward", fixed_forward)
+        ours = detect_landmarks(im, det, bbox=box).landmarks.astype(np.float64)
+        theirs = fa.get_landmarks_from_image(im.rgb, detected_faces=fa_box)[0].astype(np.float64)
+        # theirs = the pixel-corner coordinate (ours + 0.5) truncated towards zero
+        corner = ours + 0.5
+        lo = np.where(theirs > 0, theirs, theirs - 1)
+        hi = np.where(theirs >= 0, theirs + 1, theirs)
+        assert ((corner >= lo - 1e-3) & (corner <= hi + 1e-3)).all(), f"trial {trial}: {np.c_[corner, theirs]}"
+
+
 def test_several_faces_largest_and_face_index(tmp_path, fa_weights, fast_fan):
     fa_weights("many")
     det = load_landmark_detector("cpu")
