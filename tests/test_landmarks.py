@@ -257,6 +257,13 @@ def test_corrupt_weights_are_an_environment_error(tmp_path, fa_weights, monkeypa
     with pytest.raises(EnvironmentProblem, match="avatar weights verify s3fd") as e:
         load_landmark_detector("cpu")
     assert "\n" not in str(e.value) and str(bad) in str(e.value)
+    # a loadable file holding the wrong network
+    import torch
+
+    torch.save({"conv1.weight": torch.zeros(3)}, bad)
+    with pytest.raises(EnvironmentProblem, match="does not match the network") as e:
+        load_landmark_detector("cpu")
+    assert "\n" not in str(e.value) and str(bad) in str(e.value)
 
 
 def test_landmarks_from_points(tmp_path):

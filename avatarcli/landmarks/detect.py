@@ -36,6 +36,7 @@ detector's order (score descending)", so K=0 is also the largest face.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -104,7 +105,12 @@ def _load_state_dict(model: str, path) -> dict:
         sd = sd["state_dict"]
     if not isinstance(sd, dict):
         raise EnvironmentProblem(f"model {model!r}: {path} does not hold a state dict (got {type(sd).__name__})")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+    if any(k.startswith("module.") for k in sd):  # saved from DataParallel
+        meta = getattr(sd, "_metadata", None)
+        sd = OrderedDict((k.removeprefix("module."), v) for k, v in sd.items())
+        if meta is not None:
+            sd._metadata = OrderedDict((k.removeprefix("module."), v) for k, v in meta.items())  # type: ignore[attr-defined]
+    return sd
 
 
 def _into(model: str, path, net: torch.nn.Module, sd: dict) -> None:
