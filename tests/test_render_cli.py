@@ -288,3 +288,25 @@ def test_gsplat_without_cuda_is_exit_3(scene_ply, tmp_path, capsys):
 def test_help_has_examples(capsys):
     assert main(["render", "--help"]) == 0
     assert "Examples:" in capsys.readouterr().out
+
+
+def test_avatarcli_head_faces_the_default_camera(tmp_path):
+    """Our heads are y up, facing +z: yaw 0 sees the face (red, +z), yaw 180 the back (blue)."""
+    fit, meta, _ = _fit_and_meta()
+    rng = np.random.default_rng(3)
+    d = rng.normal(size=(1500, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    X = (d * np.array([0.08, 0.11, 0.1])).astype(np.float32)
+    rgb = np.where(X[:, 2:3] > 0, [[1.0, 0.0, 0.0]], [[0.0, 0.0, 1.0]]).astype(np.float32)
+    n = len(X)
+    g = Gaussians(
+        means=torch.tensor(X), quats=torch.tensor([[1.0, 0, 0, 0]] * n), scales=torch.full((n, 3), 0.008),
+        opacities=torch.full((n,), 0.95), sh=torch.tensor((rgb - 0.5) / SH_C0)[:, None],
+    )  # fmt: skip
+    ply = _write(tmp_path / "head.ply", g, binding=torch.zeros(n, dtype=torch.long), meta=meta)
+    out = tmp_path / "f.png"
+    for yaw, front in ((0, 0), (180, 2)):
+        assert main(["render", str(ply), "-o", str(out), "--size", "32", "--yaw", str(yaw)]) == 0
+        img = iio.imread(out).astype(int)
+        c = img[12:20, 12:20].mean((0, 1))
+        assert c[front] > 150 and c[2 - front] < 100, (yaw, c)
