@@ -242,20 +242,53 @@ def photos(tmp_path_factory, flame_file) -> dict:
     return {"root": root, "images": root / "img", "landmarks": root / "lm", **out}
 
 
-FAST = ["--no-diffusion", "--device", "cpu", "--steps", "8", "--n-gaussians", "1500", "--max-side", "64"]
+FAST = ["--no-diffusion", "--device", "cpu", "--steps", "4", "--n-gaussians", "1000", "--max-side", "64"]
 
 
-def _counting_stages(monkeypatch) -> dict:
-    """Count how often each expensive stage really runs."""
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory, photos, flame_file) -> dict:
+    """One real run on alice (the only real FLAME fit of this file: it is the slow part on these
+    CPUs); later tests start from copies of its work folder, whose keys are content hashes."""
+    from avatarcli.reconstruct import run_batch
+
+    root = tmp_path_factory.mktemp("warm")
+    jobs = plan_batch([photos["alice"]], root / "out" / "alice.ply", landmarks=photos["landmarks"] / "alice.npz")
+    cfg = ReconstructConfig(no_diffusion=True, device="cpu", steps=4, n_gaussians=1000, flame=flame_file, max_side=64)
+    res = run_batch(jobs, cfg, workdir=root / "work")
+    return {"result": res, "work": root / "work", "config": cfg}
+
+
+def _workdir_for(tmp_path: Path, warm: dict, names=("alice",)) -> Path:
+    """A copy of the warm work folder, alice's artifacts also under other names (same photo bytes)."""
+    import shutil
+
+    work = tmp_path / "work"
+    for n in names:
+        shutil.copytree(warm["work"] / "alice", work / n)
+    return work
+
+
+def _counting_stages(monkeypatch, fake_fit=None, fake_denoise=False) -> dict:
+    """Count how often each expensive stage really runs (fake_fit: return it instead of fitting;
+    fake_denoise: return the init head as it is: these tests are about the orchestration, the
+    real stages run in `warm` and the single-photo tests)."""
     import avatarcli.flame.fit as fit_mod
     import avatarcli.gaussians.init as init_mod
+    import avatarcli.stages.denoise as den_mod
 
-    calls = {"fit": 0, "init": 0}
+    calls = {"fit": 0, "init": 0, "denoise": 0}
+    real_den = den_mod.denoise_head
+
+    def den(ply, *a, **k):
+        calls["denoise"] += 1
+        return (ply, {"psnr": 0.0}) if fake_denoise else real_den(ply, *a, **k)
+
+    monkeypatch.setattr(den_mod, "denoise_head", den)
     real_fit, real_init = fit_mod.fit_flame, init_mod.init_gaussians
 
-    def fit(*a, **k):
+    def fit(model, lms, *a, **k):
         calls["fit"] += 1
-        return real_fit(*a, **k)
+        return [fake_fit] * len(lms) if fake_fit is not None else real_fit(model, lms, *a, **k)
 
     def init(*a, **k):
         calls["init"] += 1
@@ -266,102 +299,163 @@ def _counting_stages(monkeypatch) -> dict:
     return calls
 
 
-def test_end_to_end_batch_resume_skip_existing_and_json(tmp_path, photos, flame_file, capsys, monkeypatch):
+def test_first_run_makes_every_artifact(warm):
     from avatarcli.gaussians.ply import read_gaussian_ply
 
-    calls = _counting_stages(monkeypatch)
-    out, work = tmp_path / "heads", tmp_path / "work"
-    args = ["reconstruct", str(photos["images"]), "-o", str(out), "--flame", str(flame_file),
-            "--landmarks", str(photos["landmarks"]), "--workdir", str(work), "--json", *FAST]  # fmt: skip
-    assert main(args) == 0
-    s = json.loads(capsys.readouterr().out)
-    assert s["done"] == 2 and s["failed"] == 0 and s["skipped"] == 0
-    for r in s["images"]:
-        assert r["status"] == "done" and r["error"] is None and r["reused"] == []
-        assert set(r["stage_times"]) == {"landmarks", "fit-flame", "init-gaussians", "denoise"}
-        assert r["fit_error_px"] is not None and r["fit_error_px"] < 3.0  # true landmarks of a FLAME head
-        ply = read_gaussian_ply(r["output"])
-        assert ply.binding is not None and ply.meta is not None and ply.gaussians.n > 100
-        for a in ("landmarks.npz", "flame.npz", "init.ply"):
-            assert (work / r["name"] / a).is_file()
-    assert calls == {"fit": 2, "init": 2}
+    (r,) = warm["result"].jobs
+    assert r.status == "done" and r.error is None and r.reused == []
+    assert set(r.stage_times) == {"landmarks", "fit-flame", "init-gaussians", "denoise"}
+    assert r.fit_error_px is not None and r.fit_error_px < 3.0  # true landmarks of a FLAME head
+    ply = read_gaussian_ply(r.output)
+    assert ply.binding is not None and ply.meta is not None and ply.gaussians.n > 100
+    assert ply.meta.image_size == (64, 64)
+    for a in ("landmarks.npz", "flame.npz", "init.ply"):
+        assert (warm["work"] / "alice" / a).is_file()
+        assert (warm["work"] / "alice" / f"{a}.inputs.json").is_file()
 
-    # resume: the work folder's artifacts are reused, only denoise runs again
+
+def test_batch_resume_settings_skip_existing_force_and_json(tmp_path, photos, flame_file, warm, capsys, monkeypatch):
+    from avatarcli.flame.fit import read_flame_fit
+
+    imgs = tmp_path / "img"
+    imgs.mkdir()
+    lms = tmp_path / "lm"
+    lms.mkdir()
+    for n in ("alice", "bob"):  # bob: the same photo under another name
+        (imgs / f"{n}.png").write_bytes(photos["alice"].read_bytes())
+        (lms / f"{n}.npz").write_bytes((photos["landmarks"] / "alice.npz").read_bytes())
+    work = _workdir_for(tmp_path, warm, ("alice", "bob"))
+    calls = _counting_stages(monkeypatch, fake_fit=read_flame_fit(work / "alice" / "flame.npz"), fake_denoise=True)
+    out = tmp_path / "heads"
+    args = ["reconstruct", str(imgs), "-o", str(out), "--flame", str(flame_file),
+            "--landmarks", str(lms), "--workdir", str(work), "--json", *FAST]  # fmt: skip
+
+    # resume: the work folder's artifacts are reused, only denoise runs
     assert main(args) == 0
     s = json.loads(capsys.readouterr().out)
-    assert calls == {"fit": 2, "init": 2}
+    assert s["format"] == "avatarcli.reconstruct_summary" and s["version"] == 1
+    assert (s["done"], s["failed"], s["skipped"]) == (2, 0, 0)
+    assert calls == {"fit": 0, "init": 0, "denoise": 2}
     for r in s["images"]:
+        assert set(r) >= {"name", "image", "output", "status", "stage_times", "reused", "fit_error_px", "error"}
+        assert r["status"] == "done" and r["error"] is None
         assert r["reused"] == ["fit-flame", "init-gaussians"]
-        assert r["stage_times"]["fit-flame"] == 0.0
+        assert r["stage_times"]["fit-flame"] == 0.0 and "denoise" in r["stage_times"]
+        assert Path(r["output"]).is_file() and r["fit_error_px"] < 3.0
 
-    # a changed setting redoes the stages it feeds (n_gaussians -> init only)
-    args2 = [a if a != "1500" else "1200" for a in args]
-    assert main(args2) == 0
+    # a changed photo redoes what depends on its pixels, for that photo only (the fit depends
+    # on the given landmarks alone)
+    from PIL import Image as _I
+
+    im = np.asarray(_I.open(imgs / "bob.png")).copy()
+    im[0, 0] = 255 - im[0, 0]
+    _I.fromarray(im).save(imgs / "bob.png")
+    assert main(args) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert calls == {"fit": 0, "init": 1, "denoise": 4}
+    assert {r["name"]: r["reused"] for r in s["images"]} == {"alice": ["fit-flame", "init-gaussians"], "bob": ["fit-flame"]}
+
+    # a changed setting redoes the stages it feeds (n_gaussians -> init only, not the fit)
+    assert main([a if a != "1000" else "900" for a in args]) == 0
     capsys.readouterr()
-    assert calls == {"fit": 2, "init": 4}
+    assert calls == {"fit": 0, "init": 3, "denoise": 6}
 
-    # --skip-existing: nothing to do
+    # --skip-existing: nothing to do, outputs untouched
     before = {p: p.stat().st_mtime_ns for p in out.glob("*.ply")}
     assert main(args + ["--skip-existing"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert [r["status"] for r in s["images"]] == ["skipped", "skipped"]
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.ply")} == before
+    assert calls == {"fit": 0, "init": 3, "denoise": 6}
 
-    # --force: everything again
+    # --force: every stage again
     assert main(args + ["--force"]) == 0
     capsys.readouterr()
-    assert calls == {"fit": 4, "init": 6}
+    assert calls == {"fit": 2, "init": 5, "denoise": 8}
+    assert sorted(p.name for p in out.iterdir()) == ["alice.ply", "bob.ply"]  # no temp files
 
 
-def test_batch_goes_on_when_one_photo_fails(tmp_path, photos, flame_file, capsys):
+def test_batch_goes_on_when_one_photo_fails(tmp_path, photos, flame_file, warm, capsys):
     d = tmp_path / "mixed"
     d.mkdir()
     (d / "alice.png").write_bytes(photos["alice"].read_bytes())
     data = photos["bob"].read_bytes()
     (d / "bob.png").write_bytes(data[: len(data) // 3])  # truncated
     out = tmp_path / "heads"
-    rc = main(["reconstruct", str(d), "-o", str(out), "--flame", str(flame_file), "--landmarks", str(photos["landmarks"]), "--json", *FAST])
+    work = _workdir_for(tmp_path, warm)
+    rc = main(["reconstruct", str(d), "-o", str(out), "--flame", str(flame_file), "--landmarks", str(photos["landmarks"]),
+               "--workdir", str(work), "--json", *FAST])  # fmt: skip
     assert rc == 1
     cap = capsys.readouterr()
     s = json.loads(cap.out)
     st = {r["name"]: r for r in s["images"]}
     assert st["alice"]["status"] == "done" and (out / "alice.ply").is_file()
-    assert st["bob"]["status"] == "failed" and "bob.png" in st["bob"]["error"]
+    assert st["bob"]["status"] == "failed" and "bob.png" in st["bob"]["error"] and st["bob"]["error_stage"] == "validate"
     assert not (out / "bob.ply").exists()
     assert [p.name for p in out.iterdir()] == ["alice.ply"]  # no temp files left
     assert "Traceback" not in cap.err and "bob.png" in cap.err
 
 
-def test_stage_failure_inside_a_job_is_recorded(tmp_path, photos, flame_file, monkeypatch):
+def test_stage_failure_inside_a_job_is_recorded(tmp_path, photos, flame_file, warm, monkeypatch):
     """An unexpected exception in one photo's stage: that photo fails, the next one finishes."""
     import avatarcli.gaussians.init as init_mod
-    from avatarcli.reconstruct import run_batch
+    from avatarcli.reconstruct import Job, run_batch
 
+    _counting_stages(monkeypatch, fake_denoise=True)
     real = init_mod.init_gaussians
     seen = []
 
-    def flaky(model, fit, rgb, cfg):
+    def flaky(*a, **k):
         seen.append(1)
         if len(seen) == 1:
             raise RuntimeError("boom")
-        return real(model, fit, rgb, cfg)
+        return real(*a, **k)
 
     monkeypatch.setattr(init_mod, "init_gaussians", flaky)
-    jobs = plan_batch([photos["images"]], tmp_path / "out", landmarks=photos["landmarks"])
-    cfg = ReconstructConfig(no_diffusion=True, device="cpu", steps=5, n_gaussians=800, flame=flame_file, max_side=64)
-    res = run_batch(jobs, cfg)
+    lm = photos["landmarks"] / "alice.npz"
+    out = tmp_path / "out"
+    jobs = [Job("carol", photos["alice"], out / "carol.ply", lm), Job("alice", photos["alice"], out / "alice.ply", lm)]
+    work = _workdir_for(tmp_path, warm, ("alice", "carol"))
+    for n in ("alice", "carol"):
+        (work / n / "init.ply.inputs.json").unlink()  # make init run
+    res = run_batch(jobs, warm["config"], workdir=work)
     a, b = res.jobs
     assert a.status == "failed" and a.error_stage == "init-gaussians" and "RuntimeError: boom" in a.error
+    assert "traceback" in a.stats
     assert b.status == "done" and b.output.is_file()
     assert not a.output.exists()
+    assert res.summary()["failed"] == 1
 
 
-def test_single_photo_with_the_tiny_detector(tmp_path, photos, flame_file, tiny_face_alignment, capsys):
-    """No --landmarks: the (randomly initialised) detector runs through the real code path."""
-    out = tmp_path / "head.ply"
-    rc = main(["reconstruct", str(photos["alice"]), "-o", str(out), "--flame", str(flame_file), *FAST])
-    assert rc == 0, capsys.readouterr().err
-    assert out.is_file()
+def test_detector_path_with_the_tiny_detector(tmp_path, photos, flame_file, warm, tiny_face_alignment, monkeypatch):
+    """No --landmarks: the (randomly initialised) detector runs through the real code path and its
+    landmarks are stored in the work folder (the fit is stubbed: random landmarks fit nothing)."""
+    from avatarcli.flame.fit import read_flame_fit
+    from avatarcli.landmarks.artifact import read_landmarks
+    from avatarcli.reconstruct import run_batch
+
+    from avatarcli.testing.synthetic_photo import make_synthetic_photo
+
+    import dataclasses
+
+    fit = read_flame_fit(warm["work"] / "alice" / "flame.npz")
+    K = fit.K.copy()
+    K[:2, :2] *= 2
+    K[:2, 2] = (K[:2, 2] + 0.5) * 2 - 0.5
+    fit = dataclasses.replace(fit, K=K, image_size=(128, 128))  # the 64 px fit, for a 128 px photo
+    calls = _counting_stages(monkeypatch, fake_fit=fit, fake_denoise=True)
+    big = tmp_path / "dave.png"  # the tiny detector's one face needs a 128 px photo
+    Image.fromarray(make_synthetic_photo(size=128).rgb).save(big)
+    jobs = plan_batch([big], tmp_path / "head.ply")
+    cfg = dataclasses.replace(warm["config"], max_side=128)
+    res = run_batch(jobs, cfg, workdir=tmp_path / "work")
+    (r,) = res.jobs
+    assert r.status == "done", r.error
+    lm = read_landmarks(tmp_path / "work" / "dave" / "landmarks.npz")
+    assert lm.image_size == (128, 128) and lm.detector  # original photo pixels
+    assert calls["fit"] == 1 and calls["denoise"] == 1
+    res = run_batch(jobs, cfg, workdir=tmp_path / "work")
+    assert res.jobs[0].reused == ["landmarks", "fit-flame", "init-gaussians"]
 
 
 def test_single_photo_without_a_face_is_exit_2(tmp_path, photos, flame_file, tiny_face_alignment_noface, capsys):
@@ -392,15 +486,17 @@ def tiny_face_alignment_noface(tmp_path_factory, monkeypatch):
     return files
 
 
-def test_with_tiny_diffusion_models(tmp_path, photos, flame_file, tiny_models, capsys):
+def test_with_tiny_diffusion_models(tmp_path, photos, flame_file, warm, tiny_models, capsys):
     """Encode + one diffusion round with tiny models of the real classes."""
     out = tmp_path / "head.ply"
-    work = tmp_path / "work"
+    work = _workdir_for(tmp_path, warm)
     rc = main(["reconstruct", str(photos["alice"]), "-o", str(out), "--flame", str(flame_file), "--landmarks",
-               str(photos["landmarks"] / "alice.npz"), "--rounds", "1", "--device", "cpu", "--steps", "5",
-               "--n-gaussians", "800", "--max-side", "64", "--workdir", str(work), "--json"])  # fmt: skip
+               str(photos["landmarks"] / "alice.npz"), "--rounds", "1", "--device", "cpu", "--steps", "4",
+               "--n-gaussians", "1000", "--max-side", "64", "--workdir", str(work), "--json"])  # fmt: skip
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     (r,) = json.loads(cap.out)["images"]
     assert "encode" in r["stage_times"] and (work / "alice" / "features.safetensors").is_file()
+    assert r["reused"] == ["fit-flame", "init-gaussians"]  # neither depends on the diffusion settings
+
     assert out.is_file()
