@@ -50,13 +50,16 @@ def list_cmd() -> int:
 
     table = Table(title="avatarcli weights (weights.lock)")
     for col in ("name", "source", "revision", "licence", "status", "size"):
-        table.add_column(col, overflow="fold")
+        table.add_column(col, overflow="fold", no_wrap=col in ("name", "revision", "status", "size"))
     for name, e in load_lock().items():
         st = status(name)
         state = st.state + (" (override)" if st.source == "override" else "")
         src = f"hf:{e.repo}" if e.kind == "hf" else f"url:{e.files[0].path}"
         table.add_row(name, src, e.revision[:12], e.licence.split(" (")[0], state, _human(st.size) if st.size else "-")
-    Console().print(table)
+    import sys
+
+    # a terminal gets its own width; a pipe or file gets one line per model
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
     return EXIT_OK
 
 
@@ -111,7 +114,10 @@ def verify_cmd(names: Optional[List[str]] = typer.Argument(None, help="Models to
         st = verify(name)
         note = f" ({st.hashes_checked} hash(es) checked)" if st.ok else (": " + "; ".join(st.problems[:3]) if st.problems else "")
         colour = "green" if st.ok else "red"
-        console.print(f"[{colour}]{st.state}[/{colour}] {name} [{st.source}] {st.folder}{note}", soft_wrap=True)
+        from rich.markup import escape
+
+        line = f"[{colour}]{st.state}[/{colour}] {name} ({st.source}) {escape(str(st.folder))}{escape(note)}"
+        console.print(line, soft_wrap=True)
         bad += not st.ok
     return EXIT_ENVIRONMENT if bad else EXIT_OK
 
