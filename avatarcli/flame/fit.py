@@ -264,7 +264,10 @@ class LandmarkRig:
     def linear_jacobian(self, rows: tuple[Tensor, ...], pose: Tensor) -> Tensor:
         """d landmarks / d (shape, expr): [B,68,3,S+E]. For a fixed pose the landmarks are affine in
         the coefficients: the blend shapes move the rest vertices and, through the joint regressor,
-        the joints, i.e. the skinning offsets o_j = t_j - Rw_j J_j of the kinematic chain."""
+        the joints, i.e. the skinning offsets o_j = t_j - Rw_j J_j of the kinematic chain.
+
+        Landmark l = sum_i bary_li (Rb_li v_li + ob_li) over its triangle's corners i, so
+        d l = sum_i (bary_li Rb_li) d v_li + sum_j (sum_i bary_li w_li,j) d o_j."""
         vt, sd, ed, pd, w, bary = rows
         B = pose.shape[0]
         R = axis_angle_to_matrix(pose)  # [B,J,3,3]
@@ -278,10 +281,11 @@ class LandmarkRig:
             dt.append(Rw[p] @ (dJ[j] - dJ[p]) + dt[p])
         Rw_s = torch.stack(Rw, 1)  # [B,J,3,3]
         do = torch.stack(dt, 1) - torch.einsum("bjcd,jdl->bjcl", Rw_s, dJ)  # [B,J,3,L]
-        Rb = torch.einsum("bkj,bjcd->bkcd", w, Rw_s)  # [B,K,3,3]
-        dob = torch.einsum("bkj,bjcl->bkcl", w, do)  # [B,K,3,L]
-        dv = Rb @ torch.cat([sd, ed], -1) + dob  # [B,K,3,L]
-        return (dv.reshape(B, N_LANDMARKS, 3, 3, L) * bary[..., None, None]).sum(2)  # [B,68,3,L]
+        wl = w.view(B, N_LANDMARKS, 3, -1) * bary[..., None]  # [B,68,3,J] barycentric-weighted skinning weights
+        Rbb = torch.einsum("blij,bjcd->blcid", wl, Rw_s).reshape(B * N_LANDMARKS, 3, 9)  # [B*68, 3, (corner, d)]
+        dv = torch.cat([sd, ed], -1).view(B * N_LANDMARKS, 9, L)  # [B*68, (corner, d), L]
+        out = torch.bmm(Rbb, dv).view(B, N_LANDMARKS, 3, L)
+        return out + torch.einsum("bmj,bjcl->bmcl", wl.sum(2), do)  # [B,68,3,L]
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -363,13 +367,14 @@ class _Problem:
         f = torch.exp(p[:, 6]).reshape(-1, 1, 1)
         return f * xc[..., :2] / xc[..., 2:3] + cxy[:, None, :]
 
-    def jacobian(self, p: Tensor, cxy: Tensor) -> tuple[Tensor, Tensor]:
+    def jacobian(self, p: Tensor, cxy: Tensor, linear: bool = True) -> tuple[Tensor, Tensor]:
         """(pixels [B,68,2], d pixels / d p [B,68,2,P]), per item, with the landmark triangles fixed.
 
         Translation, log focal, shape and expression columns in closed form (for a fixed pose the
         landmarks are affine in the coefficients, see LandmarkRig.linear_jacobian); the 9 rotation
         columns (global, neck, jaw) by central differences (h = 1e-5 rad, float64: error ~1e-8 px),
-        all poses of one item evaluated in one broadcast pass. Chained through the pinhole."""
+        all poses of one item evaluated in one broadcast pass. Chained through the pinhole.
+        `linear` False leaves the shape / expression columns zero (stages that do not fit them)."""
         S = self.rig.n_shape
         B = p.shape[0]
         pose = self.pose(p)  # [B,J,3]
@@ -389,7 +394,7 @@ class _Problem:
         drot = (Xs[:, 1::2] - Xs[:, 2::2]) / (2 * h)  # [B,n,68,3]
         dX[..., rot_cols] = drot.permute(0, 2, 3, 1)
         dX[..., 3:6] = torch.eye(3, dtype=p.dtype, device=p.device)
-        if self.P > 13:
+        if self.P > 13 and linear:
             dX[..., 13:] = self.rig.linear_jacobian(rows, pose)
         xc = X @ self.viewR.T  # [B,68,3]
         z = xc[..., 2:3]  # [B,68,1]
@@ -416,27 +421,28 @@ class _Problem:
         return lc + pr
 
     def solve(self, p: Tensor, idx: Tensor, active: Tensor, iters: int, c: float) -> Tensor:
-        """Levenberg-Marquardt with IRLS weights on items idx [B], over the active parameters [P] bool."""
+        """Levenberg-Marquardt with IRLS weights on items idx [B], over the active parameters [P] bool
+        (the normal equations are built for those columns only; the others stay as they are)."""
         B = p.shape[0]
         lam = torch.full((B,), 1e-3, dtype=p.dtype, device=p.device)
         mu = self.mean(idx)
-        inactive = ~active
+        cols = torch.nonzero(active).squeeze(1)  # [A]
+        linear = bool(active[13:].any())
+        prec2 = self.prec[cols] ** 2  # [A]
         cost = self.cost(p, idx, c)
-        eye = torch.eye(self.P, dtype=p.dtype, device=p.device)
         for _ in range(iters):
-            uv, Juv = self.jacobian(p, self.cxy[idx])  # [B,68,2], [B,68,2,P]
+            uv, Juv = self.jacobian(p, self.cxy[idx], linear=linear)  # [B,68,2], [B,68,2,P]
             _, w = self.landmark_cost(uv, idx, c)  # [B,68]
             sw = (w.sqrt() / self.sigma_px[idx, None])[..., None]  # [B,68,1]
             r = (sw * (uv - self.target[idx])).reshape(B, -1)  # [B,136]
-            Jr = (sw[..., None] * Juv).reshape(B, -1, self.P)  # [B,136,P]
-            H = Jr.transpose(1, 2) @ Jr + torch.diag_embed(self.prec**2).expand(B, -1, -1)
-            g = (Jr.transpose(1, 2) @ r[..., None]).squeeze(-1) + self.prec**2 * (p - mu)  # [B,P]
-            H = torch.where(inactive[None, :, None] | inactive[None, None, :], eye, H)
-            g = torch.where(inactive[None], torch.zeros_like(g), g)
+            Jr = (sw[..., None] * Juv[..., cols]).reshape(B, -1, cols.shape[0])  # [B,136,A]
+            H = Jr.transpose(1, 2) @ Jr + torch.diag_embed(prec2).expand(B, -1, -1)  # [B,A,A]
+            g = (Jr.transpose(1, 2) @ r[..., None]).squeeze(-1) + prec2 * (p - mu)[:, cols]  # [B,A]
             Hd = torch.diagonal(H, dim1=1, dim2=2)
             A = H + torch.diag_embed(lam[:, None] * Hd + 1e-9)
-            step = -torch.linalg.solve(A, g[..., None]).squeeze(-1)  # [B,P]
-            p_new = p + step
+            step = -torch.linalg.solve(A, g[..., None]).squeeze(-1)  # [B,A]
+            p_new = p.clone()
+            p_new[:, cols] += step
             cost_new = self.cost(p_new, idx, c)
             ok = torch.isfinite(cost_new) & (cost_new <= cost)
             p = torch.where(ok[:, None], p_new, p)
