@@ -255,6 +255,8 @@ def test_weights_cli_list_verify_path(lock, tmp_path, capsys):
     (cache / "config.json").write_bytes(b'{"hidden": 9}')
     assert main(["weights", "verify", "tiny-hf"]) == 3
     assert "bad hash" in capsys.readouterr().err
+    assert main(["weights", "list"]) == 0 and "bad hash" not in capsys.readouterr().out  # presence only
+    assert main(["weights", "list", "--verify"]) == 0 and "bad hash" in capsys.readouterr().out
     assert main(["weights", "--help"]) == 0 and "fetch" in capsys.readouterr().out
 
 

@@ -35,12 +35,15 @@ def _human(n: int) -> str:
 
 
 @weights_app.command("list")
-def list_cmd() -> int:
+def list_cmd(
+    check: bool = typer.Option(False, "--verify", help="Also recompute every pinned sha256 (status 'bad hash' when one differs)."),
+) -> int:
     """Show every pinned model: source, revision, licence, local status and size.
 
     \b
     Examples:
       avatar weights list
+      avatar weights list --verify
       AVATAR_CACHE=/data/avatar-cache avatar weights list
     """
     from rich.console import Console
@@ -52,7 +55,7 @@ def list_cmd() -> int:
     for col in ("name", "source", "revision", "licence", "status", "size"):
         table.add_column(col, overflow="fold", no_wrap=col in ("name", "revision", "status", "size"))
     for name, e in load_lock().items():
-        st = status(name)
+        st = status(name, check_hashes=check)
         state = st.state + (" (override)" if st.source == "override" else "")
         src = f"hf:{e.repo}" if e.kind == "hf" else f"url:{e.files[0].path}"
         table.add_row(name, src, e.revision[:12], e.licence.split(" (")[0], state, _human(st.size) if st.size else "-")
