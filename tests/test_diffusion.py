@@ -500,3 +500,28 @@ def test_refine_keeps_input_view_and_is_deterministic(small_scene, tiny_models):
     assert not torch.allclose(a.sh, only.sh, atol=1e-3)  # and changed the head
     b, sb = refine(base, sc.vertices, sc.faces, target, den, cond, cfg, fcfg)
     assert torch.equal(a.sh, b.sh) and torch.equal(a.local_xyz, b.local_xyz) and sa["psnr"] == sb["psnr"]
+
+
+def test_condition_from_features_or_image(tmp_path, tiny_models):
+    from PIL import Image
+
+    from avatarcli.diffusion import models as M
+    from avatarcli.diffusion.denoiser import load_condition
+
+    f = _features()
+    p = write_features(tmp_path / "f.safetensors", f)
+    c = load_condition(p)
+    assert torch.equal(c.image_embeds, torch.from_numpy(f.image_embeds)) and c.image is None
+    rgb = (np.random.default_rng(0).random((40, 60, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    c = load_condition(tmp_path / "photo.png")
+    assert c.image_embeds.shape == (1, 32) and c.image.shape == (40, 60, 3)
+    clip = M.load_clip_encoder(M.resolve_model(M.SD_IMAGE_VARIATIONS), "cpu", torch.float32)
+    square = torch.from_numpy(rgb[:, 10:50]).float()[None] / 255  # the centred square
+    assert torch.allclose(c.image_embeds, clip.embed(square), atol=1e-5)
+    # CLIP input resized like the model was trained: bicubic without anti-aliasing
+    assert clip.prep.antialias is False
+    x = torch.nn.functional.interpolate(square.permute(0, 3, 1, 2), size=(32, 32), mode="bicubic", align_corners=False)
+    mean = torch.tensor(M.CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(M.CLIP_STD).view(1, 3, 1, 1)
+    assert torch.allclose(clip.prep(square), (x - mean) / std, atol=1e-6)

@@ -269,7 +269,7 @@ def load_condition(source: str | Path, device: torch.device | str = "cpu") -> Co
     img = load_image(source)
     folder = M.resolve_model(M.SD_IMAGE_VARIATIONS)
     enc = M.load_clip_encoder(folder, device, torch.float16 if device.type == "cuda" else torch.float32)
-    rgb = torch.from_numpy(np.ascontiguousarray(img.rgb)).float() / 255.0  # [H, W, 3]
+    rgb = torch.from_numpy(np.array(img.rgb, dtype=np.float32)) / 255.0  # [H, W, 3]
     H, W = rgb.shape[:2]
     s = min(H, W)
     sq = rgb[(H - s) // 2 : (H - s) // 2 + s, (W - s) // 2 : (W - s) // 2 + s]

@@ -100,12 +100,13 @@ class ImagePrep:
     size: tuple[int, int]  # (H, W) the model sees
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    antialias: bool = True  # False for the sd-image-variations CLIP encoder (see load_clip_encoder)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """[B, H, W, 3] float 0..1 -> [B, 3, h, w] normalised."""
         x = images.permute(0, 3, 1, 2)
         if tuple(x.shape[-2:]) != self.size:
-            x = torch.nn.functional.interpolate(x, size=self.size, mode="bicubic", align_corners=False, antialias=True)
+            x = torch.nn.functional.interpolate(x, size=self.size, mode="bicubic", align_corners=False, antialias=self.antialias)
         mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         return (x - mean) / std
@@ -189,6 +190,9 @@ def load_clip_encoder(folder: Path, device, dtype) -> ClipEncoder:
     model = _quiet_from_pretrained(CLIPVisionModelWithProjection, SD_IMAGE_VARIATIONS, folder / "image_encoder", dtype=dtype)
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     prep = _read_prep(folder / "feature_extractor" / "preprocessor_config.json", model.config.image_size, CLIP_MEAN, CLIP_STD)
+    # The sd-image-variations v2 model card: the model was trained on images resized to 224 px
+    # bicubic WITHOUT anti-aliasing, and inference must resize the same way.
+    prep.antialias = False
     return ClipEncoder(model, prep)
 
 
