@@ -90,6 +90,10 @@ class ExpressionClip:
 
 
 def _text(a: np.ndarray) -> str:
+    """A scalar or first element as text; "" for an empty array (then no format matches)."""
+    a = np.asarray(a)
+    if a.size == 0:
+        return ""
     return str(a.item() if a.ndim == 0 else a.reshape(-1)[0])
 
 

@@ -57,6 +57,10 @@ def _load_npz_bytes(path: Path) -> Mapping[str, np.ndarray]:
 
 
 def _text(a: np.ndarray) -> str:
+    """A scalar or first element as text; "" for an empty array (then no format matches)."""
+    a = np.asarray(a)
+    if a.size == 0:
+        return ""
     return str(a.item() if a.ndim == 0 else a.reshape(-1)[0])
 
 
@@ -69,7 +73,7 @@ def check_format(path: Path, arrays: Mapping[str, np.ndarray], fmt: str, version
         raise ArtifactError(f"format is {got_fmt!r}, expected {fmt!r}", path=path)
     try:
         got_version = int(np.asarray(arrays["version"]).reshape(-1)[0])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         raise ArtifactError("field 'version': not an integer", path=path) from None
     if got_version > version:
         raise ArtifactError(
