@@ -31,8 +31,8 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own avatarcli cache dir: no test sees the user's models."""
-    cache = tmp_path_factory.getbasetemp() / "avatar-cache"
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own avatarcli cache dir: no test sees the user's models or another test's."""
+    cache = tmp_path / "avatar-cache"
     monkeypatch.setenv("AVATAR_CACHE", str(cache))
     monkeypatch.delenv("AVATAR_FLAME", raising=False)
