@@ -135,6 +135,7 @@ def test_bad_photo_single_reconstruct(name, corpus, tmp_path, capsys):
     _check_refused(rc, 2, capsys.readouterr().err, name, [out], EXPECTED_WORDS[name])
 
 
+@pytest.mark.slow
 def test_bad_photos_in_a_batch_the_good_one_finishes(corpus, good, flame_file, tmp_path, capsys, monkeypatch):
     import shutil
 

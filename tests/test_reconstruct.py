@@ -299,6 +299,7 @@ def _counting_stages(monkeypatch, fake_fit=None, fake_denoise=False) -> dict:
     return calls
 
 
+@pytest.mark.slow
 def test_first_run_makes_every_artifact(warm):
     from avatarcli.gaussians.ply import read_gaussian_ply
 
@@ -314,6 +315,7 @@ def test_first_run_makes_every_artifact(warm):
         assert (warm["work"] / "alice" / f"{a}.inputs.json").is_file()
 
 
+@pytest.mark.slow
 def test_batch_resume_settings_skip_existing_force_and_json(tmp_path, photos, flame_file, warm, capsys, monkeypatch):
     from avatarcli.flame.fit import read_flame_fit
 
@@ -375,6 +377,7 @@ def test_batch_resume_settings_skip_existing_force_and_json(tmp_path, photos, fl
     assert sorted(p.name for p in out.iterdir()) == ["alice.ply", "bob.ply"]  # no temp files
 
 
+@pytest.mark.slow
 def test_batch_goes_on_when_one_photo_fails(tmp_path, photos, flame_file, warm, capsys):
     d = tmp_path / "mixed"
     d.mkdir()
@@ -396,6 +399,7 @@ def test_batch_goes_on_when_one_photo_fails(tmp_path, photos, flame_file, warm, 
     assert "Traceback" not in cap.err and "bob.png" in cap.err
 
 
+@pytest.mark.slow
 def test_stage_failure_inside_a_job_is_recorded(tmp_path, photos, flame_file, warm, monkeypatch):
     """An unexpected exception in one photo's stage: that photo fails, the next one finishes."""
     import avatarcli.gaussians.init as init_mod
@@ -427,6 +431,7 @@ def test_stage_failure_inside_a_job_is_recorded(tmp_path, photos, flame_file, wa
     assert res.summary()["failed"] == 1
 
 
+@pytest.mark.slow
 def test_detector_path_with_the_tiny_detector(tmp_path, photos, flame_file, warm, tiny_face_alignment, monkeypatch):
     """No --landmarks: the (randomly initialised) detector runs through the real code path and its
     landmarks are stored in the work folder (the fit is stubbed: random landmarks fit nothing)."""
@@ -486,6 +491,7 @@ def tiny_face_alignment_noface(tmp_path_factory, monkeypatch):
     return files
 
 
+@pytest.mark.slow
 def test_with_tiny_diffusion_models(tmp_path, photos, flame_file, warm, tiny_models, capsys):
     """Encode + one diffusion round with tiny models of the real classes."""
     out = tmp_path / "head.ply"
