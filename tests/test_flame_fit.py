@@ -20,16 +20,6 @@ ISSUE_KEYS = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The fit is many small tensor ops: on a busy 2-core machine a second intra-op thread makes
-    them 10x slower (oversubscription), so these tests run single-threaded (restored after)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model64(flame_model):
     return flame_model.to(dtype=torch.float64)

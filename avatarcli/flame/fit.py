@@ -323,6 +323,17 @@ def _stack_landmarks(landmarks_list: Sequence) -> tuple[np.ndarray, np.ndarray, 
     return pts, np.clip(sc, 0.0, 1.0), hw
 
 
+def _spd_solve(A: Tensor, g: Tensor) -> Tensor:
+    """A [B,n,n] symmetric positive definite (damped normal equations), g [B,n] -> A^-1 g [B,n]
+    by Cholesky; items whose factorisation fails fall back to a general solve."""
+    L, info = torch.linalg.cholesky_ex(A)
+    x = torch.cholesky_solve(g[..., None], L).squeeze(-1)
+    bad = info != 0
+    if bool(bad.any()):
+        x[bad] = torch.linalg.lstsq(A[bad], g[bad][..., None]).solution.squeeze(-1)
+    return x
+
+
 class _Problem:
     """The batched least-squares problem: residuals, priors, Jacobians, LM steps."""
 
@@ -440,7 +451,7 @@ class _Problem:
             g = (Jr.transpose(1, 2) @ r[..., None]).squeeze(-1) + prec2 * (p - mu)[:, cols]  # [B,A]
             Hd = torch.diagonal(H, dim1=1, dim2=2)
             A = H + torch.diag_embed(lam[:, None] * Hd + 1e-9)
-            step = -torch.linalg.solve(A, g[..., None]).squeeze(-1)  # [B,A]
+            step = -_spd_solve(A, g)  # [B,A]
             p_new = p.clone()
             p_new[:, cols] += step
             cost_new = self.cost(p_new, idx, c)
@@ -479,6 +490,8 @@ def fit_flame(model, landmarks_list: Sequence, config: FitConfig | None = None, 
     cfg = config or FitConfig()
     if len(landmarks_list) == 0:
         return []
+    # (the torch thread count is left alone: changing it at run time can break later batched LU
+    # solves in MKL builds; torch 2.13 CPU, "Parameter 6 was incorrect on entry to DLASWP")
     dev = torch.device(device)
     dtype = torch.float64
     rig = LandmarkRig(model, cfg.n_shape, cfg.n_expr, device=dev, dtype=dtype)
