@@ -10,8 +10,13 @@ Layouts read (see `embedding_from_mapping`):
   DECA `landmark_embedding.npy` (a pickled dict inside .npy): static_lmk_faces_idx [51],
     static_lmk_bary_coords [51,3], dynamic_lmk_faces_idx [79,17],
     dynamic_lmk_bary_coords [79,17,3], full_lmk_faces_idx [1,68], full_lmk_bary_coords [1,68,3]
-  FLAME_PyTorch `flame_static_embedding.pkl` (lmk_face_idx [51], lmk_b_coords [51,3]) and
-    `flame_dynamic_embedding.npy` (lmk_face_idx [79,17], lmk_b_coords [79,17,3])
+    (in DECA's file the two dynamic_* entries are pickled torch tensors; the restricted
+    unpickler in pickle_safe.py turns them into numpy arrays)
+  FLAME_PyTorch `flame_static_embedding.pkl` (lmk_face_idx [51] uint32, lmk_b_coords [51,3]) and
+    `flame_dynamic_embedding.npy` (lmk_face_idx [79,17], lmk_b_coords [79,17,3]; possibly
+    stored as lists of 79 per-bin arrays, which np.asarray stacks)
+Files are read by avatarcli.flame.loader; the synthetic test files by
+avatarcli.testing.synthetic_flame.write_synthetic_flame follow these layouts.
 """
 
 from __future__ import annotations
