@@ -17,6 +17,22 @@ from typing import IO, Iterator
 from avatarcli.errors import EnvironmentProblem, InputError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(fd_or_path: int | str | Path, directory: bool = False) -> None:
+    """mkstemp/mkdtemp create 0600/0700; give the final output the usual 0666/0777 & ~umask."""
+    with contextlib.suppress(OSError):
+        mode = (0o777 if directory else 0o666) & ~_umask()
+        if isinstance(fd_or_path, int):
+            os.fchmod(fd_or_path, mode)
+        else:
+            os.chmod(fd_or_path, mode)
+
+
 def check_output_path(path: str | Path) -> Path:
     """Fail early (before any work) if `path` cannot be written as a file."""
     path = Path(path)
@@ -51,6 +67,7 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+            _publish_mode(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -82,6 +99,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        _publish_mode(tmp_path)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -102,6 +120,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _publish_mode(tmp, directory=True)
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old / "x")
