@@ -24,9 +24,12 @@ All inputs of one call are fitted together as one batch: Levenberg-Marquardt on 
 (Geman-McClure, iteratively reweighted) landmark residuals in units of `landmark_sigma` x face size,
 weighted by the landmark scores, plus L2 priors on shape, expression, jaw, neck and log focal.
 Stages: rigid (global pose, translation, focal; several yaw starts per input, the best kept), then
-+shape and neck, then +expression and jaw. The Jacobian is exact (forward-mode autodiff) of a
-landmark-only FLAME: LBS of just the vertices of the 68 landmark triangles, with the joint regressor
-pre-applied to the shape/expression bases. Only the first `n_shape`/`n_expr` coefficients are fitted;
++shape and neck, then +expression and jaw; each stage solves for its active parameters only.
+The model is a landmark-only FLAME: LBS of just the vertices of the 68 landmark triangles, with the
+joint regressor pre-applied to the shape/expression bases. Its Jacobian is closed-form for
+translation, focal, shape and expression (the landmarks are affine in the coefficients for a fixed
+pose) and central differences (float64, ~1e-8 px) for the 9 rotation parameters; it is tested
+against torch's forward-mode autodiff. Only the first `n_shape`/`n_expr` coefficients are fitted;
 the rest stay zero.
 
 Poor fits: `fit_quality` flags a fit whose mean landmark error exceeds 5 px or 2 % of the face size
