@@ -660,6 +660,9 @@ def run_batch(
         else:
             ready.append(i)
     batch = BatchResult(results)
+    for i, r in enumerate(results):
+        if r.status in ("skipped", "failed"):  # settled before any model: report them now
+            emit(Event("job_end", index=i, job=jobs[i], result=r))
     if ready:
         if models is None:
             tm = time.perf_counter()
