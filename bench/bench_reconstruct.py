@@ -88,7 +88,7 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from avatarcli.reconstruct import ReconstructConfig, load_models, plan_batch, run_batch
+    from avatarcli.reconstruct import ReconstructConfig, plan_batch, run_batch
 
     root = Path(tempfile.mkdtemp(prefix="bench-reconstruct-"))
     flame, photos, lms = make_inputs(root, args.n, args.size)
