@@ -85,6 +85,8 @@ _register_all()
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `avatar` console script. Returns the exit code."""
+    from rich.markup import escape
+
     from avatarcli.progress import console
 
     debug = os.environ.get("AVATAR_DEBUG") == "1"
@@ -106,13 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     except AvatarError as e:
         if debug:
             console.print_exception()
-        console.print(f"[red]error:[/red] {e}", markup=True, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, soft_wrap=True)
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if debug:
             console.print_exception()
         console.print(
-            f"[red]internal error:[/red] {type(e).__name__}: {e} (re-run with AVATAR_DEBUG=1 for the traceback, and please report it)",
+            f"[red]internal error:[/red] {type(e).__name__}: {escape(str(e))} (re-run with AVATAR_DEBUG=1 for the traceback, and please report it)",
             soft_wrap=True,
         )
         return 1

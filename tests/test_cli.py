@@ -53,3 +53,12 @@ def test_console_script_entry_point_runs():
     r = subprocess.run([sys.executable, "-m", "avatarcli", "--version"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("avatarcli ")
+
+
+def test_error_line_keeps_brackets_in_paths(tmp_path, capsys):
+    """The one-line error is printed verbatim: Rich markup in a path must not vanish."""
+    missing = tmp_path / "[missing]" / "x.landmarks.npz"
+    assert main(["fit-flame", str(missing), "-o", str(tmp_path / "out.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "[missing]" in err and "Traceback" not in err
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1

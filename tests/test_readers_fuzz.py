@@ -231,13 +231,10 @@ def _npz(arrays: dict) -> bytes:
     return b.getvalue()
 
 
-# Found by these tests: an EMPTY `format` / `version` array makes io/npz.py (check_format ->
-# _text / the version read) and animate/expressions.py (_text) raise IndexError instead of
-# ArtifactError. Reported to their owners; xfail (not strict) until fixed, then these pass.
-EMPTY_HEADER_BUG = pytest.mark.xfail(raises=IndexError, strict=False, reason="empty format/version array -> IndexError (npz._text, expressions._text)")
+# Found by these tests (and fixed): an EMPTY `format` / `version` array used to raise
+# IndexError instead of ArtifactError in io/npz.py and animate/expressions.py.
 
 
-@EMPTY_HEADER_BUG
 @pytest.mark.parametrize("kind", ["landmarks", "flame_fit", "expression"])
 @pytest.mark.parametrize("key", ["format", "version"])
 def test_empty_header_arrays_are_a_clear_error(kind, key, scratch):
@@ -247,21 +244,18 @@ def test_empty_header_arrays_are_a_clear_error(kind, key, scratch):
     _check(kind, _npz(arrays), scratch)  # a value or an AvatarError, not an IndexError
 
 
-@EMPTY_HEADER_BUG
 @SETTINGS
 @given(arrays=arrays_for(LANDMARK_KEYS, ("avatarcli.landmarks", 1)))
 def test_landmarks_arbitrary_arrays(arrays, scratch):
     _check("landmarks", _npz(arrays), scratch)
 
 
-@EMPTY_HEADER_BUG
 @SETTINGS
 @given(arrays=arrays_for(FIT_KEYS, ("avatarcli.flame_fit", 1)))
 def test_flame_fit_arbitrary_arrays(arrays, scratch):
     _check("flame_fit", _npz(arrays), scratch)
 
 
-@EMPTY_HEADER_BUG
 @SETTINGS
 @given(arrays=arrays_for(EXPR_KEYS, None))
 def test_expression_arbitrary_arrays(arrays, scratch):
