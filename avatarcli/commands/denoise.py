@@ -20,7 +20,7 @@ def denoise_command(
     ),
     rounds: int = typer.Option(4, "--rounds", min=0, max=50, help="Diffusion rounds refining the unseen sides (0: input-view fit only)."),
     no_diffusion: bool = typer.Option(False, "--no-diffusion", help="Same as --rounds 0 (no diffusion model needed)."),
-    steps: int = typer.Option(300, "--steps", min=0, help="Input-view fit steps."),
+    steps: int = typer.Option(200, "--steps", min=0, help="Input-view fit steps (fewer: faster, less exact)."),
     round_steps: int = typer.Option(100, "--round-steps", min=0, help="Fit steps per diffusion round."),
     sh_degree: int = typer.Option(1, "--sh-degree", min=0, max=3, help="Spherical-harmonics degree of the colours."),
     size: int = typer.Option(512, "--size", min=16, max=4096, help="Working resolution: the photo's long side is fitted at most this big."),
