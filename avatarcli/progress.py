@@ -27,12 +27,12 @@ def interactive() -> bool:
 def info(msg: str) -> None:
     """A status line for humans (stderr), suppressed by --quiet."""
     if not _quiet:
-        console.print(msg)
+        console.print(msg, soft_wrap=True)
 
 
 def warn(msg: str) -> None:
     """Warnings are always shown (stderr), even with --quiet."""
-    console.print(f"[yellow]warning:[/yellow] {msg}")
+    console.print(f"[yellow]warning:[/yellow] {msg}", soft_wrap=True)
 
 
 @contextlib.contextmanager

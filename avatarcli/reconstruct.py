@@ -102,6 +102,7 @@ class JobResult:
     stage_times: dict[str, float] = field(default_factory=dict)  # seconds per stage run (reused: 0)
     reused: list[str] = field(default_factory=list)  # stages whose work-folder artifact was reused
     fit_error_px: float | None = None  # mean landmark reprojection error of the FLAME fit
+    poor_fit: bool = False  # fit error above avatarcli.flame.fit.fit_quality's threshold
     error: str | None = None  # the one-line message
     error_stage: str | None = None  # "validate" or a stage name
     exception: BaseException | None = field(default=None, repr=False)
@@ -117,6 +118,7 @@ class JobResult:
             "stage_times": {k: round(v, 4) for k, v in self.stage_times.items()},
             "reused": list(self.reused),
             "fit_error_px": None if self.fit_error_px is None else round(float(self.fit_error_px), 4),
+            "poor_fit": self.poor_fit,
             "error": self.error,
             "error_stage": self.error_stage,
         }
@@ -561,7 +563,9 @@ class _JobRunner:
             else:
                 fit = fit_flame(models.flame, [lm_work], fit_cfg, models.device)[0]
                 self.store("fit-flame", key, lambda p: write_flame_fit(p, fit))
-        self.result.fit_error_px = float(np.mean(fit.landmark_error_px))
+        from avatarcli.flame.fit import fit_quality
+
+        self.result.fit_error_px, self.result.poor_fit = fit_quality(fit, lm_work.landmarks, fit_cfg.poor_fit_px, fit_cfg.poor_fit_frac)
         fit_key = stage_key(fit=self.wd.path(ARTIFACTS["fit-flame"])) if self.wd is not None else key
 
         # encode (face crop features; skipped without diffusion)

@@ -88,6 +88,8 @@ def reconstruct_command(
     if json_out:
         typer.echo(json.dumps(result.summary(), indent=2))
     for r in result.jobs:
+        if r.status == "done" and r.poor_fit:
+            warn(f"{r.image}: poor FLAME fit (mean landmark error {r.fit_error_px:.1f} px); check the photo or bring your own --landmarks")
         if r.status == "done":
             if interactive():
                 fit = f"fit {r.fit_error_px:.2f} px, " if r.fit_error_px is not None else ""
