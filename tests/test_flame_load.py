@@ -352,3 +352,25 @@ def test_npz_export_with_other_name_is_found(tmp_path, flame_files):
     loc = locate_flame(tmp_path)
     assert loc.model == root / "flame_model.npz" and loc.embedding is None
     assert load_flame(tmp_path).release == "FLAME 2020"  # from the npz's release entry
+
+
+def test_flame_2023_open_and_other_pickle_names_are_found(tmp_path, flame_files):
+    """FLAME 2023 Open ships as flame2023_Open.pkl; other tools rename the pickle freely."""
+    src = flame_files("deca", "2023")
+    model_file = next(p for p in src.iterdir() if p.name.startswith("flame2023"))
+    open_dir = tmp_path / "FLAME2023Open"
+    open_dir.mkdir()
+    shutil.copy(model_file, open_dir / "flame2023_Open.pkl")
+    shutil.copy(src / "landmark_embedding.npy", open_dir / "landmark_embedding.npy")
+    m = load_flame(tmp_path)
+    assert m.path.name == "flame2023_Open.pkl" and m.release == "FLAME 2023 Open"
+    assert m.landmarks is not None
+
+    other = tmp_path / "assets" / "flame"
+    other.mkdir(parents=True)
+    shutil.copy(model_file, other / "head_model.pkl")
+    loc = locate_flame(tmp_path / "assets")
+    assert loc.model.name == "head_model.pkl"
+    # the well-known name wins over a pickle of another name in the same tree
+    shutil.copy(model_file, other / "generic_model.pkl")
+    assert locate_flame(tmp_path / "assets").model.name == "generic_model.pkl"

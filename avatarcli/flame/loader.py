@@ -48,6 +48,8 @@ def detect_release(path: Path, arrays: Mapping | None = None) -> str:
     """"FLAME 2020", "FLAME 2023" or "unknown": from the file name, the folder names,
     or a release/version string stored in the file (npz exports)."""
     name = path.name.lower()
+    if "2023" in name and "open" in name:
+        return "FLAME 2023 Open"
     if name.startswith("flame2023") or "2023" in name:
         return "FLAME 2023"
     if name in ("generic_model.pkl", "male_model.pkl", "female_model.pkl", "generic_model.npz") or "2020" in name:

@@ -3,9 +3,10 @@
 `locate_flame(path)` accepts a model file or a folder (None -> $AVATAR_FLAME).
 
 Model files, in order of preference (first = preferred):
-  generic_model.pkl (FLAME 2020), flame2023.pkl, flame2023_no_jaw.pkl, male_model.pkl,
-  female_model.pkl, generic_model.npz / flame2023*.npz, then any other *.npz FLAME export
-  (FLAME2020/FLAME2023-style folders are searched too). A folder is searched itself first,
+  generic_model.pkl (FLAME 2020), flame2023.pkl, flame2023_Open.pkl, flame2023_no_jaw.pkl,
+  male_model.pkl, female_model.pkl (names compared case-insensitively), generic_model.npz /
+  flame2023*.npz, then any other *.npz FLAME export, then any other *.pkl whose name or folder
+  says "flame" (FLAME2020/FLAME2023-style folders are searched too). A folder is searched itself first,
   then its subfolders two levels down; a better name wins over a shallower folder, ties go
   to the shallower folder, then to the alphabetically first path.
 Embeddings (DECA `landmark_embedding.npy`, or FLAME_PyTorch `flame_static_embedding.pkl`
@@ -33,6 +34,7 @@ WHERE = (
 MODEL_NAMES = (
     "generic_model.pkl",
     "flame2023.pkl",
+    "flame2023_open.pkl",  # FLAME 2023 Open (CC-BY-4.0, downloadable without registration)
     "flame2023_no_jaw.pkl",
     "male_model.pkl",
     "female_model.pkl",
@@ -84,8 +86,11 @@ def _model_rank(p: Path) -> int | None:
     name = p.name.lower()
     if name in MODEL_NAMES:
         return MODEL_NAMES.index(name)
-    if p.suffix.lower() == ".npz" and "flame" in (name + " " + p.parent.name.lower()):
+    flamey = "flame" in (name + " " + p.parent.name.lower())
+    if p.suffix.lower() == ".npz" and flamey:
         return len(MODEL_NAMES)  # another FLAME export, e.g. FLAME2020/flame_model.npz
+    if p.suffix.lower() == ".pkl" and flamey and name not in (FP_STATIC,):
+        return len(MODEL_NAMES) + 1  # another FLAME pickle under a name of its own
     return None
 
 
