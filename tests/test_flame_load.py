@@ -177,7 +177,7 @@ def test_unsafe_pickle_via_cli_one_line_exit_2(tmp_path, flame_dir, landmarks_fi
 def test_allowed_globals_are_data_only():
     allowed = allowed_globals()
     builtin_like = [g for g in allowed if g.split(".")[0] in ("builtins", "__builtin__", "os", "posix", "subprocess", "sys")]
-    assert sorted(builtin_like) == ["__builtin__.object", "builtins.object"]
+    assert sorted(builtin_like) == sorted(f"{m}.{n}" for m in ("__builtin__", "builtins") for n in ("object", "set", "frozenset"))
     assert "chumpy.ch.Ch" in allowed and "scipy.sparse.csc.csc_matrix" in allowed
     assert "numpy.core.multiarray._reconstruct" in allowed and "numpy._core.multiarray._reconstruct" in allowed
 
@@ -374,3 +374,46 @@ def test_flame_2023_open_and_other_pickle_names_are_found(tmp_path, flame_files)
     # the well-known name wins over a pickle of another name in the same tree
     shutil.copy(model_file, other / "generic_model.pkl")
     assert locate_flame(tmp_path / "assets").model.name == "generic_model.pkl"
+
+
+def test_chumpy_operation_nodes_load_as_inert_data(tmp_path, flame_dir):
+    """A release may pickle a chumpy expression (e.g. J as chumpy.ch_ops.add): it is kept as
+    inert data (nothing runs); the keys FLAME needs still load."""
+    import sys
+    import types
+
+    marker = tmp_path / "ran"
+    fake = types.ModuleType("chumpy.ch_ops")
+
+    class add:  # noqa: N801 - the chumpy class name
+        def __reduce__(self):
+            return (type(self), (), {"a": np.ones(3), "b": np.zeros(3), "_dirty_vars": set()})
+
+        def __setstate__(self, state):  # would run if our unpickler called real classes
+            marker.write_text("x")
+
+    add.__module__, add.__qualname__ = "chumpy.ch_ops", "add"
+    fake.add = add
+    parent = types.ModuleType("chumpy")
+    parent.ch_ops = fake
+    saved = {k: sys.modules.get(k) for k in ("chumpy", "chumpy.ch_ops")}
+    sys.modules.update({"chumpy": parent, "chumpy.ch_ops": fake})
+    try:
+        arrays = load_pickle(flame_dir / "generic_model.pkl")
+        arrays["J"] = add()
+        data = pickle.dumps(arrays, protocol=2)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    assert b"chumpy.ch_ops" in data
+    out = tmp_path / "flame"
+    out.mkdir()
+    (out / "generic_model.pkl").write_bytes(data)
+    shutil.copy(flame_dir / "landmark_embedding.npy", out / "landmark_embedding.npy")
+    loaded = loads_restricted(data, "x.pkl")
+    assert loaded["J"] is None and not marker.exists()
+    m = load_flame(out)
+    assert m.n_vertices == load_flame(flame_dir).n_vertices and not marker.exists()

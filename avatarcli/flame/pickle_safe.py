@@ -12,8 +12,10 @@ and maps each to something that only builds data:
   scipy.sparse.{csc,csr,coo,_csc,_csr,_coo,...} matrix/array     -> a stand-in; after loading,
                                                                     a scipy matrix built from its arrays
   chumpy.ch.Ch                                                   -> a stand-in; after loading, its 'x' array
+  any other chumpy.<module>.<Class> (operation nodes)            -> an inert stand-in: its 'x' or None
   copy_reg._reconstructor / copyreg._reconstructor               -> only for the stand-ins above
   __builtin__.object / builtins.object                           -> only as _reconstructor's base
+  __builtin__.set / frozenset (and builtins.)                    -> sets (chumpy state holds them)
   collections.OrderedDict                                        -> an OrderedDict
   _codecs.encode                                                 -> str -> bytes only (Python 3, protocol 2)
   torch._utils._rebuild_tensor_v2                                -> a numpy array (storage must be a torch storage)
@@ -73,7 +75,18 @@ def _sparse_class(kind: str) -> type:
 
 
 _SPARSE = {k: _sparse_class(k) for k in ("csc", "csr", "coo")}
-_STAND_INS = (ChumpyStandIn, *_SPARSE.values())
+
+
+class ChumpyExpressionStandIn(ChumpyStandIn):
+    """Any other chumpy class (an operation node such as chumpy.ch_ops.add): data only, no code.
+    It resolves to its 'x' when it has one, else to None (a FLAME key that needs it then fails
+    validation with a clear message)."""
+
+    def __init__(self, *args, **kwargs):  # REDUCE-style pickles call the class: keep nothing
+        pass
+
+
+_STAND_INS = (ChumpyStandIn, ChumpyExpressionStandIn, *_SPARSE.values())
 
 
 def _reconstruct(cls, shape, typecode):
@@ -148,8 +161,8 @@ _ALLOWED["chumpy.ch"] = {"Ch": ChumpyStandIn}
 _ALLOWED["chumpy"] = {"Ch": ChumpyStandIn}
 _ALLOWED["copy_reg"] = {"_reconstructor": _reconstructor}
 _ALLOWED["copyreg"] = {"_reconstructor": _reconstructor}
-_ALLOWED["__builtin__"] = {"object": object}
-_ALLOWED["builtins"] = {"object": object}
+_ALLOWED["__builtin__"] = {"object": object, "set": set, "frozenset": frozenset}  # chumpy keeps sets in its state
+_ALLOWED["builtins"] = {"object": object, "set": set, "frozenset": frozenset}
 _ALLOWED["_codecs"] = {"encode": _codecs_encode}
 _ALLOWED["collections"] = {"OrderedDict": collections.OrderedDict}
 _ALLOWED["torch._utils"] = {"_rebuild_tensor_v2": _rebuild_tensor_v2}
@@ -170,6 +183,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         obj = _ALLOWED.get(module, {}).get(name)
+        if obj is None and (module == "chumpy" or module.startswith("chumpy.")) and name.isidentifier():
+            obj = ChumpyExpressionStandIn  # some releases may pickle chumpy operation nodes: kept as inert data
         if obj is None:
             raise UnsafePickleError(
                 f"refused to load: the pickle asks for the global {module}.{name}, which a FLAME file "
@@ -215,6 +230,8 @@ def resolve(obj, depth: int = 0):
         raise ValueError("nested too deeply")
     if isinstance(obj, ChumpyStandIn):
         x = getattr(obj, "x", None)
+        if x is None and isinstance(obj, ChumpyExpressionStandIn):
+            return None
         if x is None:
             raise ValueError("chumpy.ch.Ch without an 'x' array")
         return np.asarray(resolve(x, depth + 1))
