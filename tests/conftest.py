@@ -16,9 +16,10 @@ pytest_plugins = [
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-# pytest-xdist runs one worker per core; keep each worker to one thread.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    torch.set_num_threads(1)
+# One torch thread per test process, set once here and never raised again: pytest-xdist runs
+# one worker per core, the tests' tensors are small (more threads only add contention), and
+# changing the thread count mid-process upsets MKL's batched LU solves (seen in fit-flame).
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
