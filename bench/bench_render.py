@@ -27,7 +27,6 @@ import torch  # noqa: E402
 
 from avatarcli.gaussians.model import Gaussians  # noqa: E402
 from avatarcli.render.api import render  # noqa: E402
-from avatarcli.render.camera import orbit_camera  # noqa: E402
 from tests.fixtures.scenes import make_head_scene  # noqa: E402
 
 

@@ -11,7 +11,6 @@ import torch
 from PIL import Image
 
 from avatarcli.diffusion.features import Features, write_features
-from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.init import InitConfig, init_gaussians
 from avatarcli.gaussians.losses import psnr
 from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
@@ -46,14 +45,6 @@ def photo_psnr(head, photo, camera=None) -> float:
     truth, alpha = photo.true_view(cam)
     return float(psnr(out.rgb, truth, alpha))
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning threads per process are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 @pytest.fixture(scope="module")
 def photo(flame_model):

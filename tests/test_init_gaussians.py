@@ -16,14 +16,6 @@ from avatarcli.testing.synthetic_scene import procedural_texture
 N = 4000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning threads per process are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 @pytest.fixture(scope="module")
 def photo(flame_model):
     return make_synthetic_photo(flame_model, size=80, yaw_deg=25.0)

@@ -4,22 +4,12 @@ landmarks (bring-your-own points) -> fit-flame -> init-gaussians -> denoise --ro
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from avatarcli.testing.synthetic_photo import make_synthetic_photo
 
 SIZE = 72
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine two spinning threads per process are many times slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _run(args, capsys):

@@ -39,7 +39,7 @@ Poor fits: `fit_quality` flags a fit whose mean landmark error exceeds 5 px or 2
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -472,7 +472,7 @@ class _Problem:
         zero_t = torch.zeros(B, 3, dtype=p.dtype, device=p.device)
         pose = torch.zeros(B, self.rig.n_joints, 3, dtype=p.dtype, device=p.device)
         pose[:, 0, 1] = yaw
-        S, E = self.rig.n_shape, self.rig.n_expr
+        S = self.rig.n_shape
         X = self.rig(self.rig.gather(pose), p[:, 13 : 13 + S], p[:, 13 + S :], pose, zero_t)  # [B,68,3]
         c3 = X.mean(1)  # [B,3]
         s3 = (X[..., :2] - c3[:, None, :2]).norm(dim=-1).mean(-1)  # [B]
