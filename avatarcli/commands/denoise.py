@@ -9,6 +9,11 @@ import typer
 
 from avatarcli.commands.common import DeviceOpt, FlameOpt, existing_inputs
 
+CPU_DIFFUSION_NOTE = (
+    "diffusion rounds on the CPU take a long time (many minutes per photo; seconds on a GPU); "
+    "--no-diffusion fits the input view only"
+)
+
 
 def denoise_command(
     init_ply: Path = typer.Argument(..., help="init.ply (from `avatar init-gaussians`).", show_default=False),
@@ -88,6 +93,8 @@ def denoise_command(
         from avatarcli.diffusion.models import SD_IMAGE_VARIATIONS, resolve_model
 
         resolve_model(SD_IMAGE_VARIATIONS)
+        if dev.type == "cpu":
+            warn(CPU_DIFFUSION_NOTE)
     from avatarcli.flame.model import load_flame
 
     model = load_flame(flame)

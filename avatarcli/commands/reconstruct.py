@@ -44,6 +44,7 @@ def reconstruct_command(
       avatar reconstruct a.jpg b.png -o heads/ --no-diffusion --device cpu
       avatar reconstruct photos/ -o heads/ --skip-existing --landmarks my_landmarks/
     """
+    import torch
     from rich.markup import escape
 
     from avatarcli.errors import EXIT_OK, EXIT_SOME_FAILED
@@ -60,6 +61,7 @@ def reconstruct_command(
         face_index=face_index, steps=steps, n_gaussians=n_gaussians,
     )  # fmt: skip
     stages = [s for s in STAGES if not (no_diffusion and s == "encode")]
+    cpu_diffusion = not no_diffusion and rounds != 0 and device.strip().lower() in ("cpu", "auto")
 
     with progress() as bar:
         t_all = bar.add_task("photos", total=len(jobs), status="")
@@ -68,6 +70,10 @@ def reconstruct_command(
         def on_event(ev) -> None:
             if ev.kind == "models":
                 bar.update(t_all, status=f"models loaded in {ev.seconds:.1f} s")
+                if cpu_diffusion and not torch.cuda.is_available():  # inputs are valid: work starts now
+                    from avatarcli.commands.denoise import CPU_DIFFUSION_NOTE
+
+                    warn(CPU_DIFFUSION_NOTE)
             elif ev.kind == "job_start":
                 bar.reset(t_stage, total=len(stages))
                 bar.update(t_stage, description=f"  {ev.job.name}", status="", visible=True)
