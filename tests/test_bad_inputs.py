@@ -362,12 +362,9 @@ def test_unwritable_output_folder(good, flame_file, tmp_path, capsys):
     _check_refused(rc, 3, capsys.readouterr().err, "/proc/avatarcli-work", [tmp_path / "h.ply"])
 
 
-def test_several_faces_face_index_out_of_range(flame_file, tmp_path, tmp_path_factory, monkeypatch, capsys):
+def test_several_faces_face_index_out_of_range(flame_file, tmp_path, fa_weights, capsys):
     """Several faces: --face-index beyond them is one clear line (exit 2), nothing written."""
-    from avatarcli.testing.tiny_face_alignment import env, write_tiny_face_alignment
-
-    for k, v in env(write_tiny_face_alignment(tmp_path_factory.mktemp("fa-many"), sfd="many")).items():
-        monkeypatch.setenv(k, v)
+    fa_weights("many")
     img = tmp_path / "crowd.png"
     _noise((128, 128)).save(img)
     out = tmp_path / "head.ply"

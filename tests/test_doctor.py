@@ -18,14 +18,9 @@ def flame_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def all_models(tiny_models, tmp_path_factory, monkeypatch):
+def all_models(tiny_models, fa_weights):
     """Every pinned model resolvable (tiny stand-ins through the real override mechanism)."""
-    from avatarcli.testing.tiny_face_alignment import env, write_tiny_face_alignment
-
-    files = write_tiny_face_alignment(tmp_path_factory.mktemp("fa"), sfd="one")
-    for k, v in env(files).items():
-        monkeypatch.setenv(k, v)
-    return files
+    return fa_weights
 
 
 def _doctor_json(capsys, *args) -> tuple[int, dict]:

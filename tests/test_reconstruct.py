@@ -472,23 +472,15 @@ def test_single_photo_without_a_face_is_exit_2(tmp_path, photos, flame_file, tin
 
 
 @pytest.fixture
-def tiny_face_alignment(tmp_path_factory, monkeypatch):
-    from avatarcli.testing.tiny_face_alignment import env, write_tiny_face_alignment
-
-    files = write_tiny_face_alignment(tmp_path_factory.mktemp("fa-one"), sfd="one")
-    for k, v in env(files).items():
-        monkeypatch.setenv(k, v)
-    return files
+def tiny_face_alignment(fa_weights):
+    """The session's tiny face-alignment weights (tests/fixtures/models.py), detector mode "one"."""
+    return fa_weights
 
 
 @pytest.fixture
-def tiny_face_alignment_noface(tmp_path_factory, monkeypatch):
-    from avatarcli.testing.tiny_face_alignment import env, write_tiny_face_alignment
-
-    files = write_tiny_face_alignment(tmp_path_factory.mktemp("fa-none"), sfd="none")
-    for k, v in env(files).items():
-        monkeypatch.setenv(k, v)
-    return files
+def tiny_face_alignment_noface(fa_weights):
+    fa_weights("none")
+    return fa_weights
 
 
 @pytest.mark.slow
