@@ -404,7 +404,7 @@ def load_models(jobs: Sequence[Job], config: ReconstructConfig) -> Models:
         if config.needs_denoiser:
             from avatarcli.diffusion.denoiser import load_default_denoiser
 
-            models.denoiser = load_default_denoiser(device)
+            models.denoiser = load_default_denoiser(device, vae=models.encode.vae)  # one VAE for both
     return models
 
 

@@ -222,8 +222,12 @@ def load_default_denoiser(
     guidance_scale: float = 3.0,
     resolution: int | str | None = "native",
     max_batch: int = 8,
+    vae=None,
 ) -> SDImageVariationsDenoiser:
     """The pinned sd-image-variations model via the resolver; fp16 on CUDA, fp32 on the CPU.
+
+    `vae`: the same model's AutoencoderKL when it is already loaded (reconstruct's encode
+    models hold it), so it is not loaded twice.
 
     resolution "native" = unet.sample_size x VAE factor (512 for SD 1.x) when that is at
     least 64 px, else the views' own size; an int forces a size; None keeps the views' size."""
@@ -235,7 +239,7 @@ def load_default_denoiser(
     folder = M.resolve_model(M.SD_IMAGE_VARIATIONS)
     sched_cfg = M.load_scheduler_config(folder)
     unet = M.load_unet(folder, device, dtype)
-    vae = M.load_vae(folder, device, dtype)
+    vae = vae if vae is not None else M.load_vae(folder, device, dtype)
     if resolution == "native":
         native = int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1)
         resolution = native if native >= 64 else None
