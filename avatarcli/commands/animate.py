@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from avatarcli.commands.common import DeviceOpt, FlameOpt
+from avatarcli.commands.common import BackendOpt, BackgroundOpt, DeviceOpt, FlameOpt
 
 HELP = """Animate a head PLY with FLAME expression/pose files: video, PNG frames or a PLY sequence.
 
@@ -50,8 +50,8 @@ def animate_command(
     size: Optional[int] = typer.Option(None, "--size", help="Output size in pixels (square for front/orbit). Default 512, or the photo's size for fit cameras.", show_default=False),
     fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second. Default: the first file's fps, else 30.", show_default=False),
     duration: float = typer.Option(2.0, "--duration", help="Seconds each single-frame target takes (neutral -> target -> neutral)."),
-    background: str = typer.Option("white", "--background", help="white, black, grey, #rrggbb or r,g,b."),
-    backend: str = typer.Option("auto", "--backend", help="Renderer: auto (gsplat on CUDA, else torch), gsplat, torch."),
+    background: str = BackgroundOpt,
+    backend: str = BackendOpt,
     device: str = DeviceOpt,
     force: bool = typer.Option(False, "--force", help="Animate even if the FLAME model differs from the head's."),
 ) -> int:

@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+BackendOpt = typer.Option("auto", "--backend", help="Renderer: auto (gsplat on CUDA, else torch), gsplat or torch.")
+BackgroundOpt = typer.Option("white", "--background", help="white, black, grey, #rrggbb or r,g,b.")
 FlameOpt = typer.Option(
     None,
     "--flame",

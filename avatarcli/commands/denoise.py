@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from avatarcli.commands.common import DeviceOpt, FlameOpt, existing_inputs
+from avatarcli.commands.common import BackendOpt, DeviceOpt, FlameOpt, existing_inputs
 
 CPU_DIFFUSION_NOTE = (
     "diffusion rounds on the CPU take a long time (many minutes per photo; seconds on a GPU); "
@@ -32,7 +32,7 @@ def denoise_command(
     max_gaussians: int = typer.Option(30_000, "--max-gaussians", min=1, help="Cap on the Gaussian count (densification)."),
     seed: int = typer.Option(0, "--seed", help="Seed of densification and the diffusion noise."),
     device: str = DeviceOpt,
-    backend: str = typer.Option("auto", "--backend", help="Renderer: auto (gsplat on CUDA, else torch), gsplat or torch."),
+    backend: str = BackendOpt,
     force: bool = typer.Option(False, "--force", help="Use --flame / --features even if their hashes do not match."),
 ) -> int:
     """Fit the Gaussians to the photo (L1 + D-SSIM in the head region), then refine the unseen sides.

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from avatarcli.commands.common import DeviceOpt, FlameOpt
+from avatarcli.commands.common import BackendOpt, BackgroundOpt, DeviceOpt, FlameOpt
 
 
 def render_command(
@@ -21,11 +21,11 @@ def render_command(
     up: str = typer.Option("auto", "--up", help="Scene up axis: auto (+y for avatarcli heads, -y for other PLYs: the COLMAP/OpenCV y-down convention), y, -y, z, -z, x, -x."),
     frames: int = typer.Option(72, "--frames", help="Turntable frames (one full turn)."),
     fps: float = typer.Option(24.0, "--fps", help="Turntable frames per second."),
-    background: str = typer.Option("white", "--background", help="white, black, grey, #rrggbb or r,g,b."),
+    background: str = BackgroundOpt,
     camera: Optional[str] = typer.Option(None, "--camera", help="'photo' (the fit stored in the head) or a flame.npz: render from the photo's viewpoint at its size, to lay over the photo.", show_default=False),
     flame: Optional[Path] = FlameOpt,
     sh_degree: Optional[int] = typer.Option(None, "--sh-degree", help="Spherical-harmonics degree used (default: all the PLY has).", show_default=False),
-    backend: str = typer.Option("auto", "--backend", help="auto (gsplat on CUDA, else torch), gsplat, torch."),
+    backend: str = BackendOpt,
     device: str = DeviceOpt,
 ) -> int:
     """Render a Gaussian PLY: one view to PNG, or a turntable to MP4 / GIF.
