@@ -14,6 +14,9 @@ import sys
 import click
 import typer
 
+from avatarcli import __version__
+from avatarcli.errors import EXIT_USAGE, AvatarError
+
 try:  # typer >= 0.25 ships its own copy of click; its commands raise that copy's exceptions
     from typer._click import exceptions as _typer_click_exc  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - older typer uses click itself
@@ -22,9 +25,6 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 _EXIT = tuple({click.exceptions.Exit, getattr(typer, "Exit", click.exceptions.Exit)})
 _CLICK_ERROR = tuple({click.ClickException, _typer_click_exc.ClickException})
 _ABORT = tuple({click.exceptions.Abort, getattr(typer, "Abort", click.exceptions.Abort)})
-
-from avatarcli import __version__
-from avatarcli.errors import EXIT_USAGE, AvatarError
 
 HELP = """\
 Turn one photo of a face into an animatable 3D Gaussian Splatting head.
@@ -63,8 +63,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or status lines (errors and warnings still print)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bars or status lines (errors and warnings still print)."
+    ),
 ) -> None:
     from avatarcli.progress import set_quiet
 
@@ -72,9 +76,9 @@ def _root(
 
 
 def _register_all() -> None:
-    from avatarcli.commands import COMMAND_MODULES
-
     import importlib
+
+    from avatarcli.commands import COMMAND_MODULES
 
     for name in COMMAND_MODULES:
         importlib.import_module(f"avatarcli.commands.{name}").register(app)

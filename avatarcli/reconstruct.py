@@ -192,7 +192,9 @@ def expand_images(images: Sequence[str | Path], notes: list[str] | None = None) 
                     skipped.append(q.name)
             if skipped and notes is not None:
                 more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-                notes.append(f"{p}: skipped {len(skipped)} non-image entr{'y' if len(skipped) == 1 else 'ies'} ({', '.join(skipped[:5])}{more})")
+                notes.append(
+                    f"{p}: skipped {len(skipped)} non-image entr{'y' if len(skipped) == 1 else 'ies'} ({', '.join(skipped[:5])}{more})"
+                )
             if not found:
                 raise InputError(f"no photos ({', '.join(IMAGE_SUFFIXES)}) in this folder", path=p)
             files.extend(found)
@@ -221,7 +223,9 @@ def plan_batch(
     names = [f.stem for f in files]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise InputError(f"several photos are named {', '.join(dup)}: their outputs would overwrite each other (rename them)")
+        raise InputError(
+            f"several photos are named {', '.join(dup)}: their outputs would overwrite each other (rename them)"
+        )
     if batch or _wants_folder(out):
         if out.exists() and not out.is_dir():
             raise InputError("several photos need an output folder (-o DIR/), and this is a file", path=out)
@@ -302,7 +306,9 @@ def validate_job(job: Job, max_side: int = 2048) -> None:
         if tuple(lm.image_size) != tuple(img.original_size):
             h, w = lm.image_size
             H, W = img.original_size
-            raise ArtifactError(f"landmarks are for a {w}x{h} image, but {job.image.name} is {W}x{H}", path=job.landmarks)
+            raise ArtifactError(
+                f"landmarks are for a {w}x{h} image, but {job.image.name} is {W}x{H}", path=job.landmarks
+            )
 
 
 def validate_inputs(jobs: Sequence[Job], max_side: int = 2048) -> dict[str, AvatarError]:
@@ -472,7 +478,9 @@ class _Stage:
 
 
 class _JobRunner:
-    def __init__(self, index: int, job: Job, config: ReconstructConfig, models: Models, workdir: Path | None, force: bool, emit):
+    def __init__(
+        self, index: int, job: Job, config: ReconstructConfig, models: Models, workdir: Path | None, force: bool, emit
+    ):
         self.index, self.job, self.config, self.models, self.force = index, job, config, models, force
         self.result = JobResult(job.name, job.image, job.output)
         self._emit = emit
@@ -541,10 +549,17 @@ class _JobRunner:
                     from avatarcli.landmarks.detect import detect_landmarks
 
                     lm = detect_landmarks(img, models.detector, face_index=cfg.face_index)
-            lm_path = self.store("landmarks", key, lambda p: write_landmarks(p, lm)) if not st.reused else self.wd.path(ARTIFACTS["landmarks"])
+            lm_path = (
+                self.store("landmarks", key, lambda p: write_landmarks(p, lm))
+                if not st.reused
+                else self.wd.path(ARTIFACTS["landmarks"])
+            )
         # working-image pixels (the photo as the stages see it, downscaled to max_side)
         lm_work = dataclasses.replace(
-            lm, image_size=img.size, landmarks=img.to_working(lm.landmarks), bbox=img.to_working(lm.bbox.reshape(2, 2)).reshape(4)
+            lm,
+            image_size=img.size,
+            landmarks=img.to_working(lm.landmarks),
+            bbox=img.to_working(lm.bbox.reshape(2, 2)).reshape(4),
         )
         lm_key = stage_key(lm=lm_path) if lm_path is not None else key
 
@@ -565,7 +580,9 @@ class _JobRunner:
                 self.store("fit-flame", key, lambda p: write_flame_fit(p, fit))
         from avatarcli.flame.fit import fit_quality
 
-        self.result.fit_error_px, self.result.poor_fit = fit_quality(fit, lm_work.landmarks, fit_cfg.poor_fit_px, fit_cfg.poor_fit_frac)
+        self.result.fit_error_px, self.result.poor_fit = fit_quality(
+            fit, lm_work.landmarks, fit_cfg.poor_fit_px, fit_cfg.poor_fit_frac
+        )
         fit_key = stage_key(fit=self.wd.path(ARTIFACTS["fit-flame"])) if self.wd is not None else key
 
         # encode (face crop features; skipped without diffusion)
@@ -583,7 +600,9 @@ class _JobRunner:
                 if features is not None:
                     st.reused = True
                 else:
-                    features, _ = encode_face(img.rgb, lm_work.landmarks, models.encode, size=cfg.encode_size, image_sha256=img.sha256)
+                    features, _ = encode_face(
+                        img.rgb, lm_work.landmarks, models.encode, size=cfg.encode_size, image_sha256=img.sha256
+                    )
                     self.store("encode", key, lambda p: write_features(p, features))
 
         # init-gaussians
@@ -592,7 +611,14 @@ class _JobRunner:
 
         init_cfg = _init_config(cfg)
         with _Stage(self, "init-gaussians") as st:
-            key = stage_key(stage="init-gaussians", v=1, fit=fit_key, image=img.sha256, size=list(img.size), init=_settings_repr(init_cfg))
+            key = stage_key(
+                stage="init-gaussians",
+                v=1,
+                fit=fit_key,
+                image=img.sha256,
+                size=list(img.size),
+                init=_settings_repr(init_cfg),
+            )
             ply = self.cached("init-gaussians", key, read_gaussian_ply)
             if ply is not None:
                 st.reused = True

@@ -16,8 +16,8 @@ per second excluding encoding (issue target: over 300).
 from __future__ import annotations
 
 import argparse
-import os
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -54,7 +54,9 @@ def make_poser(n: int, device):
 
 
 def cpu_section(n: int, size: int, n_frames: int) -> None:
-    print(f"## CPU (torch {torch.__version__}, {torch.get_num_threads()} threads): {n // 1000}k Gaussians, {size}x{size}, {n_frames} frames\n")
+    print(
+        f"## CPU (torch {torch.__version__}, {torch.get_num_threads()} threads): {n // 1000}k Gaussians, {size}x{size}, {n_frames} frames\n"
+    )
     model, poser = make_poser(n, "cpu")
     seq = jaw_sequence(model, n_frames)
     cam_for = make_cameras(AnimateConfig(size=size, camera="front"), poser, n_frames)
@@ -85,13 +87,33 @@ def cpu_section(n: int, size: int, n_frames: int) -> None:
     _, ren_wall, ren_cpu = clock(render_all)
     frames, both_wall, both_cpu = clock(lambda: list(render_frames(poser, seq, cam_for, (1.0, 1.0, 1.0), "torch")))
     rows = [
-        ("render only (posed Gaussians)", f"{ren_cpu * 1000:.0f}", f"{ren_wall * 1000:.0f}", f"{1 / ren_cpu:.1f}", "1.00"),
-        ("re-pose only (batched LBS + frames)", f"{pose_cpu * 1000:.0f}", f"{pose_wall * 1000:.0f}", f"{1 / pose_cpu:.1f}", f"{pose_cpu / ren_cpu:.2f}"),
-        ("re-pose + render (animate's loop)", f"{both_cpu * 1000:.0f}", f"{both_wall * 1000:.0f}", f"{1 / both_cpu:.1f}", f"{both_cpu / ren_cpu:.2f}"),
+        (
+            "render only (posed Gaussians)",
+            f"{ren_cpu * 1000:.0f}",
+            f"{ren_wall * 1000:.0f}",
+            f"{1 / ren_cpu:.1f}",
+            "1.00",
+        ),
+        (
+            "re-pose only (batched LBS + frames)",
+            f"{pose_cpu * 1000:.0f}",
+            f"{pose_wall * 1000:.0f}",
+            f"{1 / pose_cpu:.1f}",
+            f"{pose_cpu / ren_cpu:.2f}",
+        ),
+        (
+            "re-pose + render (animate's loop)",
+            f"{both_cpu * 1000:.0f}",
+            f"{both_wall * 1000:.0f}",
+            f"{1 / both_cpu:.1f}",
+            f"{both_cpu / ren_cpu:.2f}",
+        ),
     ]
     print(table(rows, ("per frame", "cpu ms", "wall ms", "frames / s (cpu)", "ratio to render only (cpu)")))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"\n(cpu: this process's CPU time, what a frame costs on a shared machine; load average {load} on {os.cpu_count()} cores)")
+    print(
+        f"\n(cpu: this process's CPU time, what a frame costs on a shared machine; load average {load} on {os.cpu_count()} cores)"
+    )
     print()
     encoding_section(poser, seq, cam_for, frames)
 
@@ -106,7 +128,12 @@ def encoding_section(poser, seq, cam_for, frames) -> None:
         res = {}
         for threaded in (False, True):
             t = time.perf_counter()
-            write_video(Path(d) / f"{threaded}.mp4", render_frames(poser, seq, cam_for, (1.0, 1.0, 1.0), "torch"), fps=30, threaded=threaded)
+            write_video(
+                Path(d) / f"{threaded}.mp4",
+                render_frames(poser, seq, cam_for, (1.0, 1.0, 1.0), "torch"),
+                fps=30,
+                threaded=threaded,
+            )
             res[threaded] = (time.perf_counter() - t) / n
     rows = [
         ("encode only (frames in memory)", f"{t_enc * 1000:.1f}", "-"),

@@ -115,7 +115,21 @@ def full_mode(device: torch.device) -> Mode:
 
 
 def small_mode() -> Mode:
-    return Mode("small", torch.device("cpu"), torch.float32, 64, 2, (90.0, -90.0, 180.0), (0.0,), 10, 40, 20, 8, (8, 16), "torch")
+    return Mode(
+        "small",
+        torch.device("cpu"),
+        torch.float32,
+        64,
+        2,
+        (90.0, -90.0, 180.0),
+        (0.0,),
+        10,
+        40,
+        20,
+        8,
+        (8, 16),
+        "torch",
+    )
 
 
 def build_models(mode: Mode):

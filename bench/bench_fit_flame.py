@@ -108,15 +108,35 @@ def main() -> int:
     sum_w, sum_c = float(np.sum(singles_w)), float(np.sum(singles_c))
     rows = [
         ("model load (pickle + embedding)", f"{t_load:.2f} s", "", ""),
-        ("reprojection error vs noise-free, median", f"{med:.2f} px", f"{med / args.noise:.2f} x noise", "PASS" if med < 2.0 else "FAIL"),
+        (
+            "reprojection error vs noise-free, median",
+            f"{med:.2f} px",
+            f"{med / args.noise:.2f} x noise",
+            "PASS" if med < 2.0 else "FAIL",
+        ),
         ("  per-face median: worst face", f"{float(np.median(reproj, 1).max()):.2f} px", "", ""),
         ("  90th percentile / max", f"{float(np.percentile(reproj, 90)):.2f} / {float(reproj.max()):.2f} px", "", ""),
-        ("mesh error after similarity, fit", f"{1000 * mesh_fit.mean():.2f} mm", f"{mesh_fit.mean() / mesh_mean.mean():.2f} x template", "PASS" if mesh_fit.mean() < mesh_mean.mean() else "FAIL"),
+        (
+            "mesh error after similarity, fit",
+            f"{1000 * mesh_fit.mean():.2f} mm",
+            f"{mesh_fit.mean() / mesh_mean.mean():.2f} x template",
+            "PASS" if mesh_fit.mean() < mesh_mean.mean() else "FAIL",
+        ),
         ("mesh error after similarity, mean template", f"{1000 * mesh_mean.mean():.2f} mm", "1.00 (baseline)", ""),
         ("  faces where fit < template", f"{int((mesh_fit < mesh_mean).sum())} / {N}", "", ""),
-        ("one fit (median of singles), wall / CPU", f"{one_w:.2f} / {one_c:.2f} s", "", "PASS" if min(one_w, one_c) < 2.0 else "FAIL"),
+        (
+            "one fit (median of singles), wall / CPU",
+            f"{one_w:.2f} / {one_c:.2f} s",
+            "",
+            "PASS" if min(one_w, one_c) < 2.0 else "FAIL",
+        ),
         (f"{N} x one fit, wall / CPU", f"{sum_w:.2f} / {sum_c:.2f} s", "1.00 (baseline)", ""),
-        (f"{N} in one call, wall / CPU", f"{w_batch:.2f} / {c_batch:.2f} s", f"{w_batch / sum_w:.2f} / {c_batch / sum_c:.2f} of {N} x one", "PASS" if c_batch < 0.5 * sum_c else "CHECK"),
+        (
+            f"{N} in one call, wall / CPU",
+            f"{w_batch:.2f} / {c_batch:.2f} s",
+            f"{w_batch / sum_w:.2f} / {c_batch / sum_c:.2f} of {N} x one",
+            "PASS" if c_batch < 0.5 * sum_c else "CHECK",
+        ),
         ("batched vs single fit, max |shape| diff", f"{batch_vs_single:.1e}", "", ""),
     ]
     print(f"fit-flame bench: N={N}, noise {args.noise} px, yaw U[-35, 35] deg, image {size[1]}x{size[0]}, "

@@ -53,7 +53,9 @@ def main(argv=None) -> int:
     ap.add_argument("--mask", choices=("features", "alpha"), default="features",
                     help="head region of the fit: 'features' = a perfect face-parsing mask (true alpha > 0.5), "
                          "'alpha' = the no-features fallback (init head's alpha)")  # fmt: skip
-    ap.add_argument("--fit-flame", action="store_true", help="fit FLAME to the true landmarks instead of using the true fit")
+    ap.add_argument(
+        "--fit-flame", action="store_true", help="fit FLAME to the true landmarks instead of using the true fit"
+    )
     ap.add_argument("--save", type=Path, default=None, help="write photo / fit / novel views side by side to this PNG")
     args = ap.parse_args(argv)
     if args.threads:
@@ -76,7 +78,14 @@ def main(argv=None) -> int:
         from avatarcli.landmarks.artifact import Landmarks
 
         H, W = photo.size
-        lm = Landmarks((H, W), photo.landmarks.astype(np.float32), np.ones(68, np.float32), np.array([0, 0, W, H], np.float32), "-", "true")
+        lm = Landmarks(
+            (H, W),
+            photo.landmarks.astype(np.float32),
+            np.ones(68, np.float32),
+            np.array([0, 0, W, H], np.float32),
+            "-",
+            "true",
+        )
         fit = fit_flame(model, [lm], FitConfig(), "cpu")[0]
 
     icfg = InitConfig()
@@ -100,7 +109,13 @@ def main(argv=None) -> int:
     def fwd_bwd():
         from avatarcli.gaussians.model import Gaussians
 
-        out = render(Gaussians(*leaves), cam, torch.ones(3, device=dev), backend=dcfg.backend, sh_degree=1 if g0.sh.shape[1] > 1 else 0)
+        out = render(
+            Gaussians(*leaves),
+            cam,
+            torch.ones(3, device=dev),
+            backend=dcfg.backend,
+            sh_degree=1 if g0.sh.shape[1] > 1 else 0,
+        )
         (out.rgb.mean() + out.alpha.mean()).backward()
         if dev.type == "cuda":
             torch.cuda.synchronize()
@@ -123,8 +138,24 @@ def main(argv=None) -> int:
     init_in = view(init, photo.camera)
     p_fit, p_init = float(psnr(fitted_in, photo.image, region)), float(psnr(init_in, photo.image, region))
     s_fit, s_init = float(masked_ssim(fitted_in, photo.image, region)), float(masked_ssim(init_in, photo.image, region))
-    rows.append(("input view PSNR (head region)", f"{p_init:.2f} dB", f"{p_fit:.2f} dB", ">= 30 dB", "ok" if p_fit >= 30 else "MISSED"))
-    rows.append(("input view SSIM (head region)", f"{s_init:.4f}", f"{s_fit:.4f}", ">= 0.95", "ok" if s_fit >= 0.95 else "MISSED"))
+    rows.append(
+        (
+            "input view PSNR (head region)",
+            f"{p_init:.2f} dB",
+            f"{p_fit:.2f} dB",
+            ">= 30 dB",
+            "ok" if p_fit >= 30 else "MISSED",
+        )
+    )
+    rows.append(
+        (
+            "input view SSIM (head region)",
+            f"{s_init:.4f}",
+            f"{s_fit:.4f}",
+            ">= 0.95",
+            "ok" if s_fit >= 0.95 else "MISSED",
+        )
+    )
     novel = []
     for yaw in (-20.0, 20.0):
         c = photo.orbit(yaw)
@@ -132,9 +163,19 @@ def main(argv=None) -> int:
         m = (alpha > 0.5).float()
         a, b = view(init, c), view(head, c)
         novel.append((truth, b))
-        rows.append((f"novel view {yaw:+.0f} deg PSNR", f"{float(psnr(a, truth, m)):.2f} dB", f"{float(psnr(b, truth, m)):.2f} dB", "report", ""))
+        rows.append(
+            (
+                f"novel view {yaw:+.0f} deg PSNR",
+                f"{float(psnr(a, truth, m)):.2f} dB",
+                f"{float(psnr(b, truth, m)):.2f} dB",
+                "report",
+                "",
+            )
+        )
     rows.append(("init-gaussians wall / CPU", "", f"{t_init:.1f} s / {c_init:.1f} s", "", ""))
-    rows.append(("fit wall / CPU", "", f"{t_fit:.1f} s / {c_fit:.1f} s", "< 300 s (2 cores)", "ok" if t_fit < 300 else "MISSED"))
+    rows.append(
+        ("fit wall / CPU", "", f"{t_fit:.1f} s / {c_fit:.1f} s", "< 300 s (2 cores)", "ok" if t_fit < 300 else "MISSED")
+    )
     rows.append(("baseline: 1 render fwd+bwd wall / CPU", "", f"{base[1]:.3f} s / {base[2]:.3f} s", "", ""))
     rows.append(("fit / baseline (wall)", "", f"{t_fit / base[1]:.0f}x", f"{dcfg.steps} steps", ""))
 

@@ -53,7 +53,10 @@ def make_inputs(root: Path, n: int, size: int) -> tuple[Path, Path, Path]:
         img = root / "photos" / f"face{i:03d}.png"
         Image.fromarray(p.rgb).save(img)
         lo, hi = p.landmarks.min(0), p.landmarks.max(0)
-        write_landmarks(root / "lm" / f"face{i:03d}.npz", Landmarks(p.size, p.landmarks, np.ones(68), np.r_[lo, hi], sha256_file(img), "truth"))
+        write_landmarks(
+            root / "lm" / f"face{i:03d}.npz",
+            Landmarks(p.size, p.landmarks, np.ones(68), np.r_[lo, hi], sha256_file(img), "truth"),
+        )
     return flame, root / "photos", root / "lm"
 
 
@@ -78,7 +81,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--steps", type=int, default=10, help="Gaussian fit steps")
     ap.add_argument("--n-gaussians", type=int, default=2000)
-    ap.add_argument("--detector", action="store_true", help="run the landmark detector instead of given landmarks (needs --size >= 128 with tiny models)")
+    ap.add_argument(
+        "--detector",
+        action="store_true",
+        help="run the landmark detector instead of given landmarks (needs --size >= 128 with tiny models)",
+    )
     ap.add_argument("--subprocess", action="store_true", help="also time one `avatar reconstruct` process per photo")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
@@ -118,7 +125,14 @@ def main() -> None:
         return time.perf_counter() - t0, time.process_time() - c0, res
 
     # warm-up (imports, allocator, first-call kernels) so neither side pays it alone
-    run_batch(plan_batch([sorted(photos.iterdir())[0]], root / "warm" / "w.ply", None if landmarks is None else sorted(lms.iterdir())[0]), cfg)
+    run_batch(
+        plan_batch(
+            [sorted(photos.iterdir())[0]],
+            root / "warm" / "w.ply",
+            None if landmarks is None else sorted(lms.iterdir())[0],
+        ),
+        cfg,
+    )
 
     t_one, cpu_one, res = one_call(root / "batch")
     t_each, cpu_each, load_each = per_call(root / "each")
@@ -151,7 +165,9 @@ def main() -> None:
     print(f"\navatar reconstruct throughput: {args.n} photos {args.size}x{args.size}, device {dev}, models {args.models}, "
           f"{'diffusion ' + str(args.rounds) + ' round(s)' if args.diffusion else 'no diffusion'}, {args.steps} fit steps, "
           f"{args.n_gaussians} Gaussians, torch threads {torch.get_num_threads()}")  # fmt: skip
-    print("(ratios of CPU time, which a busy shared machine disturbs less than wall time; on a GPU compare the wall columns)")
+    print(
+        "(ratios of CPU time, which a busy shared machine disturbs less than wall time; on a GPU compare the wall columns)"
+    )
     print(f"{'way':<26} {'wall s':>8} {'cpu s':>8} {'cpu/photo s':>12} {'model load s':>13} {'x one call (cpu)':>17}")
     for name, t, cpu, load, ratio in rows:
         print(f"{name:<26} {t:>8.2f} {cpu:>8.2f} {cpu / args.n:>12.2f} {load:>13.2f} {ratio:>17.2f}")

@@ -52,7 +52,9 @@ def timeit(fn, repeats: int, warmup: int = 1, sync=None) -> tuple[float, float]:
 
 
 def fwd_bwd(g: Gaussians, cam, backend: str = "torch", stats: dict | None = None):
-    leaves = {f: getattr(g, f).detach().clone().requires_grad_(True) for f in ("means", "quats", "scales", "opacities", "sh")}
+    leaves = {
+        f: getattr(g, f).detach().clone().requires_grad_(True) for f in ("means", "quats", "scales", "opacities", "sh")
+    }
 
     def step():
         out = render(Gaussians(**leaves), cam, backend=backend, stats=stats)
@@ -94,29 +96,43 @@ def cpu_section(repeats: int) -> None:
         f_wall, f_cpu, fb_wall, fb_cpu, frags = results[(n, size)]
         rows.append((f"{n // 1000}k", f"{size}x{size}", f"{frags / 1e6:.2f}M", f"{f_cpu * 1000:.0f}", f"{fb_cpu * 1000:.0f}",
                      f"{fb_wall * 1000:.0f}", f"{fb_cpu / base_cpu:.2f}"))  # fmt: skip
-    print(table(rows, ("Gaussians", "image", "fragments", "fwd cpu ms", "fwd+bwd cpu ms", "fwd+bwd wall ms", "fwd+bwd cpu / baseline")))
+    print(
+        table(
+            rows,
+            (
+                "Gaussians",
+                "image",
+                "fragments",
+                "fwd cpu ms",
+                "fwd+bwd cpu ms",
+                "fwd+bwd wall ms",
+                "fwd+bwd cpu / baseline",
+            ),
+        )
+    )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     b_wall, b_cpu = results[base_key][2], results[base_key][3]
-    print(f"\nbaseline: 20k Gaussians at 256x256, forward+backward: {b_cpu * 1000:.0f} ms CPU time, {b_wall * 1000:.0f} ms wall "
-          f"(load average {load} on {os.cpu_count()} cores); target < 1 s: {'meets' if b_cpu < 1.0 else 'MISSES'} (CPU time)\n")
+    print(
+        f"\nbaseline: 20k Gaussians at 256x256, forward+backward: {b_cpu * 1000:.0f} ms CPU time, {b_wall * 1000:.0f} ms wall "
+        f"(load average {load} on {os.cpu_count()} cores); target < 1 s: {'meets' if b_cpu < 1.0 else 'MISSES'} (CPU time)\n"
+    )
 
 
 def gpu_section(repeats: int) -> None:
     if not torch.cuda.is_available():
         print("## GPU: skipped (no CUDA)\n")
         return
-    import gsplat
-
-    from avatarcli.animate.pose import HeadPoser
-    from avatarcli.animate.sequence import build_sequence
-    from avatarcli.animate.expressions import clip_from_arrays
-    from avatarcli.render.gsplat_backend import gsplat_intrinsics
-    from tests.test_animate import _head
-    from avatarcli.testing.synthetic_flame import make_synthetic_flame
-
     import dataclasses
 
+    import gsplat
     import numpy as np
+
+    from avatarcli.animate.expressions import clip_from_arrays
+    from avatarcli.animate.pose import HeadPoser
+    from avatarcli.animate.sequence import build_sequence
+    from avatarcli.render.gsplat_backend import gsplat_intrinsics
+    from avatarcli.testing.synthetic_flame import make_synthetic_flame
+    from tests.test_animate import _head
 
     dev = torch.device("cuda")
     print(f"## GPU ({torch.cuda.get_device_name(dev)}, gsplat {gsplat.__version__})\n")
@@ -125,14 +141,22 @@ def gpu_section(repeats: int) -> None:
     poser = HeadPoser.from_ply(model, head, device=dev)
     jaw = np.zeros((1, 3), np.float32)
     jaw[0, 0] = 0.3
-    seq = build_sequence([clip_from_arrays("j.npz", {"jaw_pose": np.repeat(jaw, 2, 0), "fps": np.float32(30)})], model.n_expr)
+    seq = build_sequence(
+        [clip_from_arrays("j.npz", {"jaw_pose": np.repeat(jaw, 2, 0), "fps": np.float32(30)})], model.n_expr
+    )
     one = seq.slice(1, 2)
     size = 512
     from avatarcli.animate.run import AnimateConfig, make_cameras
 
     cam = make_cameras(AnimateConfig(size=size), poser, 1)(0).to(dev)
     g = poser.gaussians(poser.vertices(one))
-    g = Gaussians(g.means[0].contiguous(), g.quats[0].contiguous(), g.scales[0].contiguous(), g.opacities[0].contiguous(), g.sh[0].contiguous())
+    g = Gaussians(
+        g.means[0].contiguous(),
+        g.quats[0].contiguous(),
+        g.scales[0].contiguous(),
+        g.opacities[0].contiguous(),
+        g.sh[0].contiguous(),
+    )
     sync = torch.cuda.synchronize
     Ks = gsplat_intrinsics(cam.K[None])
     V = cam.viewmat[None]

@@ -131,8 +131,13 @@ def test_jaw_moves_jaw_gaussians_not_skull(model, head, tmp_path):
 def test_fit_parameters_reproduce_the_stored_head(model, head, tmp_path):
     """A frame with the fit's own expression and joint poses gives back the PLY's Gaussians."""
     fit = head.meta
-    clip = _clip(tmp_path, expr=np.stack([fit.expr] * 2), jaw_pose=np.stack([fit.jaw_pose] * 2),
-                 neck_pose=np.stack([fit.neck_pose] * 2), eyes_pose=np.stack([fit.eyes_pose] * 2))
+    clip = _clip(
+        tmp_path,
+        expr=np.stack([fit.expr] * 2),
+        jaw_pose=np.stack([fit.jaw_pose] * 2),
+        neck_pose=np.stack([fit.neck_pose] * 2),
+        eyes_pose=np.stack([fit.eyes_pose] * 2),
+    )
     poser = HeadPoser.from_ply(model, head)
     g = next(poser.posed(build_sequence([clip], model.n_expr, fps=10)))
     torch.testing.assert_close(g.means, head.gaussians.means, atol=1e-5, rtol=1e-4)
@@ -184,7 +189,9 @@ def test_png_frames_exactly_one_per_frame(model, head, tmp_path):
 def test_single_frame_target_renders_there_and_back(model, head, tmp_path):
     out = tmp_path / "t"
     clip = _clip(tmp_path, jaw_pose=[0.5, 0, 0])
-    animate(head, [clip], AnimateConfig(size=24, backend="torch", device="cpu", fps=5, duration=1.0), out=out, model=model)
+    animate(
+        head, [clip], AnimateConfig(size=24, backend="torch", device="cpu", fps=5, duration=1.0), out=out, model=model
+    )
     from PIL import Image
 
     imgs = [np.asarray(Image.open(f)).astype(int) for f in sorted(out.iterdir())]
@@ -219,7 +226,9 @@ def test_ply_sequence_round_trip(model, head, tmp_path):
         torch.testing.assert_close(back.gaussians.means, g.means, atol=1e-6, rtol=0)
         torch.testing.assert_close(back.gaussians.scales, g.scales, atol=1e-6, rtol=1e-5)
         torch.testing.assert_close(back.gaussians.opacities, g.opacities, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(quaternion_to_matrix(back.gaussians.quats), quaternion_to_matrix(g.quats), atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            quaternion_to_matrix(back.gaussians.quats), quaternion_to_matrix(g.quats), atol=1e-5, rtol=0
+        )
 
 
 def test_head_without_binding_or_other_model_is_refused(model, head, tmp_path):
@@ -231,11 +240,22 @@ def test_head_without_binding_or_other_model_is_refused(model, head, tmp_path):
         animate(no_binding, [clip], cfg, out=out, model=model)
     other = dataclasses.replace(head.meta, flame_model_sha256="b" * 64)
     with pytest.raises(InputError, match=r"sha256 bbbbbbbbbbbb.*--force") as e:
-        animate(SimpleNamespace(gaussians=head.gaussians, binding=head.binding, meta=other), [clip], cfg, out=out, model=model)
+        animate(
+            SimpleNamespace(gaussians=head.gaussians, binding=head.binding, meta=other),
+            [clip],
+            cfg,
+            out=out,
+            model=model,
+        )
     assert e.value.exit_code == 2 and "\n" not in str(e.value)
     assert not out.exists()
-    res = animate(SimpleNamespace(gaussians=head.gaussians, binding=head.binding, meta=other), [clip],
-                  dataclasses.replace(cfg, force=True), out=out, model=model)
+    res = animate(
+        SimpleNamespace(gaussians=head.gaussians, binding=head.binding, meta=other),
+        [clip],
+        dataclasses.replace(cfg, force=True),
+        out=out,
+        model=model,
+    )
     assert res.n_frames == 2 and len(list(out.iterdir())) == 2
 
 

@@ -44,7 +44,9 @@ WRITER = textwrap.dedent(
 
 def _start(path: Path, how: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), how], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), how], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
     line = proc.stdout.readline().decode().strip()
     assert line == "writing", proc.stderr.read().decode()
     return proc

@@ -20,7 +20,9 @@ def uv_sphere(n_lat: int = 8, n_lon: int = 12, radius: float = 0.1, dtype=torch.
         th = math.pi * i / n_lat
         for j in range(n_lon):
             ph = 2 * math.pi * j / n_lon
-            verts.append([radius * math.sin(th) * math.sin(ph), radius * math.cos(th), radius * math.sin(th) * math.cos(ph)])
+            verts.append(
+                [radius * math.sin(th) * math.sin(ph), radius * math.cos(th), radius * math.sin(th) * math.cos(ph)]
+            )
     verts.append([0.0, -radius, 0.0])
     faces = []
     ring = lambda i, j: 1 + (i - 1) * n_lon + (j % n_lon)  # noqa: E731
@@ -123,7 +125,9 @@ def test_uniform_scaling_scales_gaussians(mesh):
     w1 = world_gaussians(bound, 2.5 * v, f)
     np.testing.assert_allclose(w1.means.numpy(), 2.5 * w0.means.numpy(), atol=1e-12)
     np.testing.assert_allclose(w1.scales.numpy(), 2.5 * w0.scales.numpy(), rtol=1e-12)
-    np.testing.assert_allclose(quaternion_to_matrix(w1.quats).numpy(), quaternion_to_matrix(w0.quats).numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        quaternion_to_matrix(w1.quats).numpy(), quaternion_to_matrix(w0.quats).numpy(), atol=1e-12
+    )
 
 
 def test_moving_one_vertex_moves_only_its_triangles_gaussians(mesh):

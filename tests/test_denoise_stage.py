@@ -71,7 +71,9 @@ def test_input_view_fit_improves_the_photo_match(photo, init_ply, fitted):
     for yaw in (-20.0, 20.0):
         assert photo_psnr(head, photo, photo.orbit(yaw)) > 22.0
     # still a bound head with the fit's metadata
-    assert head.binding is not None and head.meta.to_json().replace('"sh_degree":1', "") == init_ply.meta.to_json().replace('"sh_degree":1', "")
+    assert head.binding is not None and head.meta.to_json().replace(
+        '"sh_degree":1', ""
+    ) == init_ply.meta.to_json().replace('"sh_degree":1', "")
 
 
 def test_fallback_region_is_the_init_alpha(photo, init_ply):
@@ -87,7 +89,13 @@ def test_rounds_keep_the_input_view(photo, init_ply, fitted, tiny_models):
     cfg = replace(FIT, rounds=2, round_steps=12, yaws=(90.0, 180.0), pitches=(0.0,))
     seen = []
     head, stats = denoise_head(
-        init_ply, photo.model, photo.rgb, features=make_features(photo), denoiser=den, config=cfg, on_round=lambda r, n, i: seen.append((r, n))
+        init_ply,
+        photo.model,
+        photo.rgb,
+        features=make_features(photo),
+        denoiser=den,
+        config=cfg,
+        on_round=lambda r, n, i: seen.append((r, n)),
     )
     assert seen == [(0, 2), (1, 2)] and len(stats["rounds"]["rounds"]) == 2
     assert den.timings.unet_calls > 0  # the diffusion model really ran
@@ -146,7 +154,21 @@ def test_cli_rounds_with_tiny_models(cli_files, flame_dir, tmp_path, capsys, tin
 
     d, _ = cli_files
     out = tmp_path / "head.ply"
-    rc = main(_args(d, flame_dir, out, "--features", str(d / "face.features.safetensors"), "--rounds", "1", "--steps", "5", "--round-steps", "3"))
+    rc = main(
+        _args(
+            d,
+            flame_dir,
+            out,
+            "--features",
+            str(d / "face.features.safetensors"),
+            "--rounds",
+            "1",
+            "--steps",
+            "5",
+            "--round-steps",
+            "3",
+        )
+    )
     assert rc == 0, capsys.readouterr().err
     assert read_gaussian_ply(out).gaussians.n > 0
 
@@ -179,9 +201,33 @@ def test_cli_bad_inputs(cli_files, flame_dir, tmp_path, capsys):
 
     plain = read_gaussian_ply(d / "init.ply")
     write_gaussian_ply(tmp_path / "plain.ply", GaussianPly(plain.gaussians))
-    rc = main(["denoise", str(tmp_path / "plain.ply"), "--image", str(d / "face.png"), "--flame", str(flame_dir), "-o", str(out), "--no-diffusion"])
+    rc = main(
+        [
+            "denoise",
+            str(tmp_path / "plain.ply"),
+            "--image",
+            str(d / "face.png"),
+            "--flame",
+            str(flame_dir),
+            "-o",
+            str(out),
+            "--no-diffusion",
+        ]
+    )
     assert rc == 2 and "init-gaussians" in capsys.readouterr().err
     # missing image
-    rc = main(["denoise", str(d / "init.ply"), "--image", str(tmp_path / "nope.png"), "--flame", str(flame_dir), "-o", str(out), "--no-diffusion"])
+    rc = main(
+        [
+            "denoise",
+            str(d / "init.ply"),
+            "--image",
+            str(tmp_path / "nope.png"),
+            "--flame",
+            str(flame_dir),
+            "-o",
+            str(out),
+            "--no-diffusion",
+        ]
+    )
     assert rc == 2 and "nope.png" in capsys.readouterr().err
     assert not out.exists()

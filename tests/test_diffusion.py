@@ -91,7 +91,10 @@ def test_warp_to_crop_matches_scipy_affine_transform():
     matrix = np.array([[inv[1, 1], inv[1, 0]], [inv[0, 1], inv[0, 0]]])
     offset = np.array([inv[1, 2], inv[0, 2]])
     ref = np.stack(
-        [affine_transform(rgb[..., c].astype(np.float64) / 255, matrix, offset, output_shape=(size, size), order=1) for c in range(3)],
+        [
+            affine_transform(rgb[..., c].astype(np.float64) / 255, matrix, offset, output_shape=(size, size), order=1)
+            for c in range(3)
+        ],
         -1,
     )
     # compare where the sample point is inside the image's pixel-centre hull (borders pad differently)
@@ -146,7 +149,13 @@ def _features(S=32, H=40, W=30, seed=0) -> Features:
         affine=_similarity(1.1, 0.1, 2.0, 3.0),
         crop_box=np.array([1.0, 2.0, 30.0, 33.0]),
         image_sha256="ab" * 32,
-        models={"vae": {"name": "sd-image-variations", "repo": "lambdalabs/sd-image-variations-diffusers", "revision": "42bc0ee"}},
+        models={
+            "vae": {
+                "name": "sd-image-variations",
+                "repo": "lambdalabs/sd-image-variations-diffusers",
+                "revision": "42bc0ee",
+            }
+        },
     )
 
 
@@ -203,7 +212,9 @@ def test_features_reader_rejects_bad_files(tmp_path, case, match):
     if case in ("garbage", "truncated", "empty"):
         write_features(p, f)
         data = p.read_bytes()
-        p.write_bytes({"garbage": b"\x00\x01not safetensors" * 10, "truncated": data[: len(data) // 2], "empty": b""}[case])
+        p.write_bytes(
+            {"garbage": b"\x00\x01not safetensors" * 10, "truncated": data[: len(data) // 2], "empty": b""}[case]
+        )
     elif case != "missing_file":
         if case == "wrong_dtype":
             arrays["latents"] = arrays["latents"].astype(np.float16)
@@ -355,7 +366,11 @@ def test_guidance_path(sd_parts, views, cond, monkeypatch):
     batches = []
     unet = sd_parts["unet"]
     orig = unet.forward
-    monkeypatch.setattr(unet, "forward", lambda x, t, **kw: (batches.append((x.shape[0], kw["encoder_hidden_states"].clone())), orig(x, t, **kw))[1])
+    monkeypatch.setattr(
+        unet,
+        "forward",
+        lambda x, t, **kw: (batches.append((x.shape[0], kw["encoder_hidden_states"].clone())), orig(x, t, **kw))[1],
+    )
     imgs, seeds = views[:3], [4, 5, 6]
     plain = _den(sd_parts, guidance_scale=1.0).denoise(imgs, [None] * 3, cond, 0.8, seeds)
     assert {b for b, _ in batches} == {3}
@@ -389,7 +404,9 @@ def test_output_shape_range_and_resizing(sd_parts, cond):
 
 
 def test_strength_schedule():
-    assert RoundsConfig(rounds=4, strength_start=0.8, strength_end=0.2).strengths() == pytest.approx([0.8, 0.6, 0.4, 0.2])
+    assert RoundsConfig(rounds=4, strength_start=0.8, strength_end=0.2).strengths() == pytest.approx(
+        [0.8, 0.6, 0.4, 0.2]
+    )
     s = RoundsConfig().strengths()
     assert len(s) == RoundsConfig().rounds and all(a > b for a, b in zip(s, s[1:]))
     assert RoundsConfig(rounds=1, strength_start=0.5).strengths() == [0.5]
@@ -488,7 +505,9 @@ def test_refine_keeps_input_view_and_is_deterministic(small_scene, tiny_models):
     base, st0 = fit_input_view(init, sc.vertices, sc.faces, sc.camera, sc.image, sc.mask, replace(fcfg, steps=40))
     den = load_default_denoiser("cpu", num_inference_steps=4, resolution=None)
     cond = Conditioning(torch.randn(1, 32, generator=torch.Generator().manual_seed(0)))
-    cfg = RoundsConfig(rounds=2, strength_start=0.7, strength_end=0.3, yaws=(90.0, -90.0, 180.0), pitches=(0.0,), seed=1)
+    cfg = RoundsConfig(
+        rounds=2, strength_start=0.7, strength_end=0.3, yaws=(90.0, -90.0, 180.0), pitches=(0.0,), seed=1
+    )
     target = ViewTarget(sc.camera, sc.image, sc.mask)
     a, sa = refine(base, sc.vertices, sc.faces, target, den, cond, cfg, fcfg)
     total = cfg.rounds * fcfg.steps + sa["final_input_steps"]

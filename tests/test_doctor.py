@@ -32,7 +32,9 @@ def test_bare_machine_lists_every_missing_piece_with_its_fix(capsys):
     rc, d = _doctor_json(capsys)
     assert rc == 3 and d["ok"] is False
     by = {c["name"]: c for c in d["checks"]}
-    assert by["flame"]["status"] == "missing" and "--flame" in by["flame"]["fix"] and "AVATAR_FLAME" in by["flame"]["fix"]
+    assert (
+        by["flame"]["status"] == "missing" and "--flame" in by["flame"]["fix"] and "AVATAR_FLAME" in by["flame"]["fix"]
+    )
     from avatarcli.weights import load_lock
 
     for name in load_lock():

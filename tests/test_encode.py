@@ -50,7 +50,9 @@ def _photo_and_landmarks(folder, name="face", H=120, W=100, seed=0, sha=None):
     sx, sy = W / 100, H / 120
     lm = _face_points([35 * sx, 50 * sy], [65 * sx, 50 * sy], rng)
     lmp = folder / f"{name}.npz"
-    write_landmarks(lmp, Landmarks((H, W), lm, np.ones(68), [20 * sx, 30 * sy, 80 * sx, 100 * sy], sha or sha256_file(img), "test"))
+    write_landmarks(
+        lmp, Landmarks((H, W), lm, np.ones(68), [20 * sx, 30 * sy, 80 * sx, 100 * sy], sha or sha256_file(img), "test")
+    )
     return img, lmp, lm
 
 
@@ -131,10 +133,17 @@ def test_encode_downscaled_photo_uses_working_pixels(tmp_path, tiny_models, monk
     monkeypatch.setattr(images, "load_image", lambda p, **kw: real(p, max_side=120))
     loaded = real(img, max_side=120)
     assert loaded.scale == 0.5
-    f = encode_loaded(_Job(img, lmp, tmp_path / "x.safetensors", read_landmarks(lmp), sha256_file(img)), load_encode_models("cpu"), SIZE, False)
+    f = encode_loaded(
+        _Job(img, lmp, tmp_path / "x.safetensors", read_landmarks(lmp), sha256_file(img)),
+        load_encode_models("cpu"),
+        SIZE,
+        False,
+    )
     assert f.image_size == (120, 100)  # the working image
     working = loaded.to_working(lm)
-    assert np.allclose(apply_affine(f.affine, anchors_from_landmarks(working)), CANONICAL_ANCHORS * SIZE - 0.5, atol=1e-4)
+    assert np.allclose(
+        apply_affine(f.affine, anchors_from_landmarks(working)), CANONICAL_ANCHORS * SIZE - 0.5, atol=1e-4
+    )
 
 
 def test_encode_several_photos(tmp_path, tiny_models, capsys):
@@ -167,7 +176,9 @@ def test_encode_refuses_landmarks_of_another_image(tmp_path, tiny_models, capsys
     err = capsys.readouterr().err
     assert rc == 2 and "another image" in err and "--force" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
-    rc = main(["encode", str(img), "--landmarks", str(lmp), "-o", str(out), "--device", "cpu", "--size", str(SIZE), "--force"])
+    rc = main(
+        ["encode", str(img), "--landmarks", str(lmp), "-o", str(out), "--device", "cpu", "--size", str(SIZE), "--force"]
+    )
     assert rc == 0 and out.exists() and "warning" in capsys.readouterr().err
 
 
@@ -231,7 +242,9 @@ def test_encode_bad_arguments(tmp_path, tiny_models, capsys):
     assert main(base + ["--size", str(SIZE)]) == 2
     assert str(lmp) in capsys.readouterr().err
     # degenerate landmarks (all points equal) -> exit 2 naming the file, before the models load
-    write_landmarks(lmp, Landmarks((120, 100), np.full((68, 2), 50.0), np.ones(68), [20, 30, 80, 100], sha256_file(img), "t"))
+    write_landmarks(
+        lmp, Landmarks((120, 100), np.full((68, 2), 50.0), np.ones(68), [20, 30, 80, 100], sha256_file(img), "t")
+    )
     assert main(base + ["--size", str(SIZE)]) == 2
     err = capsys.readouterr().err
     assert "cannot align" in err and str(lmp) in err
@@ -248,7 +261,9 @@ def test_features_metadata_is_json(tmp_path, tiny_models):
 
     img, lmp, _ = _photo_and_landmarks(tmp_path)
     out = tmp_path / "f.safetensors"
-    assert main(["encode", str(img), "--landmarks", str(lmp), "-o", str(out), "--device", "cpu", "--size", str(SIZE)]) == 0
+    assert (
+        main(["encode", str(img), "--landmarks", str(lmp), "-o", str(out), "--device", "cpu", "--size", str(SIZE)]) == 0
+    )
     with safe_open(str(out), framework="pt") as fh:
         meta = fh.metadata()
     models = json.loads(meta["models"])

@@ -101,7 +101,10 @@ def test_compressed_ply_decodes_to_the_input(head_ply, tmp_path):
     slo = np.stack([chunk[f"min_scale_{a}"] for a in "xyz"], 1)[ci]
     shi = np.stack([chunk[f"max_scale_{a}"] for a in "xyz"], 1)[ci]
     su = np.stack(_unpack(vert["packed_scale"].astype(np.int64), [(21, 11), (11, 10), (0, 11)]), 1)
-    np.testing.assert_array_less(np.abs(slo + su * (shi - slo) - np.log(src.scales.numpy()[idx])), 0.5 * (shi - slo) / np.array([2047, 1023, 2047]) + 1e-5)
+    np.testing.assert_array_less(
+        np.abs(slo + su * (shi - slo) - np.log(src.scales.numpy()[idx])),
+        0.5 * (shi - slo) / np.array([2047, 1023, 2047]) + 1e-5,
+    )
     # higher SH (degree 1: 9 values, channel-major) as u8 of (v / 8 + 0.5) * 256
     rest = np.stack([sh[f"f_rest_{j}"] for j in range(9)], 1).astype(np.float64)
     want_rest = src.sh[:, 1:].numpy()[idx].transpose(0, 2, 1).reshape(M, 9)

@@ -57,8 +57,13 @@ def test_vhap_per_frame_folder_is_one_clip(tmp_path):
     d = tmp_path / "flame_param"
     d.mkdir()
     for i in range(3):
-        _save(d / f"{i:05d}.npz", expr=np.full((1, 50), i, np.float32), jaw_pose=np.full((1, 3), i, np.float32),
-              rotation=np.zeros((1, 3), np.float32), shape=np.zeros(300, np.float32))
+        _save(
+            d / f"{i:05d}.npz",
+            expr=np.full((1, 50), i, np.float32),
+            jaw_pose=np.full((1, 3), i, np.float32),
+            rotation=np.zeros((1, 3), np.float32),
+            shape=np.zeros(300, np.float32),
+        )
     (clip,) = load_expressions([d])
     assert clip.n_frames == 3
     np.testing.assert_array_equal(clip.jaw_pose[:, 0], [0, 1, 2])
@@ -152,7 +157,9 @@ def test_weights_helpers():
 
 
 def test_sequence_concatenates_and_resamples(tmp_path):
-    a = load_expression(_save(tmp_path / "a.npz", jaw_pose=np.linspace(0, 1, 11)[:, None] * [1, 0, 0], fps=np.float32(10)))
+    a = load_expression(
+        _save(tmp_path / "a.npz", jaw_pose=np.linspace(0, 1, 11)[:, None] * [1, 0, 0], fps=np.float32(10))
+    )
     b = load_expression(_save(tmp_path / "b.npz", neck_pose=np.array([0.1, 0, 0])))
     seq = build_sequence([a, b], n_expr=0, fps=20, duration=1.0)
     # a: 1 s at 10 fps -> 21 frames at 20 fps, linear in time; b: a 1 s target = 20 frames

@@ -23,7 +23,12 @@ def scene():
 
 def _psnr_of(bound, scene, cfg):
     with torch.no_grad():
-        out = render(world_gaussians(bound, scene.vertices, scene.faces), scene.camera, torch.tensor(cfg.background), backend="torch")
+        out = render(
+            world_gaussians(bound, scene.vertices, scene.faces),
+            scene.camera,
+            torch.tensor(cfg.background),
+            backend="torch",
+        )
         m = scene.mask
         target = m * scene.image + (1 - m) * torch.tensor(cfg.background)
         return float(psnr(out.rgb, target, m))
@@ -34,7 +39,16 @@ def test_fit_recovers_perturbed_truth(scene):
     init = perturbed(scene.truth, seed=1)
     cfg = FitConfig(steps=40, densify_every=0, sh_degree=0)
     losses = []
-    fitted, stats = fit_input_view(init, scene.vertices, scene.faces, scene.camera, scene.image, scene.mask, cfg, lambda i, d: losses.append(d["loss"]))
+    fitted, stats = fit_input_view(
+        init,
+        scene.vertices,
+        scene.faces,
+        scene.camera,
+        scene.image,
+        scene.mask,
+        cfg,
+        lambda i, d: losses.append(d["loss"]),
+    )
     before = _psnr_of(init, scene, cfg)
     after = _psnr_of(fitted, scene, cfg)
     # the loss falls steadily and the input view gets much closer to the truth's photo
@@ -52,8 +66,12 @@ def test_fit_recovers_perturbed_truth(scene):
 
 def test_fit_with_densify_grows_within_budget(scene):
     coarse = perturbed(scene.truth.subset(torch.arange(0, scene.truth.n, 4)), seed=2)  # one per triangle
-    cfg = FitConfig(steps=30, densify_from=10, densify_every=10, densify_until=0.9, max_gaussians=coarse.n + 150, sh_degree=1)
-    fitted, stats = fit_gaussians(coarse, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image, scene.mask)], cfg)
+    cfg = FitConfig(
+        steps=30, densify_from=10, densify_every=10, densify_until=0.9, max_gaussians=coarse.n + 150, sh_degree=1
+    )
+    fitted, stats = fit_gaussians(
+        coarse, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image, scene.mask)], cfg
+    )
     assert stats["n_split"] + stats["n_cloned"] > 0
     assert coarse.n < fitted.n <= cfg.max_gaussians
     assert fitted.sh.shape[1] == 4  # degree 1
@@ -67,15 +85,29 @@ def test_zero_weight_view_changes_nothing(scene):
     other = scene.orbit(40.0)
     junk = ViewTarget(other, torch.rand(48, 48, 3), torch.ones(48, 48, 1), weight=0.0)
     a, _ = fit_gaussians(init, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image, scene.mask)], cfg)
-    b, _ = fit_gaussians(init, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image, scene.mask), junk], cfg)
-    c, _ = fit_gaussians(init, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image, scene.mask), ViewTarget(other, junk.image, junk.mask, 0.5)], cfg)
+    b, _ = fit_gaussians(
+        init, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image, scene.mask), junk], cfg
+    )
+    c, _ = fit_gaussians(
+        init,
+        scene.vertices,
+        scene.faces,
+        [ViewTarget(scene.camera, scene.image, scene.mask), ViewTarget(other, junk.image, junk.mask, 0.5)],
+        cfg,
+    )
     assert torch.allclose(a.local_xyz, b.local_xyz, atol=1e-6) and torch.allclose(a.sh, b.sh, atol=1e-6)
     assert not torch.allclose(a.sh, c.sh, atol=1e-4)  # a weighted view does pull
 
 
 def test_bad_targets_rejected(scene):
     with pytest.raises(ValueError, match="target 0"):
-        fit_gaussians(scene.truth, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image[:10], scene.mask)], FitConfig(steps=1))
+        fit_gaussians(
+            scene.truth,
+            scene.vertices,
+            scene.faces,
+            [ViewTarget(scene.camera, scene.image[:10], scene.mask)],
+            FitConfig(steps=1),
+        )
     with pytest.raises(ValueError, match="at least one"):
         fit_gaussians(scene.truth, scene.vertices, scene.faces, [], FitConfig(steps=1))
 
@@ -105,7 +137,14 @@ def test_densify_bindings_budget_and_prune():
     b.opacity_logit[10] = -10.0  # pruned (opacity ~ 4.5e-5)
     size[11] = 1.0  # pruned: huge
     res = densify_and_prune(
-        b, grad, size, grad_threshold=0.5, split_scale=0.01, prune_opacity=0.005, prune_scale=0.5, max_gaussians=n - 2 + 7
+        b,
+        grad,
+        size,
+        grad_threshold=0.5,
+        split_scale=0.01,
+        prune_opacity=0.005,
+        prune_scale=0.5,
+        max_gaussians=n - 2 + 7,
     )
     # room for 7 new rows: the 7 largest gradients win (3..9): clone 3, 4; split 5..9
     assert res.n_pruned == 2 and res.n_cloned == 2 and res.n_split == 5
@@ -117,7 +156,9 @@ def test_densify_bindings_budget_and_prune():
     for s in range(5, 10):  # a split parent is replaced by exactly two fresh children
         rows = (res.source == s).nonzero().squeeze(1)
         assert rows.numel() == 2 and res.fresh[rows].all()
-        assert torch.allclose(res.bound.local_log_scale[rows], (b.local_log_scale[s] - math.log(SPLIT_SHRINK)).expand(2, 3))
+        assert torch.allclose(
+            res.bound.local_log_scale[rows], (b.local_log_scale[s] - math.log(SPLIT_SHRINK)).expand(2, 3)
+        )
     for s in (3, 4):  # clone: parent kept (not fresh) + an identical fresh copy
         rows = (res.source == s).nonzero().squeeze(1)
         assert rows.numel() == 2 and res.fresh[rows].sum() == 1
@@ -140,8 +181,15 @@ def test_split_children_sample_the_parent_in_world_space():
         sh=torch.zeros(m, 1, 3),
     )
     res = densify_and_prune(
-        parent, torch.ones(m), torch.ones(m), grad_threshold=0.5, split_scale=0.0, prune_opacity=0.0, prune_scale=None,
-        max_gaussians=10 * m, generator=torch.Generator().manual_seed(0),
+        parent,
+        torch.ones(m),
+        torch.ones(m),
+        grad_threshold=0.5,
+        split_scale=0.0,
+        prune_opacity=0.0,
+        prune_scale=None,
+        max_gaussians=10 * m,
+        generator=torch.Generator().manual_seed(0),
     )
     assert res.n_split == m and res.bound.n == 2 * m
     wp = world_gaussians(parent.subset(torch.arange(1)), v, f)
@@ -157,7 +205,16 @@ def test_split_children_sample_the_parent_in_world_space():
 def test_densify_never_prunes_everything_and_respects_cap():
     b = _cloud(20)
     b.opacity_logit[:] = -20.0
-    res = densify_and_prune(b, torch.ones(20), torch.zeros(20), grad_threshold=0.5, split_scale=1.0, prune_opacity=0.5, prune_scale=None, max_gaussians=20)
+    res = densify_and_prune(
+        b,
+        torch.ones(20),
+        torch.zeros(20),
+        grad_threshold=0.5,
+        split_scale=1.0,
+        prune_opacity=0.5,
+        prune_scale=None,
+        max_gaussians=20,
+    )
     assert res.n_pruned == 0 and res.bound.n == 20 and res.n_cloned == 0
 
 

@@ -41,7 +41,9 @@ def batched_fits(flame_model, scene):
 
 def _reprojected(model64, fit: F.FlameFit) -> np.ndarray:
     """The fit's landmarks through the documented camera: K @ (viewmat[:3,:3] @ (X + t) + viewmat[:3,3])."""
-    X = flame_forward(model64, fit.params(dtype=torch.float64)).landmarks[0].numpy() - fit.translation.astype(np.float64)
+    X = flame_forward(model64, fit.params(dtype=torch.float64)).landmarks[0].numpy() - fit.translation.astype(
+        np.float64
+    )
     xc = (X + fit.translation) @ fit.viewmat[:3, :3].T.astype(np.float64) + fit.viewmat[:3, 3]
     uvw = xc @ fit.K.astype(np.float64).T
     return uvw[:, :2] / uvw[:, 2:]
@@ -58,7 +60,9 @@ def test_fit_recovers_landmarks_within_2px(model64, scene, batched_fits):
         np.testing.assert_allclose(fit.landmark_error_px, np.linalg.norm(uv - lms[b].landmarks, axis=-1), atol=2e-3)
         # the head is turned the right way (yaw within 8 degrees)
         assert abs(np.degrees(fit.global_pose[1]) - np.degrees(float(p.global_pose[b, 1]))) < 8.0
-        assert fit.image_size == (480, 512) and fit.K[0, 2] == pytest.approx(255.5) and fit.K[1, 2] == pytest.approx(239.5)
+        assert (
+            fit.image_size == (480, 512) and fit.K[0, 2] == pytest.approx(255.5) and fit.K[1, 2] == pytest.approx(239.5)
+        )
 
 
 def test_mean_template_is_worse_than_the_fit(model64, scene, batched_fits):
@@ -143,7 +147,20 @@ def test_fit_flame_cli_end_to_end(tmp_path, flame_dir, lm_files, capsys):
 
 def test_fit_flame_cli_several_inputs_to_folder(tmp_path, flame_dir, lm_files):
     out = tmp_path / "fits"
-    rc = main(["fit-flame", *map(str, lm_files), "--flame", str(flame_dir), "-o", str(out), "--n-shape", "50", "--n-expr", "20"])
+    rc = main(
+        [
+            "fit-flame",
+            *map(str, lm_files),
+            "--flame",
+            str(flame_dir),
+            "-o",
+            str(out),
+            "--n-shape",
+            "50",
+            "--n-expr",
+            "20",
+        ]
+    )
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["face0.npz", "face1.npz"]
     fits = [F.read_flame_fit(p) for p in sorted(out.iterdir())]

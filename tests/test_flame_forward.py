@@ -39,7 +39,9 @@ def _smplx(model, p: FlameParams):
     betas = torch.cat([p.shape, p.expr], 1)
     dirs = torch.cat([model.shapedirs[..., :S], model.exprdirs[..., :E]], -1)
     pose = torch.cat([p.global_pose, p.neck_pose, p.jaw_pose, p.eyes_pose], 1)  # [B, 15]
-    v, J = smplx_lbs.lbs(betas, pose, model.v_template, dirs, model.posedirs, model.J_regressor, model.parents, model.lbs_weights)
+    v, J = smplx_lbs.lbs(
+        betas, pose, model.v_template, dirs, model.posedirs, model.J_regressor, model.parents, model.lbs_weights
+    )
     t = p.translation[:, None]
     return v + t, J + t
 
@@ -59,7 +61,15 @@ def test_vertices_and_joints_match_smplx(model64, n_shape, n_expr):
 def test_pose_matters_and_rotation_about_root(model64):
     """A pure global rotation rotates the shaped head about the root joint (scipy's Rotation)."""
     p = _random_params(1, seed=7)
-    p0 = FlameParams(p.shape, p.expr, torch.zeros_like(p.global_pose), p.neck_pose, p.jaw_pose, p.eyes_pose, torch.zeros_like(p.translation))
+    p0 = FlameParams(
+        p.shape,
+        p.expr,
+        torch.zeros_like(p.global_pose),
+        p.neck_pose,
+        p.jaw_pose,
+        p.eyes_pose,
+        torch.zeros_like(p.translation),
+    )
     v0 = flame_forward(model64, p0, with_landmarks=False).vertices[0].numpy()
     J0 = flame_forward(model64, p0, with_landmarks=False).joints[0, 0].numpy()
     v1 = flame_forward(model64, p, with_landmarks=False).vertices[0].numpy()
@@ -79,7 +89,10 @@ def _expected_bin(R_head: np.ndarray) -> int:
 
 def _numpy_landmarks(model, verts: np.ndarray, p: FlameParams, b: int) -> np.ndarray:
     emb = model.landmarks
-    R_head = Rotation.from_rotvec(p.global_pose[b].numpy()).as_matrix() @ Rotation.from_rotvec(p.neck_pose[b].numpy()).as_matrix()
+    R_head = (
+        Rotation.from_rotvec(p.global_pose[b].numpy()).as_matrix()
+        @ Rotation.from_rotvec(p.neck_pose[b].numpy()).as_matrix()
+    )
     k = _expected_bin(R_head)
     faces = np.concatenate([emb.dynamic_faces[k].numpy(), emb.static_faces.numpy()])
     bary = np.concatenate([emb.dynamic_bary[k].numpy(), emb.static_bary.numpy()])
@@ -132,7 +145,9 @@ def test_contour_stays_on_the_silhouette(model64):
     p.global_pose[:, 1] = torch.deg2rad(torch.tensor(yaws))
     out = flame_forward(model64, p)
     emb = model64.landmarks
-    frontal = barycentric_points(out.vertices, model64.faces, emb.full_faces.expand(B, -1), emb.full_bary.expand(B, -1, -1))
+    frontal = barycentric_points(
+        out.vertices, model64.faces, emb.full_faces.expand(B, -1), emb.full_bary.expand(B, -1, -1)
+    )
 
     def gap(b, lm, idx):
         v = out.vertices[b].numpy()

@@ -81,12 +81,20 @@ def test_written_pickle_has_the_real_files_quirks(flame_dir):
     ops = list(pickletools.genops(data))
     assert ops[0][0].name == "PROTO" and ops[0][1] == 2
     globals_ = {arg for op, arg, _ in ops if op.name == "GLOBAL"}
-    assert globals_ == {"numpy.core.multiarray _reconstruct", "numpy ndarray", "numpy dtype", "chumpy.ch Ch", "scipy.sparse.csc csc_matrix"}
+    assert globals_ == {
+        "numpy.core.multiarray _reconstruct",
+        "numpy ndarray",
+        "numpy dtype",
+        "chumpy.ch Ch",
+        "scipy.sparse.csc csc_matrix",
+    }
     names = {op.name for op, _, _ in ops}
     assert "NEWOBJ" in names and "BINUNICODE" not in names and "SHORT_BINSTRING" in names
     # the DECA embedding holds torch tensors for the dynamic contour, like DECA's file
     ops = list(pickletools.genops((flame_dir / "landmark_embedding.npy").read_bytes()[128:]))
-    assert {"torch._utils _rebuild_tensor_v2", "torch.storage _load_from_bytes"} <= {a for o, a, _ in ops if o.name == "GLOBAL"}
+    assert {"torch._utils _rebuild_tensor_v2", "torch.storage _load_from_bytes"} <= {
+        a for o, a, _ in ops if o.name == "GLOBAL"
+    }
 
 
 def test_flame_pytorch_embedding_files(flame_files, flame_model):
@@ -176,8 +184,12 @@ def test_unsafe_pickle_via_cli_one_line_exit_2(tmp_path, flame_dir, landmarks_fi
 
 def test_allowed_globals_are_data_only():
     allowed = allowed_globals()
-    builtin_like = [g for g in allowed if g.split(".")[0] in ("builtins", "__builtin__", "os", "posix", "subprocess", "sys")]
-    assert sorted(builtin_like) == sorted(f"{m}.{n}" for m in ("__builtin__", "builtins") for n in ("object", "set", "frozenset"))
+    builtin_like = [
+        g for g in allowed if g.split(".")[0] in ("builtins", "__builtin__", "os", "posix", "subprocess", "sys")
+    ]
+    assert sorted(builtin_like) == sorted(
+        f"{m}.{n}" for m in ("__builtin__", "builtins") for n in ("object", "set", "frozenset")
+    )
     assert "chumpy.ch.Ch" in allowed and "scipy.sparse.csc.csc_matrix" in allowed
     assert "numpy.core.multiarray._reconstruct" in allowed and "numpy._core.multiarray._reconstruct" in allowed
 
@@ -197,7 +209,9 @@ def landmarks_file(tmp_path_factory, flame_model):
     from avatarcli.landmarks.artifact import write_landmarks
     from avatarcli.testing.synthetic_flame import random_flame_params, synthetic_landmarks
 
-    lms, _ = synthetic_landmarks(flame_model, random_flame_params(1, seed=3, n_shape=20, n_expr=10), image_size=(256, 256))
+    lms, _ = synthetic_landmarks(
+        flame_model, random_flame_params(1, seed=3, n_shape=20, n_expr=10), image_size=(256, 256)
+    )
     p = tmp_path_factory.mktemp("lm") / "face.landmarks.npz"
     write_landmarks(p, lms[0])
     return p
@@ -277,7 +291,9 @@ def test_no_flame_exit_3(tmp_path, landmarks_file, capsys):
     with pytest.raises(EnvironmentProblem) as e:
         load_flame(None)
     assert e.value.exit_code == 3
-    assert "https://flame.is.tue.mpg.de" in str(e.value) and "AVATAR_FLAME" in str(e.value) and "--flame" in str(e.value)
+    assert (
+        "https://flame.is.tue.mpg.de" in str(e.value) and "AVATAR_FLAME" in str(e.value) and "--flame" in str(e.value)
+    )
     out = tmp_path / "o.npz"
     rc = main(["fit-flame", str(landmarks_file), "-o", str(out)])
     err = capsys.readouterr().err

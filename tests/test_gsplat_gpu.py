@@ -68,7 +68,9 @@ def test_gradients_agree():
     w = torch.rand(72, 80, 3, device="cuda", generator=torch.Generator("cuda").manual_seed(0))
     grads = {}
     for backend in ("gsplat", "torch"):
-        leaves = {f: getattr(g0, f).clone().requires_grad_(True) for f in ("means", "quats", "scales", "opacities", "sh")}
+        leaves = {
+            f: getattr(g0, f).clone().requires_grad_(True) for f in ("means", "quats", "scales", "opacities", "sh")
+        }
         out = render(Gaussians(**leaves), cam, backend=backend)
         (out.rgb * w).sum().backward()
         grads[backend] = {f: t.grad.flatten() for f, t in leaves.items()}
@@ -111,7 +113,18 @@ def test_render_cli_gsplat_matches_torch(tmp_path):
     ply = tmp_path / "s.ply"
     write_gaussian_ply(ply, GaussianPly(make_random_gaussians(4000, 5, sh_degree=2, scale=(0.003, 0.02))))
     for backend in ("gsplat", "torch"):
-        argv = ["render", str(ply), "-o", str(tmp_path / f"{backend}.png"), "--size", "96", "--backend", backend, "--device", "cuda"]
+        argv = [
+            "render",
+            str(ply),
+            "-o",
+            str(tmp_path / f"{backend}.png"),
+            "--size",
+            "96",
+            "--backend",
+            backend,
+            "--device",
+            "cuda",
+        ]
         assert main(argv) == 0
     a, b = (iio.imread(tmp_path / f"{k}.png").astype(np.int16) for k in ("gsplat", "torch"))
     assert np.abs(a - b).max() <= round(255 * RGB_MAX) and np.abs(a - b).mean() <= 255 * RGB_MEAN + 0.5

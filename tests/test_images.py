@@ -33,7 +33,9 @@ def _png_header_only(path: Path, w: int, h: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -256,7 +258,9 @@ def test_exif_rotated_and_downscaled(tmp_path):
     assert im.scale == pytest.approx(0.25)
 
 
-@pytest.mark.parametrize("w,h,max_side,fmt", [(600, 400, 256, "PNG"), (1600, 1200, 256, "JPEG"), (1200, 1600, 400, "JPEG")])
+@pytest.mark.parametrize(
+    "w,h,max_side,fmt", [(600, 400, 256, "PNG"), (1600, 1200, 256, "JPEG"), (1200, 1600, 400, "JPEG")]
+)
 def test_large_photo_downscaled(tmp_path, w, h, max_side, fmt):
     """Long side above max_side: downscaled (JPEG more than 2x via DCT draft decoding), the scale
     recorded, and to_original/to_working map a feature between the two frames."""

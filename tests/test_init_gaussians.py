@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from avatarcli.gaussians.init import InitConfig, init_gaussians, sample_surface
-from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
 from avatarcli.gaussians.model import sh0_to_rgb
+from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
 from avatarcli.testing.synthetic_photo import make_synthetic_photo
 from avatarcli.testing.synthetic_scene import procedural_texture
 
@@ -24,7 +24,9 @@ def photo(flame_model):
 @pytest.fixture(scope="module")
 def seeded(photo):
     info: dict = {}
-    ply = init_gaussians(photo.model, photo.fit, photo.rgb, InitConfig(n_gaussians=N, skin_rgb=(0.1, 0.9, 0.2)), info=info)
+    ply = init_gaussians(
+        photo.model, photo.fit, photo.rgb, InitConfig(n_gaussians=N, skin_rgb=(0.1, 0.9, 0.2)), info=info
+    )
     return ply, info
 
 
@@ -59,7 +61,7 @@ def test_count_binding_and_meta(seeded, photo):
 
 def test_area_weighted_uniform_sampling():
     # two triangles with areas 1 : 3
-    v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [3 ** 0.5, 0, 1], [0, 3 ** 0.5, 1]])
+    v = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [3**0.5, 0, 1], [0, 3**0.5, 1]])
     f = torch.tensor([[0, 1, 2], [3, 4, 5]])
     n = 40_000
     pts, face = sample_surface(v, f, n, torch.Generator().manual_seed(3))
@@ -192,7 +194,24 @@ def test_cli_init_gaussians(cli_files, flame_dir, tmp_path, capsys):
 
     d, p = cli_files
     out = tmp_path / "init.ply"
-    rc = main(["init-gaussians", str(d / "face.flame.npz"), "--image", str(d / "face.png"), "--flame", str(flame_dir), "-o", str(out), "-n", "1500", "--sh-degree", "2", "--seed", "4"])
+    rc = main(
+        [
+            "init-gaussians",
+            str(d / "face.flame.npz"),
+            "--image",
+            str(d / "face.png"),
+            "--flame",
+            str(flame_dir),
+            "-o",
+            str(out),
+            "-n",
+            "1500",
+            "--sh-degree",
+            "2",
+            "--seed",
+            "4",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     ply = read_gaussian_ply(out)
     assert ply.gaussians.n == 1500 and ply.meta.sh_degree == 2 and ply.binding is not None
@@ -209,7 +228,18 @@ def test_cli_hash_mismatch(cli_files, flame_dir, tmp_path, capsys):
     bad = tmp_path / "other.flame.npz"
     write_flame_fit(bad, replace(read_flame_fit(d / "face.flame.npz"), flame_model_sha256="0" * 64))
     out = tmp_path / "init.ply"
-    args = ["init-gaussians", str(bad), "--image", str(d / "face.png"), "--flame", str(flame_dir), "-o", str(out), "-n", "500"]
+    args = [
+        "init-gaussians",
+        str(bad),
+        "--image",
+        str(d / "face.png"),
+        "--flame",
+        str(flame_dir),
+        "-o",
+        str(out),
+        "-n",
+        "500",
+    ]
     rc = main(args)
     err = capsys.readouterr().err
     assert rc == 2 and "sha256" in err and "other.flame.npz" in err and len(err.strip().splitlines()) == 1
@@ -234,9 +264,31 @@ def test_cli_bad_inputs(cli_files, flame_dir, tmp_path, capsys):
     assert rc == 2 and "cropped.png" in err and "64x64" in err
     # a fit file that is not one
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    rc = main(["init-gaussians", str(tmp_path / "junk.npz"), "--image", str(d / "face.png"), "--flame", str(flame_dir), "-o", str(out)])
+    rc = main(
+        [
+            "init-gaussians",
+            str(tmp_path / "junk.npz"),
+            "--image",
+            str(d / "face.png"),
+            "--flame",
+            str(flame_dir),
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 2 and "junk.npz" in capsys.readouterr().err
     # no FLAME model -> environment problem, exit 3
-    rc = main(["init-gaussians", str(d / "face.flame.npz"), "--image", str(d / "face.png"), "--flame", str(tmp_path / "noflame"), "-o", str(out)])
+    rc = main(
+        [
+            "init-gaussians",
+            str(d / "face.flame.npz"),
+            "--image",
+            str(d / "face.png"),
+            "--flame",
+            str(tmp_path / "noflame"),
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 3
     assert not out.exists()

@@ -61,7 +61,11 @@ def test_crop_is_the_exact_affine_map():
     h, w = 300, 420
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     ramp = np.stack([xx, yy, np.zeros_like(xx)], -1)
-    for center, side, tol in [((200.0, 150.0), 180.0, 1e-3), ((201.3, 148.7), 100.0, 1e-3), ((210.0, 150.0), 600.0, 0.05)]:
+    for center, side, tol in [
+        ((200.0, 150.0), 180.0, 1e-3),
+        ((201.3, 148.7), 100.0, 1e-3),
+        ((210.0, 150.0), 600.0, 0.05),
+    ]:
         crop = crop_image(ramp, np.array(center), side)
         a = np.vstack([crop_affine(np.array(center), side), [0, 0, 1]])
         ainv = np.linalg.inv(a)
@@ -162,8 +166,8 @@ def test_agrees_with_face_alignments_own_pipeline(tmp_path, fa_weights, fast_fan
         points are then where the CROP puts those positions, so this checks our crop centre,
         size and pixel conventions against face-alignment's, i.e. what FAN was trained with.
     face-alignment truncates points to whole pixels, hence the 1 px slack."""
-    import torch
     import face_alignment.utils as fau
+    import torch
     from face_alignment import FaceAlignment, LandmarksType
     from face_alignment.models import FAN
 

@@ -32,14 +32,68 @@ def test_photo_to_rendered_head(flame_dir, tmp_path, capsys):
     np.save(tmp_path / "points.npy", photo.landmarks.astype(np.float32))  # the "detector": the true points
 
     _run(["landmarks", img, "--landmarks", tmp_path / "points.npy", "-o", tmp_path / "face.landmarks.npz"], capsys)
-    _run(["fit-flame", tmp_path / "face.landmarks.npz", "--flame", flame_dir, "-o", tmp_path / "face.flame.npz", "--device", "cpu"], capsys)
+    _run(
+        [
+            "fit-flame",
+            tmp_path / "face.landmarks.npz",
+            "--flame",
+            flame_dir,
+            "-o",
+            tmp_path / "face.flame.npz",
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     fit = read_flame_fit(tmp_path / "face.flame.npz")
     assert fit.mean_error_px < 1.5  # the landmarks are the model's own: a near-exact fit
-    _run(["init-gaussians", tmp_path / "face.flame.npz", "--image", img, "--flame", flame_dir, "-o", tmp_path / "init.ply", "-n", "2500"], capsys)
+    _run(
+        [
+            "init-gaussians",
+            tmp_path / "face.flame.npz",
+            "--image",
+            img,
+            "--flame",
+            flame_dir,
+            "-o",
+            tmp_path / "init.ply",
+            "-n",
+            "2500",
+        ],
+        capsys,
+    )
     _run(["denoise", tmp_path / "init.ply", "--image", img, "--flame", flame_dir, "-o", tmp_path / "head.ply",
           "--rounds", "0", "--steps", "40", "--device", "cpu", "--size", SIZE], capsys)  # fmt: skip
-    _run(["render", tmp_path / "head.ply", "-o", tmp_path / "overlay.png", "--camera", "photo", "--backend", "torch", "--background", "white"], capsys)
-    _run(["render", tmp_path / "head.ply", "-o", tmp_path / "side.png", "--yaw", "40", "--size", "64", "--backend", "torch"], capsys)
+    _run(
+        [
+            "render",
+            tmp_path / "head.ply",
+            "-o",
+            tmp_path / "overlay.png",
+            "--camera",
+            "photo",
+            "--backend",
+            "torch",
+            "--background",
+            "white",
+        ],
+        capsys,
+    )
+    _run(
+        [
+            "render",
+            tmp_path / "head.ply",
+            "-o",
+            tmp_path / "side.png",
+            "--yaw",
+            "40",
+            "--size",
+            "64",
+            "--backend",
+            "torch",
+        ],
+        capsys,
+    )
 
     head = read_gaussian_ply(tmp_path / "head.ply")
     assert head.binding is not None and head.meta is not None and head.gaussians.n > 0

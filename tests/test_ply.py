@@ -110,7 +110,22 @@ def test_foreign_minimal_degree0_ply(tmp_path):
     """A file as another 3DGS tool writes it: degree 0, no normals, no binding, no comments."""
     n = 5
     rng = np.random.default_rng(1)
-    names = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    names = [
+        "x",
+        "y",
+        "z",
+        "f_dc_0",
+        "f_dc_1",
+        "f_dc_2",
+        "opacity",
+        "scale_0",
+        "scale_1",
+        "scale_2",
+        "rot_0",
+        "rot_1",
+        "rot_2",
+        "rot_3",
+    ]
     arr = np.empty(n, dtype=[(nm, "f4") for nm in names])
     vals = rng.normal(size=(n, len(names))).astype(np.float32)
     vals[:, 10:14] *= 3  # unnormalised quaternions, as 3DGS stores them

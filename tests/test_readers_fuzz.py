@@ -18,7 +18,9 @@ from hypothesis.extra import numpy as hnp
 
 from avatarcli.errors import AvatarError
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 
 
 # ----------------------------------------------------------------------------- valid seeds
@@ -238,7 +240,11 @@ def _npz(arrays: dict) -> bytes:
 @pytest.mark.parametrize("kind", ["landmarks", "flame_fit", "expression"])
 @pytest.mark.parametrize("key", ["format", "version"])
 def test_empty_header_arrays_are_a_clear_error(kind, key, scratch):
-    fmt = {"landmarks": "avatarcli.landmarks", "flame_fit": "avatarcli.flame_fit", "expression": "avatarcli.expression"}[kind]
+    fmt = {
+        "landmarks": "avatarcli.landmarks",
+        "flame_fit": "avatarcli.flame_fit",
+        "expression": "avatarcli.expression",
+    }[kind]
     arrays = {"format": np.asarray(fmt), "version": np.asarray(1), "jaw_pose": np.zeros((2, 3), np.float32)}
     arrays[key] = np.zeros(0, np.float32)
     _check(kind, _npz(arrays), scratch)  # a value or an AvatarError, not an IndexError

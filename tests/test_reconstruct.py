@@ -355,7 +355,10 @@ def test_batch_resume_settings_skip_existing_force_and_json(tmp_path, photos, fl
     assert main(args) == 0
     s = json.loads(capsys.readouterr().out)
     assert calls == {"fit": 0, "init": 1, "denoise": 4}
-    assert {r["name"]: r["reused"] for r in s["images"]} == {"alice": ["fit-flame", "init-gaussians"], "bob": ["fit-flame"]}
+    assert {r["name"]: r["reused"] for r in s["images"]} == {
+        "alice": ["fit-flame", "init-gaussians"],
+        "bob": ["fit-flame"],
+    }
 
     # a changed setting redoes the stages it feeds (n_gaussians -> init only, not the fit)
     assert main([a if a != "1000" else "900" for a in args]) == 0
@@ -393,7 +396,9 @@ def test_batch_goes_on_when_one_photo_fails(tmp_path, photos, flame_file, warm, 
     s = json.loads(cap.out)
     st = {r["name"]: r for r in s["images"]}
     assert st["alice"]["status"] == "done" and (out / "alice.ply").is_file()
-    assert st["bob"]["status"] == "failed" and "bob.png" in st["bob"]["error"] and st["bob"]["error_stage"] == "validate"
+    assert (
+        st["bob"]["status"] == "failed" and "bob.png" in st["bob"]["error"] and st["bob"]["error_stage"] == "validate"
+    )
     assert not (out / "bob.ply").exists()
     assert [p.name for p in out.iterdir()] == ["alice.ply"]  # no temp files left
     assert "Traceback" not in cap.err and "bob.png" in cap.err
@@ -435,13 +440,12 @@ def test_stage_failure_inside_a_job_is_recorded(tmp_path, photos, flame_file, wa
 def test_detector_path_with_the_tiny_detector(tmp_path, photos, flame_file, warm, tiny_face_alignment, monkeypatch):
     """No --landmarks: the (randomly initialised) detector runs through the real code path and its
     landmarks are stored in the work folder (the fit is stubbed: random landmarks fit nothing)."""
+    import dataclasses
+
     from avatarcli.flame.fit import read_flame_fit
     from avatarcli.landmarks.artifact import read_landmarks
     from avatarcli.reconstruct import run_batch
-
     from avatarcli.testing.synthetic_photo import make_synthetic_photo
-
-    import dataclasses
 
     fit = read_flame_fit(warm["work"] / "alice" / "flame.npz")
     K = fit.K.copy()

@@ -151,19 +151,24 @@ def test_sh_degree0_colour():
     np.testing.assert_allclose(rgb.numpy()[0], np.maximum(sh0.numpy()[0, 0] * SH_C0 + 0.5, 0.0), atol=1e-12)
     assert rgb[0, 2] == 0  # clamp_min(., 0)
     cam = _cam(9, 9, f=10.0)
-    g = Gaussians(torch.tensor([[0, 0, 1.0]], dtype=D), torch.tensor([[1.0, 0, 0, 0]], dtype=D),
-                  torch.full((1, 3), 5.0, dtype=D), torch.tensor([0.9], dtype=D), sh0)
+    g = Gaussians(
+        torch.tensor([[0, 0, 1.0]], dtype=D),
+        torch.tensor([[1.0, 0, 0, 0]], dtype=D),
+        torch.full((1, 3), 5.0, dtype=D),
+        torch.tensor([0.9], dtype=D),
+        sh0,
+    )
     np.testing.assert_allclose(render(g, cam, backend="torch").rgb[4, 4].numpy(), 0.9 * rgb[0].numpy(), atol=1e-9)
 
 
-def _real_sh_scipy(l: int, m: int, dirs: np.ndarray) -> np.ndarray:
+def _real_sh_scipy(deg: int, m: int, dirs: np.ndarray) -> np.ndarray:
     """gsplat's real SH from scipy's complex Y_l^m (which carries the Condon-Shortley phase)."""
     from scipy.special import sph_harm_y
 
     x, y, z = dirs.T
     theta = np.arccos(np.clip(z, -1, 1))
     phi = np.mod(np.arctan2(y, x), 2 * np.pi)
-    Y = sph_harm_y(l, abs(m), theta, phi)
+    Y = sph_harm_y(deg, abs(m), theta, phi)
     if m == 0:
         return Y.real
     return math.sqrt(2) * (Y.real if m > 0 else Y.imag)
@@ -174,7 +179,7 @@ def test_sh_degree3_against_scipy():
     dirs = rng.normal(size=(50, 3))
     dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
     ours = sh_basis(3, torch.from_numpy(dirs)).numpy()  # [50, 16]
-    ref = np.stack([_real_sh_scipy(l, m, dirs) for l in range(4) for m in range(-l, l + 1)], -1)
+    ref = np.stack([_real_sh_scipy(deg, m, dirs) for deg in range(4) for m in range(-deg, deg + 1)], -1)
     np.testing.assert_allclose(ours, ref, atol=1e-10)
     # colour: directions need not be unit; uses the first (deg+1)^2 coefficients
     sh = torch.from_numpy(rng.normal(size=(50, 16, 3)))
@@ -188,8 +193,13 @@ def test_view_direction_is_mean_minus_campos():
     cam = Camera(cam.K.to(D), cam.viewmat.to(D), 9, 9)
     sh = torch.zeros(1, 4, 3, dtype=D)
     sh[0, 2] = torch.tensor([1.0, -1.0, 0.0], dtype=D)  # coefficient of the z basis
-    g = Gaussians(torch.zeros(1, 3, dtype=D), torch.tensor([[1.0, 0, 0, 0]], dtype=D),
-                  torch.full((1, 3), 3.0, dtype=D), torch.tensor([0.9], dtype=D), sh)
+    g = Gaussians(
+        torch.zeros(1, 3, dtype=D),
+        torch.tensor([[1.0, 0, 0, 0]], dtype=D),
+        torch.full((1, 3), 3.0, dtype=D),
+        torch.tensor([0.9], dtype=D),
+        sh,
+    )
     rgb = render(g, cam, backend="torch").rgb[4, 4]
     c1 = 0.4886025119029199  # dir = (0,0,-1): basis value -c1
     np.testing.assert_allclose(rgb.numpy(), 0.9 * np.maximum(np.array([-c1, c1, 0.0]) + 0.5, 0), atol=1e-9)
@@ -199,8 +209,9 @@ def test_chunking_gives_the_same_image(head_scene):
     g, cam = head_scene
     a = render_torch(g.means, g.quats, g.scales, g.opacities, g.sh, cam.viewmat, cam.K, cam.width, cam.height)
     small = RasterSettings(max_fragments=997)
-    b = render_torch(g.means, g.quats, g.scales, g.opacities, g.sh, cam.viewmat, cam.K, cam.width, cam.height,
-                     settings=small)
+    b = render_torch(
+        g.means, g.quats, g.scales, g.opacities, g.sh, cam.viewmat, cam.K, cam.width, cam.height, settings=small
+    )
     for x, y in zip(a, b):
         torch.testing.assert_close(x, y, atol=1e-6, rtol=0)
     assert a[1].max() > 0.9

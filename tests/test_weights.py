@@ -87,7 +87,14 @@ def hub(tmp_path, monkeypatch):
     calls = []
 
     def fake_snapshot_download(repo_id, *, revision=None, local_dir=None, allow_patterns=None, **kw):
-        calls.append({"repo_id": repo_id, "revision": revision, "local_dir": Path(local_dir), "allow_patterns": list(allow_patterns)})
+        calls.append(
+            {
+                "repo_id": repo_id,
+                "revision": revision,
+                "local_dir": Path(local_dir),
+                "allow_patterns": list(allow_patterns),
+            }
+        )
         if hub_state.get("fail_after") is not None:
             for k in sorted(allow_patterns)[: hub_state["fail_after"]]:
                 (Path(local_dir) / k).parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +127,13 @@ def test_shipped_lock_is_valid(monkeypatch):
         else:
             assert e.sha256_prefix and e.files[0].path.find(e.sha256_prefix) >= 0
     sd = entries["sd-image-variations"]
-    assert {f.path.split("/")[0] for f in sd.files} >= {"unet", "vae", "image_encoder", "scheduler", "feature_extractor"}
+    assert {f.path.split("/")[0] for f in sd.files} >= {
+        "unet",
+        "vae",
+        "image_encoder",
+        "scheduler",
+        "feature_extractor",
+    }
     assert flame_info()["licensed"] is True
     assert env_var_for("sd-image-variations") == "AVATAR_WEIGHTS_SD_IMAGE_VARIATIONS"
 
@@ -132,10 +145,22 @@ def test_shipped_lock_is_valid(monkeypatch):
         ('lock_version = 2\n[models.x]\nkind = "hf"\n', "lock_version 2"),
         ("lock_version = 1\n", "no \\[models"),
         ('lock_version = 1\n[models.x]\nkind = "ftp"\n', "kind 'ftp'"),
-        ('lock_version = 1\n[models.x]\nkind = "hf"\nrevision = "abc"\nhomepage = "h"\nrepo = "r"\nfiles = [{path = "a"}]\n', "missing or empty 'licence'"),
-        ('lock_version = 1\n[models.x]\nkind = "hf"\nrevision = "abc"\nhomepage = "h"\nlicence = "l"\nrepo = "r"\nfiles = []\n', "non-empty list"),
-        ('lock_version = 1\n[models.x]\nkind = "hf"\nrevision = "abc"\nhomepage = "h"\nlicence = "l"\nrepo = "r"\nfiles = [{path = "a", sha256 = "XYZ"}]\n', "64 lower-case hex"),
-        ('lock_version = 1\n[models.x]\nkind = "url"\nrevision = "abc"\nhomepage = "h"\nlicence = "l"\nurl = "u"\nfile = "f"\nsha256_prefix = "zz"\n', "sha256_prefix"),
+        (
+            'lock_version = 1\n[models.x]\nkind = "hf"\nrevision = "abc"\nhomepage = "h"\nrepo = "r"\nfiles = [{path = "a"}]\n',
+            "missing or empty 'licence'",
+        ),
+        (
+            'lock_version = 1\n[models.x]\nkind = "hf"\nrevision = "abc"\nhomepage = "h"\nlicence = "l"\nrepo = "r"\nfiles = []\n',
+            "non-empty list",
+        ),
+        (
+            'lock_version = 1\n[models.x]\nkind = "hf"\nrevision = "abc"\nhomepage = "h"\nlicence = "l"\nrepo = "r"\nfiles = [{path = "a", sha256 = "XYZ"}]\n',
+            "64 lower-case hex",
+        ),
+        (
+            'lock_version = 1\n[models.x]\nkind = "url"\nrevision = "abc"\nhomepage = "h"\nlicence = "l"\nurl = "u"\nfile = "f"\nsha256_prefix = "zz"\n',
+            "sha256_prefix",
+        ),
     ],
 )
 def test_bad_lock_is_one_clear_error(tmp_path, monkeypatch, capsys, text, match):
@@ -175,7 +200,9 @@ def test_resolver_order_override_then_cache_then_missing(tmp_path, lock, monkeyp
     with pytest.raises(MissingModelError) as ei:
         resolve("tiny-hf")
     msg = str(ei.value)
-    assert ei.value.exit_code == 3 and "'tiny-hf'" in msg and "`avatar weights fetch tiny-hf`" in msg and e.env_var in msg
+    assert (
+        ei.value.exit_code == 3 and "'tiny-hf'" in msg and "`avatar weights fetch tiny-hf`" in msg and e.env_var in msg
+    )
     # an incomplete cache folder does not count
     cache = cache_folder(e)
     _fill(cache, {"config.json": FILES["config.json"]})

@@ -47,8 +47,16 @@ PARAMS: dict[str, tuple[int | None, tuple[str, ...]]] = {
 # re-posed avatarcli head: identity, per-vertex offsets, texture, lighting, camera, bookkeeping.
 TRACKER_EXTRAS = frozenset(
     {
-        "shape", "static_offset", "dynamic_offset", "timestep_id", "n_processed_frames",
-        "focal_length", "tex", "tex_extra", "lights", "image_size",
+        "shape",
+        "static_offset",
+        "dynamic_offset",
+        "timestep_id",
+        "n_processed_frames",
+        "focal_length",
+        "tex",
+        "tex_extra",
+        "lights",
+        "image_size",
     }
 )
 # Keys of an avatarcli flame.npz fit that are not a target pose.
@@ -109,7 +117,8 @@ def clip_from_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Express
         ignored += ["format", "version"]
         if fmt not in (EXPRESSION_FORMAT, FIT_FORMAT):
             raise ArtifactError(
-                f"format is {fmt!r}: not an expression file ({EXPRESSION_FORMAT} or FLAME parameters per frame)", path=path
+                f"format is {fmt!r}: not an expression file ({EXPRESSION_FORMAT} or FLAME parameters per frame)",
+                path=path,
             )
     extras = FIT_EXTRAS | TRACKER_EXTRAS if fmt == FIT_FORMAT else TRACKER_EXTRAS
     if fmt == FIT_FORMAT:
@@ -121,7 +130,12 @@ def clip_from_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Express
     fps = None
     if "fps" in arrays:
         f = np.asarray(arrays.pop("fps"))
-        if f.size != 1 or f.dtype.kind not in "fiu" or not np.isfinite(f.astype(np.float64)).all() or float(f.reshape(-1)[0]) <= 0:
+        if (
+            f.size != 1
+            or f.dtype.kind not in "fiu"
+            or not np.isfinite(f.astype(np.float64)).all()
+            or float(f.reshape(-1)[0]) <= 0
+        ):
             raise ArtifactError(f"key 'fps': expected one positive number, got {f.tolist()!r}", path=path)
         fps = float(f.reshape(-1)[0])
 

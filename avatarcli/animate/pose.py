@@ -139,7 +139,9 @@ class HeadPoser:
         from avatarcli.flame.forward import flame_forward
 
         with torch.no_grad():
-            return flame_forward(self.model, sequence_params(seq, self.shape, self.device), with_landmarks=False).vertices
+            return flame_forward(
+                self.model, sequence_params(seq, self.shape, self.device), with_landmarks=False
+            ).vertices
 
     def gaussians(self, vertices: Tensor) -> Gaussians:
         """World Gaussians on the mesh `vertices` [V, 3] (or [B, V, 3]: every field gets a leading B)."""
@@ -154,4 +156,6 @@ class HeadPoser:
             V = self.vertices(seq.slice(start, min(start + batch, seq.n_frames)))  # [b, V, 3]
             G = self.gaussians(V)  # fields [b, N, ...]
             for j in range(V.shape[0]):
-                yield Gaussians(means=G.means[j], quats=G.quats[j], scales=G.scales[j], opacities=G.opacities[j], sh=G.sh[j])
+                yield Gaussians(
+                    means=G.means[j], quats=G.quats[j], scales=G.scales[j], opacities=G.opacities[j], sh=G.sh[j]
+                )

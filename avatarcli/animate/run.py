@@ -70,7 +70,9 @@ def plan_outputs(out: str | Path | None, ply_seq: str | Path | None) -> OutputPl
         if suffix in VIDEO_SUFFIXES:
             plan.video = check_output_path(out)
         elif suffix and not out.is_dir():
-            raise InputError(f"unknown output type {suffix!r}: use .mp4, .gif, or a folder (no suffix) for PNG frames", path=out)
+            raise InputError(
+                f"unknown output type {suffix!r}: use .mp4, .gif, or a folder (no suffix) for PNG frames", path=out
+            )
         else:
             if out.exists() and not out.is_dir():
                 raise InputError("output exists and is not a folder", path=out)
@@ -131,7 +133,9 @@ def make_cameras(config: AnimateConfig, poser: HeadPoser, n_frames: int, meta=No
         fov = 20.0
         distance = 1.15 * radius / math.tan(math.radians(fov / 2))
         if cam == "front":
-            c = orbit_camera(config.yaw, config.pitch, distance=distance, target=target, fov_deg=fov, width=size, height=size)
+            c = orbit_camera(
+                config.yaw, config.pitch, distance=distance, target=target, fov_deg=fov, width=size, height=size
+            )
             return lambda i: c
         step = 360.0 / max(n_frames, 1)
         return lambda i: orbit_camera(
@@ -227,7 +231,9 @@ def _ply_consumer(folder: Path, n: int) -> Callable[[Iterable], None]:
     def consume(items: Iterable) -> None:
         for i, g in enumerate(items):
             # posed world Gaussians, plain 3DGS layout: no binding, no meta (not re-animatable)
-            write_gaussian_ply(folder / frame_name(i, n, ".ply"), GaussianPly(gaussians=g.to("cpu"), binding=None, meta=None))
+            write_gaussian_ply(
+                folder / frame_name(i, n, ".ply"), GaussianPly(gaussians=g.to("cpu"), binding=None, meta=None)
+            )
 
     return consume
 

@@ -34,7 +34,10 @@ EPILOG = (
 def animate_command(
     head: Path = typer.Argument(..., help="Head PLY made by avatar (Gaussians bound to FLAME).", show_default=False),
     expr: List[Path] = typer.Option(
-        ..., "--expr", "-e", help="Expression .npz, or a folder of them; repeat to play several in order.",
+        ...,
+        "--expr",
+        "-e",
+        help="Expression .npz, or a folder of them; repeat to play several in order.",
         show_default=False,
     ),
     out: Optional[Path] = typer.Option(
@@ -44,12 +47,25 @@ def animate_command(
         None, "--ply-seq", help="Folder for one posed 3DGS PLY per frame.", show_default=False
     ),
     flame: Optional[Path] = FlameOpt,
-    camera: str = typer.Option("front", "--camera", help="front, orbit (one turn over the animation), photo (the fit stored in the head), or a flame.npz fit (its viewpoint and image size)."),
+    camera: str = typer.Option(
+        "front",
+        "--camera",
+        help="front, orbit (one turn over the animation), photo (the fit stored in the head), or a flame.npz fit (its viewpoint and image size).",
+    ),
     yaw: float = typer.Option(0.0, "--yaw", help="Camera yaw in degrees (front: fixed; orbit: start)."),
     pitch: float = typer.Option(0.0, "--pitch", help="Camera pitch in degrees (positive: from above)."),
-    size: Optional[int] = typer.Option(None, "--size", help="Output size in pixels (square for front/orbit). Default 512, or the photo's size for fit cameras.", show_default=False),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Frames per second. Default: the first file's fps, else 30.", show_default=False),
-    duration: float = typer.Option(2.0, "--duration", help="Seconds each single-frame target takes (neutral -> target -> neutral)."),
+    size: Optional[int] = typer.Option(
+        None,
+        "--size",
+        help="Output size in pixels (square for front/orbit). Default 512, or the photo's size for fit cameras.",
+        show_default=False,
+    ),
+    fps: Optional[float] = typer.Option(
+        None, "--fps", help="Frames per second. Default: the first file's fps, else 30.", show_default=False
+    ),
+    duration: float = typer.Option(
+        2.0, "--duration", help="Seconds each single-frame target takes (neutral -> target -> neutral)."
+    ),
     background: str = BackgroundOpt,
     backend: str = BackendOpt,
     device: str = DeviceOpt,
@@ -65,8 +81,16 @@ def animate_command(
     if backend not in ("auto", "gsplat", "torch"):
         raise InputError(f"--backend {backend!r}: expected auto, gsplat or torch")
     config = AnimateConfig(
-        camera=camera, yaw=yaw, pitch=pitch, size=size, fps=fps, duration=duration,
-        background=parse_background(background), backend=backend, device=device, force=force,
+        camera=camera,
+        yaw=yaw,
+        pitch=pitch,
+        size=size,
+        fps=fps,
+        duration=duration,
+        background=parse_background(background),
+        backend=backend,
+        device=device,
+        force=force,
     )
     # validate everything cheap before the FLAME model is loaded (animate() checks the rest in order:
     # camera file, size, device/backend, the head PLY, then FLAME)

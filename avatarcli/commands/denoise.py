@@ -21,15 +21,24 @@ def denoise_command(
     output: Path = typer.Option(..., "--output", "-o", help="head.ply to write.", show_default=False),
     flame: Optional[Path] = FlameOpt,
     features: Optional[Path] = typer.Option(
-        None, "--features", help="features.safetensors (from `avatar encode`): face-region mask and conditioning. Needed for --rounds > 0.", show_default=False
+        None,
+        "--features",
+        help="features.safetensors (from `avatar encode`): face-region mask and conditioning. Needed for --rounds > 0.",
+        show_default=False,
     ),
-    rounds: int = typer.Option(4, "--rounds", min=0, max=50, help="Diffusion rounds refining the unseen sides (0: input-view fit only)."),
+    rounds: int = typer.Option(
+        4, "--rounds", min=0, max=50, help="Diffusion rounds refining the unseen sides (0: input-view fit only)."
+    ),
     no_diffusion: bool = typer.Option(False, "--no-diffusion", help="Same as --rounds 0 (no diffusion model needed)."),
     steps: int = typer.Option(200, "--steps", min=0, help="Input-view fit steps (fewer: faster, less exact)."),
     round_steps: int = typer.Option(100, "--round-steps", min=0, help="Fit steps per diffusion round."),
     sh_degree: int = typer.Option(1, "--sh-degree", min=0, max=3, help="Spherical-harmonics degree of the colours."),
-    size: int = typer.Option(512, "--size", min=16, max=4096, help="Working resolution: the photo's long side is fitted at most this big."),
-    max_gaussians: int = typer.Option(30_000, "--max-gaussians", min=1, help="Cap on the Gaussian count (densification)."),
+    size: int = typer.Option(
+        512, "--size", min=16, max=4096, help="Working resolution: the photo's long side is fitted at most this big."
+    ),
+    max_gaussians: int = typer.Option(
+        30_000, "--max-gaussians", min=1, help="Cap on the Gaussian count (densification)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of densification and the diffusion noise."),
     device: str = DeviceOpt,
     backend: str = BackendOpt,
@@ -69,11 +78,15 @@ def denoise_command(
         raise InputError("--backend gsplat needs a CUDA device (use --backend torch or --device cuda)")
     ply = read_gaussian_ply(init_ply)
     if ply.binding is None or ply.meta is None:
-        raise InputError("not an avatarcli head (no FLAME binding / metadata): make one with `avatar init-gaussians`", path=init_ply)
+        raise InputError(
+            "not an avatarcli head (no FLAME binding / metadata): make one with `avatar init-gaussians`", path=init_ply
+        )
     photo = load_photo_for(image, ply.meta.image_size, init_ply)
     feats = None
     if n_rounds > 0 and features is None:
-        raise InputError("--rounds > 0 needs --features FEATURES.safetensors (from `avatar encode`); or use --no-diffusion")
+        raise InputError(
+            "--rounds > 0 needs --features FEATURES.safetensors (from `avatar encode`); or use --no-diffusion"
+        )
     if features is not None:
         from avatarcli.diffusion.features import read_features
 
@@ -111,9 +124,15 @@ def denoise_command(
         def on_step(i: int, d: dict) -> None:
             p = d.get("psnr", float("nan"))
             ptxt = f"{p:.1f} dB" if math.isfinite(p) else "-"
-            bar.update(task, completed=min(i, total), status=f"{d.get('phase', '')} loss {d['loss']:.4f} PSNR {ptxt} n {d['n']}")
+            bar.update(
+                task,
+                completed=min(i, total),
+                status=f"{d.get('phase', '')} loss {d['loss']:.4f} PSNR {ptxt} n {d['n']}",
+            )
 
-        head, stats = denoise_head(ply, model, photo.rgb, features=feats, denoiser=denoiser, config=cfg, on_step=on_step)
+        head, stats = denoise_head(
+            ply, model, photo.rgb, features=feats, denoiser=denoiser, config=cfg, on_step=on_step
+        )
         bar.update(task, completed=max(1, total))
     write_gaussian_ply(output, head)
     info(

@@ -104,10 +104,21 @@ def check_gsplat() -> Check:
         msg = " ".join(str(e).split())[:200]
         return Check("gsplat", "problem", f"cannot render with gsplat ({type(e).__name__}: {msg})", fix, required=True)
     if not (cover > 0.01 and diff < 0.05):
-        return Check("gsplat", "problem", f"gsplat renders but disagrees with the torch rasterizer (max diff {diff:.3f})", fix, required=True)
+        return Check(
+            "gsplat",
+            "problem",
+            f"gsplat renders but disagrees with the torch rasterizer (max diff {diff:.3f})",
+            fix,
+            required=True,
+        )
     import gsplat
 
-    return Check("gsplat", "ok", f"gsplat {getattr(gsplat, '__version__', '?')}: rendered a 64x64 test scene in {dt:.2f} s (max diff to torch {diff:.1e})", required=True)
+    return Check(
+        "gsplat",
+        "ok",
+        f"gsplat {getattr(gsplat, '__version__', '?')}: rendered a 64x64 test scene in {dt:.2f} s (max diff to torch {diff:.1e})",
+        required=True,
+    )
 
 
 def check_flame(flame: Path | None) -> Check:
@@ -122,7 +133,13 @@ def check_flame(flame: Path | None) -> Check:
     except EnvironmentProblem as e:
         return Check("flame", "missing", " ".join(str(e).split()), fix, required=True)
     except AvatarError as e:
-        return Check("flame", "problem", " ".join(str(e).split()), "point --flame / AVATAR_FLAME at an unmodified FLAME release file", required=True)
+        return Check(
+            "flame",
+            "problem",
+            " ".join(str(e).split()),
+            "point --flame / AVATAR_FLAME at an unmodified FLAME release file",
+            required=True,
+        )
     except Exception as e:  # noqa: BLE001
         return Check("flame", "problem", f"cannot load the FLAME model ({type(e).__name__}: {e})", fix, required=True)
     emb = getattr(model, "embedding_path", None)
@@ -132,7 +149,13 @@ def check_flame(flame: Path | None) -> Check:
         f"landmark embedding: {emb if emb else 'none'}"
     )
     if model.landmarks is None:
-        return Check("flame", "problem", detail, "put DECA's landmark_embedding.npy (or FLAME_PyTorch's embeddings) next to the model", required=True)
+        return Check(
+            "flame",
+            "problem",
+            detail,
+            "put DECA's landmark_embedding.npy (or FLAME_PyTorch's embeddings) next to the model",
+            required=True,
+        )
     return Check("flame", "ok", detail, required=True)
 
 
@@ -149,14 +172,24 @@ def check_weights(verify: bool) -> list[Check]:
         try:
             st = status(name, check_hashes=verify)
         except Exception as e:  # noqa: BLE001
-            out.append(Check(f"model {name}", "problem", f"{type(e).__name__}: {e}", f"avatar weights fetch {name}", required=True))
+            out.append(
+                Check(
+                    f"model {name}",
+                    "problem",
+                    f"{type(e).__name__}: {e}",
+                    f"avatar weights fetch {name}",
+                    required=True,
+                )
+            )
             continue
         where = f"{st.source} {st.folder}"
         if st.state == "present":
             hashed = f", {st.hashes_checked} sha256 checked" if verify else " (hashes not checked: --verify)"
             out.append(Check(f"model {name}", "ok", f"present, {_gib(st.size)} in {where}{hashed}", required=True))
         elif st.state == "missing":
-            out.append(Check(f"model {name}", "missing", f"not found ({where})", f"avatar weights fetch {name}", required=True))
+            out.append(
+                Check(f"model {name}", "missing", f"not found ({where})", f"avatar weights fetch {name}", required=True)
+            )
         else:
             probs = "; ".join(st.problems[:3])
             out.append(Check(f"model {name}", "problem", f"{st.state}: {probs}",
@@ -177,7 +210,9 @@ def check_disk() -> Check:
         return Check("disk", "warning", f"cannot stat {p}: {e.strerror}")
     detail = f"{_gib(free)} free for the cache {root}"
     if free < MIN_FREE_BYTES:
-        return Check("disk", "warning", detail, f"free space or set AVATAR_CACHE to a larger disk (models need ~{_gib(6 << 30)})")
+        return Check(
+            "disk", "warning", detail, f"free space or set AVATAR_CACHE to a larger disk (models need ~{_gib(6 << 30)})"
+        )
     return Check("disk", "ok", detail)
 
 
@@ -195,8 +230,12 @@ _STYLE = {"ok": "green", "missing": "red", "problem": "red", "warning": "yellow"
 
 def doctor_command(
     flame: Optional[Path] = FlameOpt,
-    verify: bool = typer.Option(False, "--verify", help="Also recompute the sha256 of every model file (slow: several GB)."),
-    gpu_test: bool = typer.Option(True, "--gpu-test/--no-gpu-test", help="Render a small scene with gsplat when CUDA is present."),
+    verify: bool = typer.Option(
+        False, "--verify", help="Also recompute the sha256 of every model file (slow: several GB)."
+    ),
+    gpu_test: bool = typer.Option(
+        True, "--gpu-test/--no-gpu-test", help="Render a small scene with gsplat when CUDA is present."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the checks as JSON on stdout."),
 ) -> int:
     """Check the setup: Python, torch, CUDA and the GPU, gsplat (renders a small scene), the FLAME
@@ -221,14 +260,21 @@ def doctor_command(
     if json_out:
         typer.echo(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]}, indent=2))
     else:
-        out = Console(file=sys.stdout, highlight=False, soft_wrap=False, width=max(100, shutil.get_terminal_size((120, 20)).columns))
+        out = Console(
+            file=sys.stdout,
+            highlight=False,
+            soft_wrap=False,
+            width=max(100, shutil.get_terminal_size((120, 20)).columns),
+        )
         table = Table(title="avatar doctor", show_lines=False)
         table.add_column("check", no_wrap=True)
         table.add_column("status", no_wrap=True)
         table.add_column("detail", overflow="fold")
         table.add_column("fix", overflow="fold")
         for c in checks:
-            table.add_row(escape(c.name), f"[{_STYLE.get(c.status, 'white')}]{c.status}[/]", escape(c.detail), escape(c.fix))
+            table.add_row(
+                escape(c.name), f"[{_STYLE.get(c.status, 'white')}]{c.status}[/]", escape(c.detail), escape(c.fix)
+            )
         out.print(table)
         if failed:
             out.print(f"[red]{len(failed)} problem(s)[/red] stop the default pipeline; fixes:")

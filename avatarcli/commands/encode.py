@@ -10,7 +10,10 @@ import typer
 
 from avatarcli.commands.common import DeviceOpt, existing_inputs, output_for
 
-LANDMARK_SUFFIXES = (".npz", ".landmarks.npz")  # NAME.npz (what `avatar landmarks` writes for a folder), NAME.landmarks.npz
+LANDMARK_SUFFIXES = (
+    ".npz",
+    ".landmarks.npz",
+)  # NAME.npz (what `avatar landmarks` writes for a folder), NAME.landmarks.npz
 
 
 @dataclass
@@ -58,14 +61,24 @@ def check_landmarks_match(job_image: Path, lm_path: Path, lm, image_sha: str, fo
 def encode_command(
     images: List[Path] = typer.Argument(..., help="Photos (jpg/png/...).", show_default=False),
     landmarks: Path = typer.Option(
-        ..., "--landmarks", "-l", help="landmarks.npz for one photo; a folder of NAME.npz for several.", show_default=False
+        ...,
+        "--landmarks",
+        "-l",
+        help="landmarks.npz for one photo; a folder of NAME.npz for several.",
+        show_default=False,
     ),
     output: Path = typer.Option(
-        ..., "--output", "-o", help="features.safetensors for one photo; a folder of NAME.safetensors for several.", show_default=False
+        ...,
+        "--output",
+        "-o",
+        help="features.safetensors for one photo; a folder of NAME.safetensors for several.",
+        show_default=False,
     ),
     device: str = DeviceOpt,
     size: int = typer.Option(512, "--size", help="Side of the aligned square face crop in pixels (multiple of 8)."),
-    force: bool = typer.Option(False, "--force", help="Use landmarks even when they were computed on a different image file."),
+    force: bool = typer.Option(
+        False, "--force", help="Use landmarks even when they were computed on a different image file."
+    ),
 ) -> int:
     """Encode the aligned face crop of each photo: diffusion VAE latents, CLIP image embedding and a
     face / hair / neck / background mask from a face parser (`denoise` uses them).

@@ -9,9 +9,15 @@ import typer
 
 
 def export_command(
-    ply: Path = typer.Argument(..., help="A 3D Gaussian Splatting PLY (an avatarcli head or any other).", show_default=False),
-    output: Path = typer.Option(..., "--output", "-o", help="OUT.splat, OUT.compressed.ply or OUT.ply.", show_default=False),
-    fmt: Optional[str] = typer.Option(None, "--format", help="splat, compressed or ply (default: from the output's name).", show_default=False),
+    ply: Path = typer.Argument(
+        ..., help="A 3D Gaussian Splatting PLY (an avatarcli head or any other).", show_default=False
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="OUT.splat, OUT.compressed.ply or OUT.ply.", show_default=False
+    ),
+    fmt: Optional[str] = typer.Option(
+        None, "--format", help="splat, compressed or ply (default: from the output's name).", show_default=False
+    ),
 ) -> int:
     """Export a Gaussian PLY for web viewers, through gsplat's exporter (no GPU needed).
 

@@ -12,12 +12,20 @@ from avatarcli.commands.common import DeviceOpt, FlameOpt, existing_inputs, outp
 
 def fit_flame_command(
     inputs: List[Path] = typer.Argument(..., help="landmarks.npz files (from `avatar landmarks`).", show_default=False),
-    output: Path = typer.Option(..., "--output", "-o", help="flame.npz for one input; a folder of NAME.npz for several.", show_default=False),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="flame.npz for one input; a folder of NAME.npz for several.", show_default=False
+    ),
     flame: Optional[Path] = FlameOpt,
     device: str = DeviceOpt,
     n_shape: int = typer.Option(100, "--n-shape", min=0, help="Shape coefficients fitted (the rest stay zero)."),
     n_expr: int = typer.Option(50, "--n-expr", min=0, help="Expression coefficients fitted (the rest stay zero)."),
-    focal: Optional[float] = typer.Option(None, "--focal", min=1e-3, help="Focal length in pixels, if known (default: fitted, prior 1.2 x the image's long side).", show_default=False),
+    focal: Optional[float] = typer.Option(
+        None,
+        "--focal",
+        min=1e-3,
+        help="Focal length in pixels, if known (default: fitted, prior 1.2 x the image's long side).",
+        show_default=False,
+    ),
 ) -> int:
     """Fit FLAME (shape, expression, global/neck/jaw pose, translation, focal length) to 68 landmarks.
 

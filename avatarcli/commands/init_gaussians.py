@@ -48,8 +48,12 @@ def init_gaussians_command(
     image: Path = typer.Option(..., "--image", "-i", help="The photo the FLAME fit was made on.", show_default=False),
     output: Path = typer.Option(..., "--output", "-o", help="init.ply to write.", show_default=False),
     flame: Optional[Path] = FlameOpt,
-    n_gaussians: int = typer.Option(30_000, "--n-gaussians", "-n", min=1, max=2_000_000, help="Gaussians seeded on the surface (area-weighted)."),
-    sh_degree: int = typer.Option(1, "--sh-degree", min=0, max=3, help="Spherical-harmonics degree stored (bands above 0 start at zero)."),
+    n_gaussians: int = typer.Option(
+        30_000, "--n-gaussians", "-n", min=1, max=2_000_000, help="Gaussians seeded on the surface (area-weighted)."
+    ),
+    sh_degree: int = typer.Option(
+        1, "--sh-degree", min=0, max=3, help="Spherical-harmonics degree stored (bands above 0 start at zero)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the surface sampling."),
     force: bool = typer.Option(False, "--force", help="Use --flame even if it is not the model the fit was made with."),
 ) -> int:

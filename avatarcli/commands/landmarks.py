@@ -31,13 +31,38 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
 
 def landmarks_command(
     inputs: List[Path] = typer.Argument(..., help="Photos (JPEG, PNG, WebP, ...).", show_default=False),
-    output: Path = typer.Option(..., "--output", "-o", help="landmarks.npz for one photo; a folder of NAME.npz for several.", show_default=False),
-    bbox: Optional[str] = typer.Option(None, "--bbox", help="Face box x0,y0,x1,y1 in original-photo pixels: skips face detection. Applies to every photo given.", show_default=False),
-    landmarks: Optional[Path] = typer.Option(None, "--landmarks", help="Your own 68 points (.npy/.txt/.pts/.npz, x y in pixels): a file for one photo, a folder of NAME.<ext> for several. No model is loaded.", show_default=False),
-    face_index: Optional[int] = typer.Option(None, "--face-index", min=0, help="With several faces: the K-th by box size, largest first (default 0, the largest).", show_default=False),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="landmarks.npz for one photo; a folder of NAME.npz for several.", show_default=False
+    ),
+    bbox: Optional[str] = typer.Option(
+        None,
+        "--bbox",
+        help="Face box x0,y0,x1,y1 in original-photo pixels: skips face detection. Applies to every photo given.",
+        show_default=False,
+    ),
+    landmarks: Optional[Path] = typer.Option(
+        None,
+        "--landmarks",
+        help="Your own 68 points (.npy/.txt/.pts/.npz, x y in pixels): a file for one photo, a folder of NAME.<ext> for several. No model is loaded.",
+        show_default=False,
+    ),
+    face_index: Optional[int] = typer.Option(
+        None,
+        "--face-index",
+        min=0,
+        help="With several faces: the K-th by box size, largest first (default 0, the largest).",
+        show_default=False,
+    ),
     device: str = DeviceOpt,
-    max_side: int = typer.Option(2048, "--max-side", min=32, help="Photos with a longer side are downscaled for detection; landmarks are always in original pixels."),
-    flip: bool = typer.Option(False, "--flip", help="Also run the mirrored face and average the heatmaps (2x the network time)."),
+    max_side: int = typer.Option(
+        2048,
+        "--max-side",
+        min=32,
+        help="Photos with a longer side are downscaled for detection; landmarks are always in original pixels.",
+    ),
+    flip: bool = typer.Option(
+        False, "--flip", help="Also run the mirrored face and average the heatmaps (2x the network time)."
+    ),
 ) -> int:
     """Find 68 face landmarks (iBUG layout) in each photo with face-alignment's 2D FAN and its S3FD
     face detector, and write landmarks.npz (points in original-photo pixels, x right, y down).
@@ -72,7 +97,9 @@ def landmarks_command(
     batch = len(inputs) > 1
     if landmarks is not None:
         if batch and not landmarks.is_dir():
-            raise InputError("with several photos, --landmarks must be a folder of NAME.npz/.npy/.pts/.txt", path=landmarks)
+            raise InputError(
+                "with several photos, --landmarks must be a folder of NAME.npz/.npy/.pts/.txt", path=landmarks
+            )
         if not batch and not landmarks.exists():
             raise InputError("landmarks file not found", path=landmarks)
 
@@ -124,7 +151,9 @@ def landmarks_command(
                 fail(i, e)
             bar.advance(task)
     for src, dst, lm in done:
-        info(f"{src} -> {dst} (face box {', '.join(f'{v:.0f}' for v in lm.bbox)}; mean score {float(lm.scores.mean()):.2f})")
+        info(
+            f"{src} -> {dst} (face box {', '.join(f'{v:.0f}' for v in lm.bbox)}; mean score {float(lm.scores.mean()):.2f})"
+        )
     if failed:
         console.print(f"{len(failed)} of {len(inputs)} photo(s) failed; {len(done)} written", soft_wrap=True)
         return EXIT_SOME_FAILED

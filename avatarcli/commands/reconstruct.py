@@ -12,22 +12,76 @@ from avatarcli.commands.common import DeviceOpt, FlameOpt
 
 
 def reconstruct_command(
-    images: List[Path] = typer.Argument(..., help="Photos (jpg/jpeg/png/webp) and/or folders of photos.", show_default=False),
-    output: Path = typer.Option(..., "--output", "-o", help="head.ply for one photo; a folder (DIR/) of NAME.ply for several photos or a folder.", show_default=False),
-    rounds: Optional[int] = typer.Option(None, "--rounds", min=0, help="Diffusion refinement rounds (default: the denoise stage's; 0 = input-view fit only).", show_default=False),
-    no_diffusion: bool = typer.Option(False, "--no-diffusion", help="Skip encode and diffusion: fit the input view only (no diffusion weights needed)."),
+    images: List[Path] = typer.Argument(
+        ..., help="Photos (jpg/jpeg/png/webp) and/or folders of photos.", show_default=False
+    ),
+    output: Path = typer.Option(
+        ...,
+        "--output",
+        "-o",
+        help="head.ply for one photo; a folder (DIR/) of NAME.ply for several photos or a folder.",
+        show_default=False,
+    ),
+    rounds: Optional[int] = typer.Option(
+        None,
+        "--rounds",
+        min=0,
+        help="Diffusion refinement rounds (default: the denoise stage's; 0 = input-view fit only).",
+        show_default=False,
+    ),
+    no_diffusion: bool = typer.Option(
+        False,
+        "--no-diffusion",
+        help="Skip encode and diffusion: fit the input view only (no diffusion weights needed).",
+    ),
     device: str = DeviceOpt,
-    seed: int = typer.Option(0, "--seed", help="Random seed (Gaussian seeding, diffusion noise): same seed, same head."),
+    seed: int = typer.Option(
+        0, "--seed", help="Random seed (Gaussian seeding, diffusion noise): same seed, same head."
+    ),
     flame: Optional[Path] = FlameOpt,
-    landmarks: Optional[Path] = typer.Option(None, "--landmarks", help="Your own landmarks: a landmarks.npz (one photo) or a folder of NAME.npz (skips detection).", show_default=False),
-    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep intermediate artifacts in DIR/NAME/ and reuse them on a re-run when their inputs are unchanged.", show_default=False),
-    force: bool = typer.Option(False, "--force", help="Redo every stage even when the work folder holds an up-to-date artifact."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip photos whose output .ply already exists (batch re-runs, sharding)."),
-    json_out: bool = typer.Option(False, "--json", help="Print a machine-readable summary on stdout (per photo: status, output, stage times, fit error, error)."),
-    face_index: Optional[int] = typer.Option(None, "--face-index", min=0, help="Several faces in a photo: which one (0 = largest; default: the largest).", show_default=False),
-    max_side: int = typer.Option(2048, "--max-side", min=32, help="Photos with a longer side are downscaled to this for the stages."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Gaussian fitting steps (default: the denoise stage's).", show_default=False),
-    n_gaussians: Optional[int] = typer.Option(None, "--n-gaussians", min=1, help="Gaussians seeded on the FLAME surface (default: init-gaussians').", show_default=False),
+    landmarks: Optional[Path] = typer.Option(
+        None,
+        "--landmarks",
+        help="Your own landmarks: a landmarks.npz (one photo) or a folder of NAME.npz (skips detection).",
+        show_default=False,
+    ),
+    workdir: Optional[Path] = typer.Option(
+        None,
+        "--workdir",
+        help="Keep intermediate artifacts in DIR/NAME/ and reuse them on a re-run when their inputs are unchanged.",
+        show_default=False,
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Redo every stage even when the work folder holds an up-to-date artifact."
+    ),
+    skip_existing: bool = typer.Option(
+        False, "--skip-existing", help="Skip photos whose output .ply already exists (batch re-runs, sharding)."
+    ),
+    json_out: bool = typer.Option(
+        False,
+        "--json",
+        help="Print a machine-readable summary on stdout (per photo: status, output, stage times, fit error, error).",
+    ),
+    face_index: Optional[int] = typer.Option(
+        None,
+        "--face-index",
+        min=0,
+        help="Several faces in a photo: which one (0 = largest; default: the largest).",
+        show_default=False,
+    ),
+    max_side: int = typer.Option(
+        2048, "--max-side", min=32, help="Photos with a longer side are downscaled to this for the stages."
+    ),
+    steps: Optional[int] = typer.Option(
+        None, "--steps", min=1, help="Gaussian fitting steps (default: the denoise stage's).", show_default=False
+    ),
+    n_gaussians: Optional[int] = typer.Option(
+        None,
+        "--n-gaussians",
+        min=1,
+        help="Gaussians seeded on the FLAME surface (default: init-gaussians').",
+        show_default=False,
+    ),
 ) -> int:
     """Reconstruct a 3D Gaussian head from each photo: landmarks -> fit-flame -> encode ->
     init-gaussians -> denoise, with every model loaded once for the whole batch.
@@ -95,7 +149,9 @@ def reconstruct_command(
         typer.echo(json.dumps(result.summary(), indent=2))
     for r in result.jobs:
         if r.status == "done" and r.poor_fit:
-            warn(f"{r.image}: poor FLAME fit (mean landmark error {r.fit_error_px:.1f} px); check the photo or bring your own --landmarks")
+            warn(
+                f"{r.image}: poor FLAME fit (mean landmark error {r.fit_error_px:.1f} px); check the photo or bring your own --landmarks"
+            )
         if r.status == "done":
             if interactive():
                 fit = f"fit {r.fit_error_px:.2f} px, " if r.fit_error_px is not None else ""

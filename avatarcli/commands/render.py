@@ -11,20 +11,45 @@ from avatarcli.commands.common import BackendOpt, BackgroundOpt, DeviceOpt, Flam
 
 
 def render_command(
-    ply: Path = typer.Argument(..., help="A 3D Gaussian Splatting PLY (an avatarcli head or any other).", show_default=False),
-    output: Path = typer.Option(..., "--output", "-o", help="OUT.png (one view), OUT.mp4 or OUT.gif (turntable).", show_default=False),
+    ply: Path = typer.Argument(
+        ..., help="A 3D Gaussian Splatting PLY (an avatarcli head or any other).", show_default=False
+    ),
+    output: Path = typer.Option(
+        ..., "--output", "-o", help="OUT.png (one view), OUT.mp4 or OUT.gif (turntable).", show_default=False
+    ),
     yaw: float = typer.Option(0.0, "--yaw", help="Degrees around the up axis (0: the front; turntables start here)."),
     pitch: float = typer.Option(0.0, "--pitch", help="Degrees above (+) or below (-) the horizon."),
-    size: Optional[int] = typer.Option(None, "--size", help="Image side in pixels. Default 512, or the photo's size (longer side) with --camera.", show_default=False),
-    distance: Optional[float] = typer.Option(None, "--distance", help="Camera distance in scene units. Default: framed from the Gaussians' extent.", show_default=False),
+    size: Optional[int] = typer.Option(
+        None,
+        "--size",
+        help="Image side in pixels. Default 512, or the photo's size (longer side) with --camera.",
+        show_default=False,
+    ),
+    distance: Optional[float] = typer.Option(
+        None,
+        "--distance",
+        help="Camera distance in scene units. Default: framed from the Gaussians' extent.",
+        show_default=False,
+    ),
     fov: float = typer.Option(20.0, "--fov", help="Vertical field of view in degrees."),
-    up: str = typer.Option("auto", "--up", help="Scene up axis: auto (+y for avatarcli heads, -y for other PLYs: the COLMAP/OpenCV y-down convention), y, -y, z, -z, x, -x."),
+    up: str = typer.Option(
+        "auto",
+        "--up",
+        help="Scene up axis: auto (+y for avatarcli heads, -y for other PLYs: the COLMAP/OpenCV y-down convention), y, -y, z, -z, x, -x.",
+    ),
     frames: int = typer.Option(72, "--frames", help="Turntable frames (one full turn)."),
     fps: float = typer.Option(24.0, "--fps", help="Turntable frames per second."),
     background: str = BackgroundOpt,
-    camera: Optional[str] = typer.Option(None, "--camera", help="'photo' (the fit stored in the head) or a flame.npz: render from the photo's viewpoint at its size, to lay over the photo.", show_default=False),
+    camera: Optional[str] = typer.Option(
+        None,
+        "--camera",
+        help="'photo' (the fit stored in the head) or a flame.npz: render from the photo's viewpoint at its size, to lay over the photo.",
+        show_default=False,
+    ),
     flame: Optional[Path] = FlameOpt,
-    sh_degree: Optional[int] = typer.Option(None, "--sh-degree", help="Spherical-harmonics degree used (default: all the PLY has).", show_default=False),
+    sh_degree: Optional[int] = typer.Option(
+        None, "--sh-degree", help="Spherical-harmonics degree used (default: all the PLY has).", show_default=False
+    ),
     backend: str = BackendOpt,
     device: str = DeviceOpt,
 ) -> int:

@@ -36,7 +36,9 @@ def _human(n: int) -> str:
 
 @weights_app.command("list")
 def list_cmd(
-    check: bool = typer.Option(False, "--verify", help="Also recompute every pinned sha256 (status 'bad hash' when one differs)."),
+    check: bool = typer.Option(
+        False, "--verify", help="Also recompute every pinned sha256 (status 'bad hash' when one differs)."
+    ),
 ) -> int:
     """Show every pinned model: source, revision, licence, local status and size.
 
@@ -115,7 +117,11 @@ def verify_cmd(names: Optional[List[str]] = typer.Argument(None, help="Models to
     bad = 0
     for name in _names(names):
         st = verify(name)
-        note = f" ({st.hashes_checked} hash(es) checked)" if st.ok else (": " + "; ".join(st.problems[:3]) if st.problems else "")
+        note = (
+            f" ({st.hashes_checked} hash(es) checked)"
+            if st.ok
+            else (": " + "; ".join(st.problems[:3]) if st.problems else "")
+        )
         colour = "green" if st.ok else "red"
         from rich.markup import escape
 

@@ -92,7 +92,9 @@ def _sample_grid(A_dst_to_src: np.ndarray, out_hw: tuple[int, int], src_hw: tupl
 
 def warp_to_crop(rgb: np.ndarray, align: CropAlign) -> np.ndarray:
     """Image uint8 [H, W, 3] -> crop float32 [S, S, 3] in 0..1 (bilinear; outside the image = 0)."""
-    img = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0  # [1, 3, H, W]
+    img = (
+        torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
+    )  # [1, 3, H, W]
     grid = _sample_grid(align.inverse, (align.size, align.size), rgb.shape[:2])
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out[0].permute(1, 2, 0).numpy()

@@ -144,7 +144,9 @@ def read_features(path: str | Path) -> Features:
     except ArtifactError:
         raise
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad header
-        raise ArtifactError(f"not a readable safetensors file ({type(e).__name__}: {str(e)[:120]})", path=path) from None
+        raise ArtifactError(
+            f"not a readable safetensors file ({type(e).__name__}: {str(e)[:120]})", path=path
+        ) from None
     _validate(path, arrays, meta)
     try:
         models = json.loads(meta.get("models", "{}"))

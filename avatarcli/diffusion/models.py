@@ -106,7 +106,9 @@ class ImagePrep:
         """[B, H, W, 3] float 0..1 -> [B, 3, h, w] normalised."""
         x = images.permute(0, 3, 1, 2)
         if tuple(x.shape[-2:]) != self.size:
-            x = torch.nn.functional.interpolate(x, size=self.size, mode="bicubic", align_corners=False, antialias=self.antialias)
+            x = torch.nn.functional.interpolate(
+                x, size=self.size, mode="bicubic", align_corners=False, antialias=self.antialias
+            )
         mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
         return (x - mean) / std
@@ -158,7 +160,9 @@ def load_vae(folder: Path, device, dtype):
     from diffusers import AutoencoderKL
 
     _need(folder, SD_IMAGE_VARIATIONS, ["vae/config.json"])
-    vae = _quiet_from_pretrained(AutoencoderKL, SD_IMAGE_VARIATIONS, folder, subfolder="vae", torch_dtype=dtype, low_cpu_mem_usage=False)
+    vae = _quiet_from_pretrained(
+        AutoencoderKL, SD_IMAGE_VARIATIONS, folder, subfolder="vae", torch_dtype=dtype, low_cpu_mem_usage=False
+    )
     return vae.to(device).eval().requires_grad_(False)
 
 
@@ -176,7 +180,10 @@ def load_scheduler_config(folder: Path) -> dict:
     """The repo's scheduler config (a PNDM config in the real repo); the denoiser builds DDIM from it."""
     p = folder / "scheduler" / "scheduler_config.json"
     if not p.exists():
-        raise MissingModelError(f"model {SD_IMAGE_VARIATIONS!r} lacks scheduler/: run `avatar weights fetch {SD_IMAGE_VARIATIONS}`", path=folder)
+        raise MissingModelError(
+            f"model {SD_IMAGE_VARIATIONS!r} lacks scheduler/: run `avatar weights fetch {SD_IMAGE_VARIATIONS}`",
+            path=folder,
+        )
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:
@@ -187,9 +194,13 @@ def load_clip_encoder(folder: Path, device, dtype) -> ClipEncoder:
     from transformers import CLIPVisionModelWithProjection
 
     _need(folder, SD_IMAGE_VARIATIONS, ["image_encoder/config.json"])
-    model = _quiet_from_pretrained(CLIPVisionModelWithProjection, SD_IMAGE_VARIATIONS, folder / "image_encoder", dtype=dtype)
+    model = _quiet_from_pretrained(
+        CLIPVisionModelWithProjection, SD_IMAGE_VARIATIONS, folder / "image_encoder", dtype=dtype
+    )
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    prep = _read_prep(folder / "feature_extractor" / "preprocessor_config.json", model.config.image_size, CLIP_MEAN, CLIP_STD)
+    prep = _read_prep(
+        folder / "feature_extractor" / "preprocessor_config.json", model.config.image_size, CLIP_MEAN, CLIP_STD
+    )
     # The sd-image-variations v2 model card: the model was trained on images resized to 224 px
     # bicubic WITHOUT anti-aliasing, and inference must resize the same way.
     prep.antialias = False

@@ -196,7 +196,14 @@ def refine(
     stats["final_input_steps"] = n_polish
     if n_polish > 0:
         t0 = time.perf_counter()
-        bound, fst = fit_gaussians(bound, vertices, faces, [input_target], replace(fcfg, steps=n_polish, seed=fcfg.seed + len(strengths)), on_step)
+        bound, fst = fit_gaussians(
+            bound,
+            vertices,
+            faces,
+            [input_target],
+            replace(fcfg, steps=n_polish, seed=fcfg.seed + len(strengths)),
+            on_step,
+        )
         stats["final_input_s"] = time.perf_counter() - t0
         stats["fit_s"] += stats["final_input_s"]
         stats["psnr_before_final_input"] = stats["rounds"][-1]["psnr"]

@@ -76,7 +76,9 @@ def _arr(path, d: Mapping, key: str, shape: tuple, kind: str) -> np.ndarray:
         raise ArtifactError(f"landmark embedding lacks key {key!r}", path=path)
     a = np.asarray(d[key])
     if a.dtype.kind not in kind:
-        raise ArtifactError(f"key {key!r}: dtype {a.dtype}, expected {'integer' if 'i' in kind else 'float'}", path=path)
+        raise ArtifactError(
+            f"key {key!r}: dtype {a.dtype}, expected {'integer' if 'i' in kind else 'float'}", path=path
+        )
     if a.size != int(np.prod(shape)):
         raise ArtifactError(f"key {key!r}: shape {list(a.shape)}, expected {list(shape)}", path=path)
     a = a.reshape(shape)
@@ -95,9 +97,7 @@ def _t_float(a: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(a).astype(np.float32))
 
 
-def embedding_from_mapping(
-    path: str | Path, d: Mapping, dynamic: Mapping | None = None
-) -> LandmarkEmbedding:
+def embedding_from_mapping(path: str | Path, d: Mapping, dynamic: Mapping | None = None) -> LandmarkEmbedding:
     """Build an embedding from a DECA dict, or a FLAME_PyTorch static dict (+ optional dynamic dict).
 
     `path` is used in error messages only."""

@@ -83,7 +83,13 @@ class FlameFit:
         """FlameParams with batch 1."""
         t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype, device=device).reshape(1, -1)  # noqa: E731
         return FlameParams(
-            t(self.shape), t(self.expr), t(self.global_pose), t(self.neck_pose), t(self.jaw_pose), t(self.eyes_pose), t(self.translation)
+            t(self.shape),
+            t(self.expr),
+            t(self.global_pose),
+            t(self.neck_pose),
+            t(self.jaw_pose),
+            t(self.eyes_pose),
+            t(self.translation),
         )
 
     @property
@@ -164,7 +170,9 @@ def photo_camera(fit: FlameFit, root_joint: np.ndarray | Tensor):
     viewmat_eff = viewmat @ [[R_g, J0 - R_g J0 + t], [0, 1]]."""
     from avatarcli.render.camera import Camera
 
-    J0 = torch.as_tensor(np.asarray(root_joint.detach().cpu() if isinstance(root_joint, Tensor) else root_joint), dtype=torch.float64).reshape(3)
+    J0 = torch.as_tensor(
+        np.asarray(root_joint.detach().cpu() if isinstance(root_joint, Tensor) else root_joint), dtype=torch.float64
+    ).reshape(3)
     Rg = axis_angle_to_matrix(torch.as_tensor(np.asarray(fit.global_pose), dtype=torch.float64).reshape(3))
     t = torch.as_tensor(np.asarray(fit.translation), dtype=torch.float64).reshape(3)
     M = torch.eye(4, dtype=torch.float64)
@@ -175,7 +183,9 @@ def photo_camera(fit: FlameFit, root_joint: np.ndarray | Tensor):
     return Camera(torch.as_tensor(np.asarray(fit.K), dtype=torch.float32), V.float(), int(W), int(H))
 
 
-def fit_quality(fit: FlameFit, landmarks_px: np.ndarray, max_px: float = 5.0, max_frac: float = 0.02) -> tuple[float, bool]:
+def fit_quality(
+    fit: FlameFit, landmarks_px: np.ndarray, max_px: float = 5.0, max_frac: float = 0.02
+) -> tuple[float, bool]:
     """(mean error px, poor?) — poor when the mean error exceeds max(max_px, max_frac x face diagonal)."""
     lm = np.asarray(landmarks_px, np.float64)  # [68, 2]
     diag = float(np.linalg.norm(lm.max(0) - lm.min(0)))
@@ -194,11 +204,15 @@ class LandmarkRig:
     avatarcli.flame.forward.landmark_faces) and the rows of the bases they need; `__call__` is the
     differentiable part. Equals flame_forward(...).landmarks (tested)."""
 
-    def __init__(self, model, n_shape: int, n_expr: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64):
+    def __init__(
+        self, model, n_shape: int, n_expr: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64
+    ):
         from avatarcli.errors import EnvironmentProblem
 
         if model.landmarks is None:
-            raise EnvironmentProblem("the FLAME model has no 68-point landmark embedding (needed by fit-flame)", path=model.path)
+            raise EnvironmentProblem(
+                "the FLAME model has no 68-point landmark embedding (needed by fit-flame)", path=model.path
+            )
         self.model = model
         self.device, self.dtype = torch.device(device), dtype
         f = lambda a: torch.as_tensor(a).to(device=device, dtype=dtype)  # noqa: E731
@@ -207,7 +221,11 @@ class LandmarkRig:
         self.n_joints = int(model.n_joints)
         self.parents = [int(p) for p in torch.as_tensor(model.parents).tolist()]
         Jreg = f(model.J_regressor)  # [J, V]
-        self.v_t, self.sd, self.ed = f(model.v_template), f(model.shapedirs[..., :S]), f(model.exprdirs[..., :E])  # [V,3] [V,3,S] [V,3,E]
+        self.v_t, self.sd, self.ed = (
+            f(model.v_template),
+            f(model.shapedirs[..., :S]),
+            f(model.exprdirs[..., :E]),
+        )  # [V,3] [V,3,S] [V,3,E]
         self.J_t = Jreg @ self.v_t  # [J, 3]
         self.J_sd = torch.einsum("jv,vcs->jcs", Jreg, self.sd)  # [J, 3, S]
         self.J_ed = torch.einsum("jv,vce->jce", Jreg, self.ed)  # [J, 3, E]
@@ -222,16 +240,27 @@ class LandmarkRig:
         from avatarcli.flame.forward import landmark_faces
 
         with torch.no_grad():
-            fi, bary = landmark_faces(self.model, axis_angle_to_matrix(pose.detach()).to(self.model.device, torch.float32))
+            fi, bary = landmark_faces(
+                self.model, axis_angle_to_matrix(pose.detach()).to(self.model.device, torch.float32)
+            )
         B = pose.shape[0]
         vidx = self.faces[fi.to(self.device)].reshape(B, -1)  # [B, K]
-        return self.v_t[vidx], self.sd[vidx], self.ed[vidx], self.posedirs[vidx], self.weights[vidx], bary.to(self.device, self.dtype)
+        return (
+            self.v_t[vidx],
+            self.sd[vidx],
+            self.ed[vidx],
+            self.posedirs[vidx],
+            self.weights[vidx],
+            bary.to(self.device, self.dtype),
+        )
 
     def rest(self, rows: tuple[Tensor, ...], shape: Tensor, expr: Tensor) -> tuple[Tensor, Tensor]:
         """Rest-pose landmark-triangle vertices [B,K,3] and joints [B,J,3] of shape [B,S], expr [B,E]."""
         vt, sd, ed = rows[:3]
         v = vt + torch.einsum("bkcs,bs->bkc", sd, shape) + torch.einsum("bkce,be->bkc", ed, expr)  # [B,K,3]
-        J = self.J_t + torch.einsum("jcs,bs->bjc", self.J_sd, shape) + torch.einsum("jce,be->bjc", self.J_ed, expr)  # [B,J,3]
+        J = (
+            self.J_t + torch.einsum("jcs,bs->bjc", self.J_sd, shape) + torch.einsum("jce,be->bjc", self.J_ed, expr)
+        )  # [B,J,3]
         return v, J
 
     def posed(self, rows: tuple[Tensor, ...], v: Tensor, J: Tensor, pose: Tensor, translation: Tensor) -> Tensor:
@@ -257,12 +286,13 @@ class LandmarkRig:
         lm = (vv.reshape(B, N, N_LANDMARKS, 3, 3) * bary[:, None, :, :, None]).sum(-2)  # [B,N,68,3]
         return lm + translation[:, None, None, :]
 
-    def __call__(self, rows: tuple[Tensor, ...], shape: Tensor, expr: Tensor, pose: Tensor, translation: Tensor) -> Tensor:
+    def __call__(
+        self, rows: tuple[Tensor, ...], shape: Tensor, expr: Tensor, pose: Tensor, translation: Tensor
+    ) -> Tensor:
         """rows from gather(), shape [B,S], expr [B,E], pose [B,J,3] axis-angle (global, neck, jaw, eyes),
         translation [B,3] -> landmarks [B,68,3] in FLAME world space (translation applied)."""
         v, J = self.rest(rows, shape, expr)
         return self.posed(rows, v, J, pose[:, None], translation)[:, 0]
-
 
     def linear_jacobian(self, rows: tuple[Tensor, ...], pose: Tensor) -> Tensor:
         """d landmarks / d (shape, expr): [B,68,3,S+E]. For a fixed pose the landmarks are affine in
@@ -349,7 +379,11 @@ class _Problem:
         diag = (target.amax(1) - target.amin(1)).norm(dim=-1)  # [B] face size, px
         self.sigma_px = (cfg.landmark_sigma * diag).clamp_min(1e-3)  # [B]
         self.cxy = torch.stack([(hw[:, 1] - 1) / 2, (hw[:, 0] - 1) / 2], -1)  # [B,2]
-        f0 = cfg.focal_prior * hw.amax(-1) if cfg.fixed_focal_px is None else torch.full_like(hw[:, 0], cfg.fixed_focal_px)
+        f0 = (
+            cfg.focal_prior * hw.amax(-1)
+            if cfg.fixed_focal_px is None
+            else torch.full_like(hw[:, 0], cfg.fixed_focal_px)
+        )
         self.logf0 = torch.log(f0)  # [B]
         prec = torch.zeros(self.P, **kw)  # prior precision (1/sigma) per parameter
         prec[_F] = 1.0 / cfg.focal_log_sigma
@@ -488,7 +522,9 @@ class _Problem:
         return p
 
 
-def fit_flame(model, landmarks_list: Sequence, config: FitConfig | None = None, device: torch.device | str = "cpu") -> list:
+def fit_flame(
+    model, landmarks_list: Sequence, config: FitConfig | None = None, device: torch.device | str = "cpu"
+) -> list:
     """Fit FLAME to each Landmarks (one batched optimisation) -> list[FlameFit], in input order."""
     cfg = config or FitConfig()
     if len(landmarks_list) == 0:
@@ -540,9 +576,17 @@ def fit_flame(model, landmarks_list: Sequence, config: FitConfig | None = None, 
         K = np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]], np.float32)
         out.append(
             FlameFit(
-                shape=shape, expr=expr, global_pose=p[b, _G].astype(np.float32), neck_pose=p[b, _N].astype(np.float32),
-                jaw_pose=p[b, _J].astype(np.float32), eyes_pose=np.zeros(6, np.float32), translation=p[b, _T].astype(np.float32),
-                K=K, viewmat=FIT_VIEWMAT.copy(), image_size=(H, W), landmark_error_px=err[b].astype(np.float32),
+                shape=shape,
+                expr=expr,
+                global_pose=p[b, _G].astype(np.float32),
+                neck_pose=p[b, _N].astype(np.float32),
+                jaw_pose=p[b, _J].astype(np.float32),
+                eyes_pose=np.zeros(6, np.float32),
+                translation=p[b, _T].astype(np.float32),
+                K=K,
+                viewmat=FIT_VIEWMAT.copy(),
+                image_size=(H, W),
+                landmark_error_px=err[b].astype(np.float32),
                 flame_model_sha256=str(getattr(model, "sha256", "")),
             )  # fmt: skip
         )

@@ -45,7 +45,7 @@ def _model_arrays(path: Path, data: bytes) -> dict:
 
 
 def detect_release(path: Path, arrays: Mapping | None = None) -> str:
-    """"FLAME 2020", "FLAME 2023" or "unknown": from the file name, the folder names,
+    """ "FLAME 2020", "FLAME 2023" or "unknown": from the file name, the folder names,
     or a release/version string stored in the file (npz exports)."""
     name = path.name.lower()
     if "2023" in name and "open" in name:

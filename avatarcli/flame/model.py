@@ -97,8 +97,8 @@ def load_flame(path_or_folder: str | Path | None = None) -> FlameModel:
     """Load FLAME from a model file or a folder (None -> $AVATAR_FLAME).
 
     Missing -> EnvironmentProblem (exit 3) saying where to get FLAME."""
-    from avatarcli.flame.locate import locate_flame
     from avatarcli.flame.loader import load_located
+    from avatarcli.flame.locate import locate_flame
 
     return load_located(locate_flame(path_or_folder))
 
@@ -159,7 +159,9 @@ def flame_from_arrays(
     parents = kt[0].astype(np.int64)
     parents[0] = -1  # the root's parent is stored as a huge unsigned value
     if any(not (0 <= parents[j] < j) for j in range(1, J)):
-        raise ArtifactError(f"key 'kintree_table': parents {parents.tolist()} are not a tree rooted at joint 0", path=path)
+        raise ArtifactError(
+            f"key 'kintree_table': parents {parents.tolist()} are not a tree rooted at joint 0", path=path
+        )
     w = _check(path, arrays, "weights", 2)
     if w.shape != (V, J):
         raise ArtifactError(f"key 'weights': shape {list(w.shape)}, expected [{V}, {J}]", path=path)

@@ -238,7 +238,11 @@ def resolve(obj, depth: int = 0):
     if isinstance(obj, SparseStandIn):
         return _sparse_from_state(obj)
     if isinstance(obj, dict):
-        return type(obj)((k, resolve(v, depth + 1)) for k, v in obj.items()) if isinstance(obj, collections.OrderedDict) else {k: resolve(v, depth + 1) for k, v in obj.items()}
+        return (
+            type(obj)((k, resolve(v, depth + 1)) for k, v in obj.items())
+            if isinstance(obj, collections.OrderedDict)
+            else {k: resolve(v, depth + 1) for k, v in obj.items()}
+        )
     if isinstance(obj, list):
         return [resolve(v, depth + 1) for v in obj]
     if isinstance(obj, tuple):
@@ -301,13 +305,15 @@ def load_npy(path: str | Path, data: bytes | None = None) -> Any:
         else:
             shape, fortran, dtype = npformat._read_array_header(f, version)  # (3, 0)
     except Exception as e:  # noqa: BLE001
-        raise ArtifactError(f"not a .npy file ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})", path=p) from None
+        raise ArtifactError(
+            f"not a .npy file ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})", path=p
+        ) from None
     if not dtype.hasobject:
         try:
             return np.load(io.BytesIO(data), allow_pickle=False)
         except Exception as e:  # noqa: BLE001
             raise ArtifactError(f"unreadable .npy array ({type(e).__name__})", path=p) from None
-    payload = data[f.tell():]
+    payload = data[f.tell() :]
     arr = loads_restricted(payload, p)
     if isinstance(arr, np.ndarray) and arr.dtype.hasobject:
         arr = arr.reshape(shape, order="F" if fortran else "C")

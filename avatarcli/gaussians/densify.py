@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from avatarcli.geometry import quaternion_to_matrix
 from avatarcli.gaussians.model import BoundGaussians
+from avatarcli.geometry import quaternion_to_matrix
 
 
 @dataclass

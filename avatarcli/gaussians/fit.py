@@ -176,7 +176,9 @@ class _Params:
 def _regularisers(bound: BoundGaussians, cfg: FitConfig) -> Tensor:
     xyz = bound.local_xyz  # [N, 3] triangle units; axis 2 = normal
     tangent = xyz[:, :2].norm(dim=-1)
-    reg = torch.relu(tangent - cfg.offset_cap).pow(2).mean() + torch.relu(xyz[:, 2].abs() - cfg.normal_cap).pow(2).mean()
+    reg = (
+        torch.relu(tangent - cfg.offset_cap).pow(2).mean() + torch.relu(xyz[:, 2].abs() - cfg.normal_cap).pow(2).mean()
+    )
     out = cfg.reg_offset * reg
     if cfg.reg_scale > 0:
         out = out + cfg.reg_scale * torch.relu(bound.local_log_scale - cfg.log_scale_cap).pow(2).mean()
@@ -230,7 +232,10 @@ def fit_gaussians(
     faces = faces.to(dev)
     bg = torch.tensor(cfg.background, dtype=torch.float32, device=dev)
     cams = [t.camera.to(dev) for t in targets]
-    comp = [_composite_target(ViewTarget(c, t.image.to(dev, torch.float32), t.mask.to(dev, torch.float32)), bg) for c, t in zip(cams, targets)]
+    comp = [
+        _composite_target(ViewTarget(c, t.image.to(dev, torch.float32), t.mask.to(dev, torch.float32)), bg)
+        for c, t in zip(cams, targets)
+    ]
     weights = [float(t.weight) for t in targets]
 
     radius = float((verts - verts.mean(0)).norm(dim=-1).max())
@@ -306,7 +311,12 @@ def fit_gaussians(
                 grad_acc = torch.zeros(res.bound.n, device=dev)
                 grad_cnt = torch.zeros_like(grad_acc)
 
-        last = {"loss": float(loss.detach()), "psnr": step_psnr, "n": int(params.binding.shape[0]), "sh_degree": active_sh}
+        last = {
+            "loss": float(loss.detach()),
+            "psnr": step_psnr,
+            "n": int(params.binding.shape[0]),
+            "sh_degree": active_sh,
+        }
         if on_step is not None:
             on_step(step, last)
 
@@ -340,7 +350,9 @@ def fit_input_view(
     render_fn: RenderFn | None = None,
 ) -> tuple[BoundGaussians, dict]:
     """fit_gaussians with the input view as the only target."""
-    return fit_gaussians(bound, vertices, faces, [ViewTarget(camera, image, mask, 1.0)], config, on_step, render_fn=render_fn)
+    return fit_gaussians(
+        bound, vertices, faces, [ViewTarget(camera, image, mask, 1.0)], config, on_step, render_fn=render_fn
+    )
 
 
 __all__ = ["ViewTarget", "FitConfig", "fit_gaussians", "fit_input_view"]

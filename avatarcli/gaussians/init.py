@@ -79,7 +79,15 @@ def canonical_head(model, fit) -> tuple[Tensor, Tensor, Tensor]:
 
     dt, dev = model.dtype, model.device
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=dt, device=dev).reshape(1, -1)  # noqa: E731
-    params = FlameParams(t(fit.shape), t(fit.expr), t(fit.global_pose), t(fit.neck_pose), t(fit.jaw_pose), t(fit.eyes_pose), t(fit.translation))
+    params = FlameParams(
+        t(fit.shape),
+        t(fit.expr),
+        t(fit.global_pose),
+        t(fit.neck_pose),
+        t(fit.jaw_pose),
+        t(fit.eyes_pose),
+        t(fit.translation),
+    )
     if params.shape.shape[1] > model.n_shape or params.expr.shape[1] > model.n_expr:
         from avatarcli.errors import InputError
 
@@ -116,7 +124,9 @@ def _sample_image(img: Tensor, uv: Tensor) -> Tensor:
     """Bilinear lookup of img [H, W, C] at pixel coordinates uv [N, 2] (centres at integers) -> [N, C]."""
     H, W = img.shape[:2]
     g = torch.stack([uv[:, 0] / max(W - 1, 1) * 2 - 1, uv[:, 1] / max(H - 1, 1) * 2 - 1], -1)
-    out = F.grid_sample(img.permute(2, 0, 1)[None], g[None, None], mode="bilinear", padding_mode="border", align_corners=True)
+    out = F.grid_sample(
+        img.permute(2, 0, 1)[None], g[None, None], mode="bilinear", padding_mode="border", align_corners=True
+    )
     return out[0, :, 0].T  # [N, C]
 
 
@@ -137,14 +147,22 @@ def scaled_camera(cam: Camera, long_side: int) -> Camera:
     return Camera(K, cam.viewmat.clone(), W, H)
 
 
-def visibility(gaussians: Gaussians, normals: Tensor, points: Tensor, cam: Camera, config: InitConfig, radius: float) -> Tensor:
+def visibility(
+    gaussians: Gaussians, normals: Tensor, points: Tensor, cam: Camera, config: InitConfig, radius: float
+) -> Tensor:
     """Which `points` [N, 3] with `normals` [N, 3] the camera sees (see the module docstring) -> [N] bool.
 
     The depth map is rendered from `gaussians` (the head's own surface Gaussians, made opaque)."""
     from avatarcli.render.api import render
 
     dcam = scaled_camera(cam, config.depth_size)
-    opaque = Gaussians(gaussians.means, gaussians.quats, gaussians.scales, torch.full_like(gaussians.opacities, 0.99), gaussians.sh[:, :1])
+    opaque = Gaussians(
+        gaussians.means,
+        gaussians.quats,
+        gaussians.scales,
+        torch.full_like(gaussians.opacities, 0.99),
+        gaussians.sh[:, :1],
+    )
     with torch.no_grad():
         out = render(opaque, dcam, None, backend="torch", sh_degree=0)
     uv, z = _project(dcam, points)
@@ -192,7 +210,9 @@ def colour_points(
     return ColourInfo(rgb=rgb.clamp(0, 1), visible=vis, mirrored=mirrored, prior=prior, skin=skin)
 
 
-def init_gaussians(model, fit, rgb: np.ndarray, config: InitConfig | None = None, *, info: dict | None = None) -> GaussianPly:
+def init_gaussians(
+    model, fit, rgb: np.ndarray, config: InitConfig | None = None, *, info: dict | None = None
+) -> GaussianPly:
     """Seed `config.n_gaussians` FLAME-bound Gaussians on the fit's canonical head, coloured from
     the photo `rgb` (uint8 [H, W, 3], the image the fit was made on, at fit.image_size).
 
@@ -236,8 +256,18 @@ def init_gaussians(model, fit, rgb: np.ndarray, config: InitConfig | None = None
     meta = HeadMeta.from_fit(fit, j0, n_faces=int(faces.shape[0]), sh_degree=cfg.sh_degree)
     ply = GaussianPly.from_bound(bound, verts, faces, meta)
     if info is not None:
-        info.update(colour=colour, points=pts, normals=normals, spacing=spacing, camera=cam, vertices=verts, faces=faces)
+        info.update(
+            colour=colour, points=pts, normals=normals, spacing=spacing, camera=cam, vertices=verts, faces=faces
+        )
     return ply
 
 
-__all__ = ["InitConfig", "ColourInfo", "init_gaussians", "canonical_head", "sample_surface", "scaled_camera", "colour_points"]
+__all__ = [
+    "InitConfig",
+    "ColourInfo",
+    "init_gaussians",
+    "canonical_head",
+    "sample_surface",
+    "scaled_camera",
+    "colour_points",
+]

@@ -50,7 +50,9 @@ def _blur(x: Tensor, w: Tensor, padding: str) -> Tensor:
     return F.conv2d(F.conv2d(x, kx, groups=C), ky, groups=C)
 
 
-def ssim_map(img1: Tensor, img2: Tensor, *, sigma: float = 1.5, data_range: float = 1.0, padding: str = "valid") -> Tensor:
+def ssim_map(
+    img1: Tensor, img2: Tensor, *, sigma: float = 1.5, data_range: float = 1.0, padding: str = "valid"
+) -> Tensor:
     """Per-pixel, per-channel SSIM.
 
     img1, img2 [H, W, C] or [B, H, W, C] -> [H', W', C] or [B, H', W', C];

@@ -95,6 +95,8 @@ class BoundGaussians:
         return BoundGaussians(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
     def cat(self, other: "BoundGaussians") -> "BoundGaussians":
-        return BoundGaussians(**{f.name: torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)})
+        return BoundGaussians(
+            **{f.name: torch.cat([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)}
+        )
 
     replace = replace

@@ -42,8 +42,32 @@ _PLY_TYPES = {
     "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
     "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }  # fmt: skip
-_REQUIRED = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
-_VECTORS = {"shape": None, "expr": None, "global_pose": 3, "neck_pose": 3, "jaw_pose": 3, "eyes_pose": 6, "translation": 3, "root_joint": 3}
+_REQUIRED = [
+    "x",
+    "y",
+    "z",
+    "f_dc_0",
+    "f_dc_1",
+    "f_dc_2",
+    "opacity",
+    "scale_0",
+    "scale_1",
+    "scale_2",
+    "rot_0",
+    "rot_1",
+    "rot_2",
+    "rot_3",
+]
+_VECTORS = {
+    "shape": None,
+    "expr": None,
+    "global_pose": 3,
+    "neck_pose": 3,
+    "jaw_pose": 3,
+    "eyes_pose": 6,
+    "translation": 3,
+    "root_joint": 3,
+}
 
 
 @dataclass
@@ -87,8 +111,13 @@ class HeadMeta:
 
         t = lambda x: torch.as_tensor(np.asarray(x)[None], dtype=dtype, device=device)  # noqa: E731
         return FlameParams(
-            shape=t(self.shape), expr=t(self.expr), global_pose=t(self.global_pose), neck_pose=t(self.neck_pose),
-            jaw_pose=t(self.jaw_pose), eyes_pose=t(self.eyes_pose), translation=t(self.translation),
+            shape=t(self.shape),
+            expr=t(self.expr),
+            global_pose=t(self.global_pose),
+            neck_pose=t(self.neck_pose),
+            jaw_pose=t(self.jaw_pose),
+            eyes_pose=t(self.eyes_pose),
+            translation=t(self.translation),
         )
 
     def to_json(self) -> str:
@@ -226,7 +255,12 @@ def ply_bytes(ply: GaussianPly, path: str | Path = "<memory>") -> bytes:
         raise ValueError(f"cannot write Gaussians with means {tuple(g.means.shape)} and sh {tuple(g.sh.shape)}")
     means, quats, scales, opac, sh = _np32(g.means), _np32(g.quats), _np32(g.scales), _np32(g.opacities), _np32(g.sh)
     raw = ply.raw
-    use_raw = raw is not None and raw.log_scales.shape == (n, 3) and raw.opacity_logits.shape == (n,) and raw.quats.shape == (n, 4)
+    use_raw = (
+        raw is not None
+        and raw.log_scales.shape == (n, 3)
+        and raw.opacity_logits.shape == (n,)
+        and raw.quats.shape == (n, 4)
+    )
     if use_raw:
         s_act, o_act, q_act = _activate(raw.log_scales, raw.opacity_logits, raw.quats)
         use_raw = np.array_equal(s_act, scales) and np.array_equal(o_act, opac) and np.array_equal(q_act, quats)
@@ -252,7 +286,7 @@ def ply_bytes(ply: GaussianPly, path: str | Path = "<memory>") -> bytes:
     if ply.meta is not None:
         meta = replace(ply.meta, sh_degree=int(round(math.sqrt(k))) - 1)
         text = meta.to_json()
-        head += [f"comment {META_TAG} {text[i:i + META_CHUNK]}" for i in range(0, len(text), META_CHUNK)]
+        head += [f"comment {META_TAG} {text[i : i + META_CHUNK]}" for i in range(0, len(text), META_CHUNK)]
     head.append(f"element vertex {n}")
     head += [f"property float {nm}" for nm in names]
     if ply.binding is not None:
@@ -306,7 +340,7 @@ def _parse_header(data: bytes, path: Path):
                 fmt = words[1]
             elif kw in ("comment", "obj_info"):
                 if kw == "comment":
-                    comments.append(line.strip()[len("comment"):].strip())
+                    comments.append(line.strip()[len("comment") :].strip())
             elif kw == "element":
                 if len(words) != 3:
                     raise ValueError
@@ -400,9 +434,19 @@ def read_gaussian_ply(path: str | Path) -> GaussianPly:
         logits = col(["opacity"])[:, 0]
         log_scales = col(["scale_0", "scale_1", "scale_2"])
         quats = col(["rot_0", "rot_1", "rot_2", "rot_3"])
-    for name, arr in (("x/y/z", means), ("f_dc", dc), ("f_rest", rest), ("opacity", logits), ("scale", log_scales), ("rot", quats)):
+    for name, arr in (
+        ("x/y/z", means),
+        ("f_dc", dc),
+        ("f_rest", rest),
+        ("opacity", logits),
+        ("scale", log_scales),
+        ("rot", quats),
+    ):
         if not np.isfinite(arr).all():
-            raise ArtifactError(f"{name} has non-finite values (NaN or inf) in {int((~np.isfinite(arr)).any(-1).sum()) if arr.ndim > 1 else int((~np.isfinite(arr)).sum())} Gaussian(s)", path=path)
+            raise ArtifactError(
+                f"{name} has non-finite values (NaN or inf) in {int((~np.isfinite(arr)).any(-1).sum()) if arr.ndim > 1 else int((~np.isfinite(arr)).sum())} Gaussian(s)",
+                path=path,
+            )
     k = n_rest // 3 + 1
     sh = np.concatenate([dc[:, None, :], rest.reshape(n, 3, k - 1).transpose(0, 2, 1)], axis=1)  # [N, K, 3]
     with np.errstate(over="ignore"):
@@ -411,7 +455,7 @@ def read_gaussian_ply(path: str | Path) -> GaussianPly:
         raise ArtifactError("scale_* values too large (exp overflows)", path=path)
 
     meta = None
-    chunks = [c[len(META_TAG) + 1:] for c in comments if c.startswith(META_TAG + " ")]
+    chunks = [c[len(META_TAG) + 1 :] for c in comments if c.startswith(META_TAG + " ")]
     if chunks:
         meta = HeadMeta.from_json("".join(chunks), path)
         degree = {1: 0, 4: 1, 9: 2, 16: 3}[k]
@@ -428,7 +472,9 @@ def read_gaussian_ply(path: str | Path) -> GaussianPly:
         bad = (b < 0) | (b >= hi) if hi is not None else (b < 0)
         if bad.any():
             raise ArtifactError(
-                f"binding out of range for {int(bad.sum())} Gaussian(s) (FLAME has {hi} faces)" if hi else "negative binding values",
+                f"binding out of range for {int(bad.sum())} Gaussian(s) (FLAME has {hi} faces)"
+                if hi
+                else "negative binding values",
                 path=path,
             )
         binding = torch.from_numpy(b)

@@ -85,9 +85,7 @@ def check_format(path: Path, arrays: Mapping[str, np.ndarray], fmt: str, version
     return got_version
 
 
-def validate_arrays(
-    path: Path | str, arrays: Mapping[str, np.ndarray], fields: Sequence[Field]
-) -> dict[str, int]:
+def validate_arrays(path: Path | str, arrays: Mapping[str, np.ndarray], fields: Sequence[Field]) -> dict[str, int]:
     """Check shapes/dtypes/finiteness of `arrays` against `fields`; return named dims."""
     path = Path(path)
     dims: dict[str, int] = {}
@@ -106,7 +104,9 @@ def validate_arrays(
                 )
             for i, (n, want) in enumerate(zip(a.shape, f.shape)):
                 if isinstance(want, int) and n != want:
-                    raise ArtifactError(f"field {f.name!r}: shape {list(a.shape)}, dimension {i} should be {want}", path=path)
+                    raise ArtifactError(
+                        f"field {f.name!r}: shape {list(a.shape)}, dimension {i} should be {want}", path=path
+                    )
                 if isinstance(want, str):
                     if dims.setdefault(want, n) != n:
                         raise ArtifactError(

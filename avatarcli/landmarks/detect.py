@@ -177,7 +177,9 @@ def load_landmark_detector(
     sfd_path = resolve_file(SFD_MODEL) if need_detector else None
     dev = resolve_device(device)
 
-    fan = _build(FAN_MODEL, fan_path, lambda: FAN(4), _load_state_dict(FAN_MODEL, fan_path)).to(dev, torch.float32).eval()
+    fan = (
+        _build(FAN_MODEL, fan_path, lambda: FAN(4), _load_state_dict(FAN_MODEL, fan_path)).to(dev, torch.float32).eval()
+    )
     sfd = None
     if sfd_path is not None:
         sfd = _make_sfd(_load_state_dict(SFD_MODEL, sfd_path), dev, DETECT_THRESHOLD, sfd_path)
@@ -194,7 +196,9 @@ def detect_faces(image: LoadedImage, detector: LandmarkDetector) -> np.ndarray:
     import cv2
 
     if detector.sfd is None:
-        raise InputError("this landmark detector was loaded without the face detector (need_detector=False): give a bbox")
+        raise InputError(
+            "this landmark detector was loaded without the face detector (need_detector=False): give a bbox"
+        )
     rgb = image.rgb
     h, w = rgb.shape[:2]
     f = min(1.0, detector.detect_max_side / max(h, w))
@@ -278,7 +282,12 @@ def crop_image(rgb: np.ndarray, center: np.ndarray, side: float, size: int = CRO
         m = m @ pre
         rgb = small
     return cv2.warpAffine(
-        np.ascontiguousarray(rgb), m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        np.ascontiguousarray(rgb),
+        m,
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
     )
 
 
@@ -352,7 +361,9 @@ def detect_landmarks(
     else:
         faces = detect_faces(image, detector)
         if len(faces) == 0:
-            raise NoFaceError("no face found (give the face box with --bbox, or your own points with --landmarks)", path=image.path)
+            raise NoFaceError(
+                "no face found (give the face box with --bbox, or your own points with --landmarks)", path=image.path
+            )
         k = 0 if face_index is None else int(face_index)
         if k < 0 or k >= len(faces):
             raise InputError(

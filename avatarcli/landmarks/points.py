@@ -86,7 +86,9 @@ def _read_npz(path: Path) -> np.ndarray:
             return _shape68(path, arrays[k])
     if len(arrays) == 1:
         return _shape68(path, next(iter(arrays.values())))
-    raise InputError(f"no landmarks array in this .npz (keys {sorted(arrays)}; expected one of {list(_NPZ_KEYS)})", path=path)
+    raise InputError(
+        f"no landmarks array in this .npz (keys {sorted(arrays)}; expected one of {list(_NPZ_KEYS)})", path=path
+    )
 
 
 def read_points(path: str | Path) -> np.ndarray:

@@ -66,8 +66,18 @@ def render(
 
     cam = camera.to(gaussians.means.device, gaussians.means.dtype)
     rgb, alpha, depth = render_torch(
-        gaussians.means, gaussians.quats, gaussians.scales, gaussians.opacities, gaussians.sh,
-        cam.viewmat, cam.K, cam.width, cam.height, background, deg, stats=stats,
+        gaussians.means,
+        gaussians.quats,
+        gaussians.scales,
+        gaussians.opacities,
+        gaussians.sh,
+        cam.viewmat,
+        cam.K,
+        cam.width,
+        cam.height,
+        background,
+        deg,
+        stats=stats,
     )
     return RenderOutput(rgb, alpha, depth)
 

@@ -28,7 +28,9 @@ def format_for_path(path: str | Path, fmt: str | None = None) -> str:
     """gsplat format name from `fmt` (splat | compressed | ply) or from the output's name."""
     name = Path(path).name.lower()
     if fmt is not None:
-        key = {"splat": "splat", "compressed": "ply_compressed", "ply_compressed": "ply_compressed", "ply": "ply"}.get(fmt.lower())
+        key = {"splat": "splat", "compressed": "ply_compressed", "ply_compressed": "ply_compressed", "ply": "ply"}.get(
+            fmt.lower()
+        )
         if key is None:
             raise InputError(f"--format {fmt!r}: expected splat, compressed or ply")
         return key
@@ -46,7 +48,12 @@ def stored_values(ply) -> dict[str, torch.Tensor]:
     g = ply.gaussians
     raw = getattr(ply, "raw", None)
     n = g.n
-    if raw is not None and raw.log_scales.shape == (n, 3) and raw.opacity_logits.shape == (n,) and raw.quats.shape == (n, 4):
+    if (
+        raw is not None
+        and raw.log_scales.shape == (n, 3)
+        and raw.opacity_logits.shape == (n,)
+        and raw.quats.shape == (n, 4)
+    ):
         log_scales = torch.from_numpy(np.asarray(raw.log_scales, np.float32).copy())
         logits = torch.from_numpy(np.asarray(raw.opacity_logits, np.float32).copy())
         quats = torch.from_numpy(np.asarray(raw.quats, np.float32).copy())

@@ -98,7 +98,9 @@ def _camera_fit(cfg: RenderConfig, ply, flame):
     meta = ply.meta
     if cfg.camera == "photo":
         if meta is None:
-            raise InputError("--camera photo: this PLY holds no fit (not an avatarcli head); pass --camera FLAME_FIT.npz")
+            raise InputError(
+                "--camera photo: this PLY holds no fit (not an avatarcli head); pass --camera FLAME_FIT.npz"
+            )
         return meta, meta.root_joint
     from avatarcli.flame.fit import read_flame_fit
 
@@ -130,7 +132,9 @@ def plan_render(ply_or_path, out: str | Path, config: RenderConfig, flame: str |
     elif suffix in VIDEO_SUFFIXES:
         kind = "video"
     else:
-        raise InputError(f"unknown output type {suffix or '(none)'!r}: use .png (one view), .mp4 or .gif (turntable)", path=out)
+        raise InputError(
+            f"unknown output type {suffix or '(none)'!r}: use .png (one view), .mp4 or .gif (turntable)", path=out
+        )
     check_output_path(out)
     _check_config(config, kind)
     if config.up not in ("auto", "y", "-y", "z", "-z", "x", "-x"):

@@ -111,8 +111,14 @@ def _write_mp4(tmp: Path, frames: Iterable, fps: float, crf: int, threaded: bool
         if "gen" not in state:
             state["size"] = img.shape[:2]
             gen = imageio_ffmpeg.write_frames(
-                str(tmp), (img.shape[1], img.shape[0]), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
-                quality=None, macro_block_size=1, ffmpeg_log_level="error",
+                str(tmp),
+                (img.shape[1], img.shape[0]),
+                fps=fps,
+                codec="libx264",
+                pix_fmt_out="yuv420p",
+                quality=None,
+                macro_block_size=1,
+                ffmpeg_log_level="error",
                 output_params=["-crf", str(int(crf)), "-preset", "medium", "-movflags", "+faststart", "-f", "mp4"],
             )
             gen.send(None)

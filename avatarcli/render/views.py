@@ -28,7 +28,12 @@ from avatarcli.errors import InputError
 from avatarcli.render.camera import Camera, orbit_camera
 
 UP_AXES = ("auto", "y", "-y", "z", "-z", "x", "-x")
-NAMED_BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "grey": (0.5, 0.5, 0.5), "gray": (0.5, 0.5, 0.5)}
+NAMED_BACKGROUNDS = {
+    "white": (1.0, 1.0, 1.0),
+    "black": (0.0, 0.0, 0.0),
+    "grey": (0.5, 0.5, 0.5),
+    "gray": (0.5, 0.5, 0.5),
+}
 DEFAULT_FOV = 20.0
 FRAME_MARGIN = 1.15
 MIN_FRAMING_OPACITY = 0.05
@@ -124,7 +129,9 @@ def view_camera(
 ) -> Camera:
     """A camera on a sphere around the framing's centre, in its up frame (see orbit_camera)."""
     d = framing.distance(fov_deg) if distance is None else float(distance)
-    c = orbit_camera(yaw_deg, pitch_deg, distance=d, target=(0.0, 0.0, 0.0), fov_deg=fov_deg, width=width, height=height)
+    c = orbit_camera(
+        yaw_deg, pitch_deg, distance=d, target=(0.0, 0.0, 0.0), fov_deg=fov_deg, width=width, height=height
+    )
     # world -> view frame: X_v = B^T (X_w - center)
     B = framing.basis.double()
     M = torch.eye(4, dtype=torch.float64)

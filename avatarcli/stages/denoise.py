@@ -37,7 +37,9 @@ from avatarcli.render.camera import Camera
 
 @dataclass
 class DenoiseConfig:
-    steps: int = 200  # input-view fit steps (bench_fit_head: 200 reaches ~40 dB at 256 px; fewer trade quality for time)
+    steps: int = (
+        200  # input-view fit steps (bench_fit_head: 200 reaches ~40 dB at 256 px; fewer trade quality for time)
+    )
     sh_degree: int = 1
     rounds: int = 4  # diffusion rounds (0: input-view fit only)
     round_steps: int = 100  # fit steps per round
@@ -85,7 +87,9 @@ def working_photo(rgb: np.ndarray, camera: Camera, max_side: int) -> tuple[Tenso
     cam = scaled_camera(camera, max_side)
     if (cam.height, cam.width) != tuple(img.shape[:2]):
         x = img.permute(2, 0, 1)[None]
-        img = F.interpolate(x, size=(cam.height, cam.width), mode="bilinear", align_corners=False, antialias=True)[0].permute(1, 2, 0)
+        img = F.interpolate(x, size=(cam.height, cam.width), mode="bilinear", align_corners=False, antialias=True)[
+            0
+        ].permute(1, 2, 0)
     return img.clamp(0, 1).contiguous(), cam
 
 
@@ -97,7 +101,9 @@ def features_mask(features, size: tuple[int, int]) -> Tensor:
     return m[0].permute(1, 2, 0).contiguous()
 
 
-def alpha_mask(bound, vertices: Tensor, faces: Tensor, camera: Camera, dilate_frac: float, backend: str = "auto") -> Tensor:
+def alpha_mask(
+    bound, vertices: Tensor, faces: Tensor, camera: Camera, dilate_frac: float, backend: str = "auto"
+) -> Tensor:
     """The head's rendered alpha (> 0.5) dilated by dilate_frac x the image side -> float [h, w, 1]."""
     from avatarcli.diffusion.rounds import dilate
     from avatarcli.gaussians.binding import world_gaussians
@@ -175,13 +181,19 @@ def denoise_head(
     h, w = cam.height, cam.width
     if mask is not None:
         m = torch.as_tensor(np.asarray(mask), dtype=torch.float32).reshape(H, W)[None, None]
-        region = F.interpolate(m, size=(h, w), mode="area" if (h, w) != (H, W) else "nearest")[0].permute(1, 2, 0).clamp(0, 1)
+        region = (
+            F.interpolate(m, size=(h, w), mode="area" if (h, w) != (H, W) else "nearest")[0]
+            .permute(1, 2, 0)
+            .clamp(0, 1)
+        )
         region_src = "given"
     elif features is not None:
         region = features_mask(features, (h, w))
         region_src = "features"
     else:
-        region = alpha_mask(bound, verts, faces, cam, cfg.mask_dilate, backend=cfg.backend if dev.type == "cuda" else "torch")
+        region = alpha_mask(
+            bound, verts, faces, cam, cfg.mask_dilate, backend=cfg.backend if dev.type == "cuda" else "torch"
+        )
         region_src = "init alpha"
     if float(region.sum()) < 1:
         raise InputError("the head region is empty in the photo (check the FLAME fit / features)")
@@ -208,7 +220,9 @@ def denoise_head(
         from avatarcli.diffusion.denoiser import Conditioning
         from avatarcli.diffusion.rounds import refine
 
-        cond = Conditioning(image_embeds=torch.from_numpy(np.asarray(features.image_embeds, np.float32)).to(dev), image=image.to(dev))
+        cond = Conditioning(
+            image_embeds=torch.from_numpy(np.asarray(features.image_embeds, np.float32)).to(dev), image=image.to(dev)
+        )
         rcfg = replace(cfg.rounds_config(), rounds=rounds)
         round_fit = replace(fcfg, steps=cfg.round_steps, densify_every=0)
         offset = cfg.steps
@@ -221,9 +235,14 @@ def denoise_head(
 
         def round_step(i, d):
             if on_step is not None:
-                on_step(offset + counter["round"] * cfg.round_steps + i, {**d, "phase": f"round {counter['round'] + 1}/{rounds}"})
+                on_step(
+                    offset + counter["round"] * cfg.round_steps + i,
+                    {**d, "phase": f"round {counter['round'] + 1}/{rounds}"},
+                )
 
-        bound, round_stats = refine(bound, verts, faces, target, denoiser, cond, rcfg, round_fit, on_progress, on_step=round_step)
+        bound, round_stats = refine(
+            bound, verts, faces, target, denoiser, cond, rcfg, round_fit, on_progress, on_step=round_step
+        )
     t2 = time.perf_counter()
 
     from avatarcli.gaussians.binding import world_gaussians
@@ -232,7 +251,9 @@ def denoise_head(
 
     bg = torch.tensor(fcfg.background, dtype=torch.float32, device=dev)
     with torch.no_grad():
-        out = render(world_gaussians(bound, verts, faces), target.camera, bg, backend=fcfg.backend, sh_degree=fcfg.sh_degree)
+        out = render(
+            world_gaussians(bound, verts, faces), target.camera, bg, backend=fcfg.backend, sh_degree=fcfg.sh_degree
+        )
         tgt = target.mask * target.image + (1 - target.mask) * bg
         ssim = float(masked_ssim(out.rgb, tgt, target.mask))
     final_psnr = input_view_psnr(bound, verts, faces, target, fcfg)

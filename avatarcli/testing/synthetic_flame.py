@@ -40,22 +40,64 @@ ROOT_PARENT = 4294967295  # the uint32 "no parent" of the real kintree_table
 _STATIC_LMK = np.array(
     [
         # right eyebrow 17-21 (subject's right = -x), outer -> inner
-        (64, -38), (61, -31), (60, -23), (60.5, -15), (62, -8),
+        (64, -38),
+        (61, -31),
+        (60, -23),
+        (60.5, -15),
+        (62, -8),
         # left eyebrow 22-26, inner -> outer
-        (62, 8), (60.5, 15), (60, 23), (61, 31), (64, 38),
+        (62, 8),
+        (60.5, 15),
+        (60, 23),
+        (61, 31),
+        (64, 38),
         # nose bridge 27-30, top -> tip
-        (72, 0), (78, 0), (84, 0), (90, 0),
+        (72, 0),
+        (78, 0),
+        (84, 0),
+        (90, 0),
         # nostrils 31-35
-        (96, -8), (97, -4), (97.5, 0), (97, 4), (96, 8),
+        (96, -8),
+        (97, -4),
+        (97.5, 0),
+        (97, 4),
+        (96, 8),
         # right eye 36-41: outer corner, top, top, inner corner, bottom, bottom
-        (72, -32), (70, -26), (70, -17), (72, -11), (74, -17), (74, -26),
+        (72, -32),
+        (70, -26),
+        (70, -17),
+        (72, -11),
+        (74, -17),
+        (74, -26),
         # left eye 42-47: inner corner, top, top, outer corner, bottom, bottom
-        (72, 11), (70, 17), (70, 26), (72, 32), (74, 26), (74, 17),
+        (72, 11),
+        (70, 17),
+        (70, 26),
+        (72, 32),
+        (74, 26),
+        (74, 17),
         # outer lip 48-59
-        (108, -16), (105, -10), (104, -4), (104.5, 0), (104, 4), (105, 10),
-        (108, 16), (111, 10), (112.5, 4), (113, 0), (112.5, -4), (111, -10),
+        (108, -16),
+        (105, -10),
+        (104, -4),
+        (104.5, 0),
+        (104, 4),
+        (105, 10),
+        (108, 16),
+        (111, 10),
+        (112.5, 4),
+        (113, 0),
+        (112.5, -4),
+        (111, -10),
         # inner lip 60-67
-        (108, -13), (107, -5), (107, 0), (107, 5), (108, 13), (109, 5), (109, 0), (109, -5),
+        (108, -13),
+        (107, -5),
+        (107, 0),
+        (107, 5),
+        (108, 13),
+        (109, 5),
+        (109, 0),
+        (109, -5),
     ],
     dtype=np.float64,
 )
@@ -245,7 +287,11 @@ def _synthetic_arrays_cached(seed: int) -> dict:
 
     # skinning weights: root = neck ring, neck = upper head, jaw = lower front, eyes = patches
     w_root = _smoothstep(T, 136.0, 148.0)
-    w_jaw = _smoothstep(T, 104.0, 110.0) * (1.0 - _smoothstep(T, 132.0, 140.0)) * _smoothstep(np.cos(np.deg2rad(P)), 0.0, 0.6)
+    w_jaw = (
+        _smoothstep(T, 104.0, 110.0)
+        * (1.0 - _smoothstep(T, 132.0, 140.0))
+        * _smoothstep(np.cos(np.deg2rad(P)), 0.0, 0.6)
+    )
     w_leye = (_bump(T, P, 72.0, 21.0, 3.0) > 0.5).astype(float)
     w_reye = (_bump(T, P, 72.0, -21.0, 3.0) > 0.5).astype(float)
     w_jaw = w_jaw * (1 - w_root)
@@ -520,7 +566,9 @@ def deca_embedding_bytes(emb: dict) -> bytes:
 def flame_pytorch_embedding_bytes(emb: dict) -> tuple[bytes, bytes]:
     """(flame_static_embedding.pkl, flame_dynamic_embedding.npy) bytes, FLAME_PyTorch layout."""
     w = _PickleWriter(protocol=2, py2_strings=True)
-    w.obj({"lmk_face_idx": emb["static_lmk_faces_idx"].astype(np.uint32), "lmk_b_coords": emb["static_lmk_bary_coords"]})
+    w.obj(
+        {"lmk_face_idx": emb["static_lmk_faces_idx"].astype(np.uint32), "lmk_b_coords": emb["static_lmk_bary_coords"]}
+    )
     static = w.finish()
     dyn = {
         "lmk_face_idx": [r.astype(np.int64) for r in emb["dynamic_lmk_faces_idx"]],  # 79 x [17]
@@ -609,7 +657,13 @@ def project_fit_camera(points, focal: float, image_size: tuple[int, int]) -> np.
 
 
 def synthetic_landmarks(
-    model, params, *, image_size: tuple[int, int] = (512, 512), focal: float | None = None, noise_px: float = 0.0, seed: int = 0
+    model,
+    params,
+    *,
+    image_size: tuple[int, int] = (512, 512),
+    focal: float | None = None,
+    noise_px: float = 0.0,
+    seed: int = 0,
 ):
     """(list of Landmarks with `noise_px` Gaussian noise per coordinate, noise-free pixels [B,68,2])
     of `model` posed by `params`, seen by the fit camera (focal default 1.2 x the long side)."""

@@ -75,7 +75,9 @@ class SyntheticPhoto:
         yaw0 = math.degrees(math.atan2(float(d[0]), float(d[2])))
         fov = 2 * math.degrees(math.atan(0.5 * cam.height / float(cam.K[1, 1])))
         s = size or cam.width
-        return orbit_camera(yaw0 + yaw_offset_deg, pitch_deg, distance=dist, target=tuple(c.tolist()), fov_deg=fov, width=s, height=s)
+        return orbit_camera(
+            yaw0 + yaw_offset_deg, pitch_deg, distance=dist, target=tuple(c.tolist()), fov_deg=fov, width=s, height=s
+        )
 
     def true_view(self, camera: Camera, background=None, backend: str = "torch") -> tuple[Tensor, Tensor]:
         """The truth seen by `camera`: rgb [H, W, 3] over `background` (default: the photo's), alpha [H, W, 1]."""

@@ -29,14 +29,22 @@ _BARY = torch.tensor(
 )
 
 
-def ellipsoid_mesh(n_lat: int = 12, n_lon: int = 24, radii: tuple[float, float, float] = (0.075, 0.1, 0.085)) -> tuple[Tensor, Tensor]:
+def ellipsoid_mesh(
+    n_lat: int = 12, n_lon: int = 24, radii: tuple[float, float, float] = (0.075, 0.1, 0.085)
+) -> tuple[Tensor, Tensor]:
     """A closed, outward-wound ellipsoid (head-sized, metres): vertices [V, 3], faces [F, 3] long."""
     verts = [[0.0, radii[1], 0.0]]
     for i in range(1, n_lat):
         th = math.pi * i / n_lat
         for j in range(n_lon):
             ph = 2 * math.pi * j / n_lon
-            verts.append([radii[0] * math.sin(th) * math.sin(ph), radii[1] * math.cos(th), radii[2] * math.sin(th) * math.cos(ph)])
+            verts.append(
+                [
+                    radii[0] * math.sin(th) * math.sin(ph),
+                    radii[1] * math.cos(th),
+                    radii[2] * math.sin(th) * math.cos(ph),
+                ]
+            )
     verts.append([0.0, -radii[1], 0.0])
     V = len(verts)
     ring = lambda i, j: 1 + (i - 1) * n_lon + (j % n_lon)  # noqa: E731
@@ -77,7 +85,9 @@ def procedural_texture(points: Tensor, center: Tensor | None = None) -> Tensor:
     return (base + waves - band).clamp(0.1, 0.9)
 
 
-def ground_truth_gaussians(vertices: Tensor, faces: Tensor, sh_degree: int = 0, opacity: float = 0.97) -> BoundGaussians:
+def ground_truth_gaussians(
+    vertices: Tensor, faces: Tensor, sh_degree: int = 0, opacity: float = 0.97
+) -> BoundGaussians:
     """Four flat Gaussians per triangle (vertices [V, 3], faces [F, 3]) painted with procedural_texture."""
     F_ = faces.shape[0]
     tri = vertices[faces]  # [F, 3, 3]
@@ -90,7 +100,9 @@ def ground_truth_gaussians(vertices: Tensor, faces: Tensor, sh_degree: int = 0, 
     rgb = procedural_texture(pts, vertices.mean(0))
     sh = torch.zeros(n, sh_coeffs(sh_degree), 3, device=vertices.device)
     sh[:, 0] = rgb_to_sh0(rgb)
-    g = Gaussians(means=pts, quats=quats, scales=scales, opacities=torch.full((n,), opacity, device=vertices.device), sh=sh)
+    g = Gaussians(
+        means=pts, quats=quats, scales=scales, opacities=torch.full((n,), opacity, device=vertices.device), sh=sh
+    )
     return bind_to_mesh(g, binding, vertices, faces)
 
 
@@ -111,14 +123,27 @@ class SyntheticScene:
 
     def orbit(self, yaw_deg: float, pitch_deg: float = 0.0) -> Camera:
         s = self.camera.width
-        return orbit_camera(yaw_deg, pitch_deg, distance=self.distance, target=tuple(self.center.tolist()), fov_deg=self.fov_deg, width=s, height=s)
+        return orbit_camera(
+            yaw_deg,
+            pitch_deg,
+            distance=self.distance,
+            target=tuple(self.center.tolist()),
+            fov_deg=self.fov_deg,
+            width=s,
+            height=s,
+        )
 
     def true_view(self, camera: Camera, background=PHOTO_BACKGROUND, backend: str = "torch") -> tuple[Tensor, Tensor]:
         """The truth seen by `camera`: rgb [H, W, 3] over `background`, alpha [H, W, 1]."""
         from avatarcli.render.api import render
 
         with torch.no_grad():
-            out = render(world_gaussians(self.truth, self.vertices, self.faces), camera, torch.tensor(background), backend=backend)
+            out = render(
+                world_gaussians(self.truth, self.vertices, self.faces),
+                camera,
+                torch.tensor(background),
+                backend=backend,
+            )
         return out.rgb.clamp(0, 1), out.alpha
 
 
@@ -139,7 +164,9 @@ def make_scene(
     c = vertices.mean(0)
     r = float((vertices - c).norm(dim=-1).max())
     distance = r / (fill * math.tan(math.radians(fov_deg) / 2))
-    cam = orbit_camera(yaw_deg, pitch_deg, distance=distance, target=tuple(c.tolist()), fov_deg=fov_deg, width=size, height=size)
+    cam = orbit_camera(
+        yaw_deg, pitch_deg, distance=distance, target=tuple(c.tolist()), fov_deg=fov_deg, width=size, height=size
+    )
     scene = SyntheticScene(vertices, faces, truth, cam, torch.empty(0), torch.empty(0), distance, fov_deg)
     scene.image, scene.mask = scene.true_view(cam, backend=backend)
     return scene
@@ -156,7 +183,15 @@ def flame_head_scene(model, size: int = 256, **kw) -> SyntheticScene:
     return make_scene(v, model.faces.long(), size=size, **kw)
 
 
-def perturbed(bound: BoundGaussians, *, xyz: float = 0.15, log_scale: float = 0.3, rgb: float = 0.15, opacity_logit: float = 1.0, seed: int = 0) -> BoundGaussians:
+def perturbed(
+    bound: BoundGaussians,
+    *,
+    xyz: float = 0.15,
+    log_scale: float = 0.3,
+    rgb: float = 0.15,
+    opacity_logit: float = 1.0,
+    seed: int = 0,
+) -> BoundGaussians:
     """A copy with noisy positions (triangle units), scales, colours and opacities: a fit's starting point."""
     g = torch.Generator().manual_seed(seed)
     noise = lambda t, s: t + s * torch.randn(t.shape, generator=g).to(t)  # noqa: E731

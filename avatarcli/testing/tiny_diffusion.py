@@ -120,7 +120,9 @@ def write_tiny_sd_image_variations(folder: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     UNet2DConditionModel(**tiny_unet_config()).save_pretrained(folder / "unet")
     AutoencoderKL(**tiny_vae_config()).save_pretrained(folder / "vae")
-    CLIPVisionModelWithProjection(CLIPVisionConfig(**tiny_clip_vision_config())).save_pretrained(folder / "image_encoder")
+    CLIPVisionModelWithProjection(CLIPVisionConfig(**tiny_clip_vision_config())).save_pretrained(
+        folder / "image_encoder"
+    )
     CLIPImageProcessor(
         size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_center_crop=True
     ).save_pretrained(folder / "feature_extractor")

@@ -1,9 +1,9 @@
 """Pinned model weights: weights.lock, the resolver (override -> cache), fetch and verify.
 
-    resolve(name) -> Path            local folder of `name` (MissingModelError if absent)
-    resolve_file(name, path=None)    one file of it
-    status(name) / verify(name)      presence / sha256 check -> ModelStatus
-    fetch(name, progress=None)       download into the cache (pinned revision, sha256 checked)
+resolve(name) -> Path            local folder of `name` (MissingModelError if absent)
+resolve_file(name, path=None)    one file of it
+status(name) / verify(name)      presence / sha256 check -> ModelStatus
+fetch(name, progress=None)       download into the cache (pinned revision, sha256 checked)
 """
 
 from avatarcli.weights.fetch import fetch, offline

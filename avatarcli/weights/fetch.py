@@ -28,7 +28,10 @@ TIMEOUT_S = 60
 
 
 def offline() -> bool:
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "AVATAR_OFFLINE"))
+    return any(
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "AVATAR_OFFLINE")
+    )
 
 
 def _check_hashes(entry: ModelEntry, folder: Path) -> None:

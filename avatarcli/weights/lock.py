@@ -96,15 +96,26 @@ def _entry(path: Path, name: str, d: dict) -> ModelEntry:
             if sha is not None and not (isinstance(sha, str) and len(sha) == 64 and _HEX.match(sha)):
                 raise _bad(path, f"model {name!r}: file {f['path']!r}: sha256 must be 64 lower-case hex digits")
             files.append(LockFile(f["path"], sha, f.get("size")))
-        return ModelEntry(name, kind, revision, licence, homepage, tuple(files), d.get("description", ""),
-                          repo=repo, used_by=used_by)
+        return ModelEntry(
+            name, kind, revision, licence, homepage, tuple(files), d.get("description", ""), repo=repo, used_by=used_by
+        )
     url, file = need("url"), need("file")
     prefix = d.get("sha256_prefix")
     if prefix is not None and not (isinstance(prefix, str) and _HEX.match(prefix)):
         raise _bad(path, f"model {name!r}: sha256_prefix must be lower-case hex")
     sha = d.get("sha256")
-    return ModelEntry(name, kind, revision, licence, homepage, (LockFile(file, sha, d.get("size")),),
-                      d.get("description", ""), url=url, sha256_prefix=prefix, used_by=used_by)
+    return ModelEntry(
+        name,
+        kind,
+        revision,
+        licence,
+        homepage,
+        (LockFile(file, sha, d.get("size")),),
+        d.get("description", ""),
+        url=url,
+        sha256_prefix=prefix,
+        used_by=used_by,
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -128,7 +139,9 @@ def _read() -> tuple[dict[str, ModelEntry], dict]:
     try:
         mtime = path.stat().st_mtime
     except OSError:
-        raise EnvironmentProblem("weights lock not found (reinstall avatarcli or fix AVATAR_WEIGHTS_LOCK)", path=path) from None
+        raise EnvironmentProblem(
+            "weights lock not found (reinstall avatarcli or fix AVATAR_WEIGHTS_LOCK)", path=path
+        ) from None
     return _load(str(path), mtime)
 
 
