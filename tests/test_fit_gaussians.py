@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from avatarcli.gaussians.binding import world_gaussians
-from avatarcli.gaussians.densify import SPLIT_SHRINK, densify_and_prune
+from avatarcli.gaussians.densify import SPLIT_SHRINK, DefaultStrategy, NoDensify, densify_and_prune
 from avatarcli.gaussians.fit import FitConfig, ViewTarget, _Params, fit_gaussians, fit_input_view
 from avatarcli.gaussians.losses import psnr
 from avatarcli.gaussians.model import BoundGaussians
@@ -77,6 +77,20 @@ def test_fit_with_densify_grows_within_budget(scene):
     assert fitted.sh.shape[1] == 4  # degree 1
     assert int(fitted.binding.max()) < scene.faces.shape[0]
     assert stats["psnr"] > _psnr_of(coarse, scene, cfg) + 3.0
+
+
+def test_strategy_from_config_and_no_densify(scene):
+    cfg = FitConfig(steps=20, densify_from=4, densify_every=4, densify_until=0.5, max_gaussians=500)
+    st = cfg.strategy()
+    assert isinstance(st, DefaultStrategy)
+    assert (st.refine_start, st.refine_stop, st.refine_every, st.max_gaussians) == (4, 10, 4, 500)
+    assert isinstance(FitConfig(densify_every=0).strategy(), NoDensify)
+    # an explicit no-op strategy overrides the config's densification: the set stays as it is
+    coarse = perturbed(scene.truth.subset(torch.arange(0, scene.truth.n, 4)), seed=2)
+    target = [ViewTarget(scene.camera, scene.image, scene.mask)]
+    fitted, stats = fit_gaussians(coarse, scene.vertices, scene.faces, target, cfg, strategy=NoDensify())
+    assert fitted.n == coarse.n and torch.equal(fitted.binding, coarse.binding)
+    assert stats["n_split"] == stats["n_cloned"] == stats["n_pruned"] == 0
 
 
 def test_zero_weight_view_changes_nothing(scene):

@@ -9,6 +9,7 @@ Round r of N (strength s_r falling linearly from `strength_start` to `strength_e
   3. fit_gaussians on [input view (its own weight, 1.0: the hard constraint)] +
      the denoised views as soft targets of weight w_max * (1 - s_r), each masked by
      the current head's rendered alpha (thresholded, dilated).
+The set of Gaussians is fixed during the rounds (every fit uses the NoDensify strategy).
 High strength early re-imagines the sides with little say in the fit; as the noise
 falls the views stay closer to the head and count more.
 After the last round, `final_input_steps` steps fit the input view alone: the input
@@ -32,6 +33,7 @@ from torch import Tensor
 
 from avatarcli.diffusion.denoiser import Conditioning, Denoiser
 from avatarcli.gaussians.binding import world_gaussians
+from avatarcli.gaussians.densify import NoDensify
 from avatarcli.gaussians.fit import FitConfig, ViewTarget, fit_gaussians
 from avatarcli.gaussians.model import BoundGaussians
 from avatarcli.render.camera import Camera, orbit_camera
@@ -173,7 +175,9 @@ def refine(
         masks = dilate((alpha > cfg.alpha_threshold).float(), cfg.mask_dilate_px)
         w = cfg.weight_max * (1.0 - float(s))
         targets = [input_target] + [ViewTarget(c, den[i], masks[i], w) for i, c in enumerate(cams)]
-        bound, fst = fit_gaussians(bound, vertices, faces, targets, replace(fcfg, seed=fcfg.seed + r), on_step)
+        bound, fst = fit_gaussians(
+            bound, vertices, faces, targets, replace(fcfg, seed=fcfg.seed + r), on_step, strategy=NoDensify()
+        )
         t3 = time.perf_counter()
         info = {
             "round": r,
@@ -203,6 +207,7 @@ def refine(
             [input_target],
             replace(fcfg, steps=n_polish, seed=fcfg.seed + len(strengths)),
             on_step,
+            strategy=NoDensify(),
         )
         stats["final_input_s"] = time.perf_counter() - t0
         stats["fit_s"] += stats["final_input_s"]

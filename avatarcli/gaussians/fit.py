@@ -13,7 +13,9 @@ Regularisers keep each Gaussian near its triangle (tangent offset beyond
 `offset_cap` and normal offset beyond `normal_cap` triangle sizes cost a
 quadratic penalty) and its local scale below `log_scale_cap`.
 Target 0 is in every step; the other targets are cycled through,
-`views_per_step - 1` at a time. Densify/prune follows 3DGS (avatarcli.gaussians.densify).
+`views_per_step - 1` at a time. Densify/prune follows 3DGS through a strategy
+(avatarcli.gaussians.densify: `DefaultStrategy` from the config's densify_* fields,
+`NoDensify` for a fixed set).
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ import torch
 from torch import Tensor
 
 from avatarcli.gaussians.binding import world_gaussians
-from avatarcli.gaussians.densify import densify_and_prune
+from avatarcli.gaussians.densify import DefaultStrategy, DensifyState, NoDensify, Strategy
 from avatarcli.gaussians.losses import dssim_l1, masked_ssim, psnr
-from avatarcli.gaussians.model import BoundGaussians, sh_coeffs
+from avatarcli.gaussians.model import BoundGaussians, Gaussians, sh_coeffs
 from avatarcli.render.camera import Camera
 
 RenderFn = Callable[..., object]  # render(gaussians, camera, background, backend=..., sh_degree=...) -> RenderOutput
@@ -80,6 +82,21 @@ class FitConfig:
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     backend: str = "auto"
     seed: int = 0
+
+    def strategy(self) -> Strategy:
+        """The densification strategy these settings describe (NoDensify when densify_every <= 0)."""
+        if self.densify_every <= 0:
+            return NoDensify()
+        return DefaultStrategy(
+            grad_threshold=self.densify_grad_threshold,
+            split_scale=self.split_scale,
+            prune_opacity=self.prune_opacity,
+            prune_scale=self.prune_scale,
+            max_gaussians=self.max_gaussians,
+            refine_start=self.densify_from,
+            refine_stop=int(self.densify_until * self.steps),
+            refine_every=self.densify_every,
+        )
 
 
 _GROUPS = ("local_xyz", "local_rot", "local_log_scale", "opacity_logit", "sh0", "sh_rest")
@@ -185,16 +202,6 @@ def _regularisers(bound: BoundGaussians, cfg: FitConfig) -> Tensor:
     return out
 
 
-def _view_space_grad(grad_world: Tensor, means: Tensor, cam: Camera) -> Tensor:
-    """World gradient of the means [N, 3] -> |d loss / d (NDC position)| [N] for camera `cam`."""
-    R, t = cam.viewmat[:3, :3], cam.viewmat[:3, 3]
-    g_cam = grad_world @ R.T  # [N, 3]
-    z = (means @ R.T + t)[:, 2].clamp_min(1e-6)  # [N]
-    gx = g_cam[:, 0] * z / cam.K[0, 0] * (0.5 * cam.width)
-    gy = g_cam[:, 1] * z / cam.K[1, 1] * (0.5 * cam.height)
-    return torch.sqrt(gx * gx + gy * gy)
-
-
 def _check_targets(targets: list[ViewTarget]) -> None:
     if not targets:
         raise ValueError("fit_gaussians needs at least one target view")
@@ -206,6 +213,87 @@ def _check_targets(targets: list[ViewTarget]) -> None:
             )
 
 
+@dataclass
+class _Scene:
+    """The fixed inputs of a fit, on the fit's device."""
+
+    verts: Tensor  # [V, 3] canonical mesh
+    faces: Tensor  # [F, 3]
+    bg: Tensor  # [3]
+    cams: list[Camera]
+    comp: list[tuple[Tensor, Tensor, Tensor]]  # per target: target over bg [H, W, 3], mask [H, W, 1], outside [H, W, 1]
+    weights: list[float]
+
+    @classmethod
+    def build(
+        cls, vertices: Tensor, faces: Tensor, targets: list[ViewTarget], cfg: FitConfig, dev: torch.device
+    ) -> _Scene:
+        bg = torch.tensor(cfg.background, dtype=torch.float32, device=dev)
+        cams = [t.camera.to(dev) for t in targets]
+        comp = [
+            _composite_target(ViewTarget(c, t.image.to(dev, torch.float32), t.mask.to(dev, torch.float32)), bg)
+            for c, t in zip(cams, targets)
+        ]
+        verts = vertices.detach().to(dev, torch.float32)
+        return cls(verts, faces.to(dev), bg, cams, comp, [float(t.weight) for t in targets])
+
+    @property
+    def radius(self) -> float:
+        return float((self.verts - self.verts.mean(0)).norm(dim=-1).max())
+
+
+class _ViewOrder:
+    """Target 0 in every step; the others cycled in seeded random order, `per_step - 1` at a time."""
+
+    def __init__(self, n_targets: int, per_step: int, generator: torch.Generator):
+        self.others = list(range(1, n_targets))
+        self.per_step = per_step
+        self.gen = generator
+        self.order: list[int] = []
+
+    def next(self) -> list[int]:
+        views = [0]
+        for _ in range(min(self.per_step - 1, len(self.others))):
+            if not self.order:
+                self.order = [self.others[i] for i in torch.randperm(len(self.others), generator=self.gen).tolist()]
+            views.append(self.order.pop())
+        return views
+
+
+def _views_loss(
+    g: Gaussians, views: list[int], sc: _Scene, cfg: FitConfig, sh: int, render: RenderFn, strategy: Strategy,
+    state: DensifyState,
+) -> tuple[Tensor, float]:  # fmt: skip
+    """Weighted photometric loss over `views` -> (loss, PSNR of target 0 inside its mask)."""
+    loss = torch.zeros((), device=sc.verts.device)
+    step_psnr = float("nan")
+    for v in views:
+        gv = strategy.step_pre_backward(state, g, sc.cams[v])
+        out = render(gv, sc.cams[v], sc.bg, backend=cfg.backend, sh_degree=sh)
+        target, m, outside = sc.comp[v]
+        lv = dssim_l1(out.rgb, target, m + cfg.outside_weight * outside, cfg.lambda_dssim)
+        if cfg.lambda_alpha_out > 0:
+            lv = lv + cfg.lambda_alpha_out * (out.alpha * outside).mean()
+        loss = loss + sc.weights[v] * lv
+        if v == 0:
+            with torch.no_grad():
+                step_psnr = float(psnr(out.rgb, target, m))
+    return loss, step_psnr
+
+
+@torch.no_grad()
+def _final_stats(fitted: BoundGaussians, sc: _Scene, cfg: FitConfig, render: RenderFn) -> dict:
+    """Loss-free figures of the fitted set against target 0 inside its mask."""
+    out = render(world_gaussians(fitted, sc.verts, sc.faces), sc.cams[0], sc.bg, backend=cfg.backend,
+                 sh_degree=cfg.sh_degree)  # fmt: skip
+    target, m, _ = sc.comp[0]
+    return {
+        "psnr": float(psnr(out.rgb, target, m)),
+        "ssim": float(masked_ssim(out.rgb, target, m)),
+        "l1": float(((out.rgb - target).abs() * m).sum() / (3 * m.sum()).clamp_min(1e-8)),
+    }
+
+
 def fit_gaussians(
     bound: BoundGaussians,
     vertices: Tensor,  # [V, 3] canonical mesh
@@ -215,102 +303,39 @@ def fit_gaussians(
     on_step: Callable[[int, dict], None] | None = None,
     *,
     render_fn: RenderFn | None = None,
+    strategy: Strategy | None = None,
 ) -> tuple[BoundGaussians, dict]:
     """Fit `bound` to `targets`; returns the fitted (detached) Gaussians and a stats dict
     (loss, l1, psnr and ssim of target 0 inside its mask, n_gaussians, densify counts, seconds).
 
     `on_step(step, info)` is called after every step with info = {loss, psnr, n, sh_degree}
     (psnr: target 0 inside its mask, from that step's render). `render_fn` defaults to
-    avatarcli.render.api.render."""
+    avatarcli.render.api.render; `strategy` (densification) defaults to `config.strategy()`."""
     cfg = config or FitConfig()
     _check_targets(targets)
     render = render_fn or _default_render()
+    strategy = strategy or cfg.strategy()
     dev = bound.local_xyz.device
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(cfg.seed)
-    verts = vertices.detach().to(dev, torch.float32)
-    faces = faces.to(dev)
-    bg = torch.tensor(cfg.background, dtype=torch.float32, device=dev)
-    cams = [t.camera.to(dev) for t in targets]
-    comp = [
-        _composite_target(ViewTarget(c, t.image.to(dev, torch.float32), t.mask.to(dev, torch.float32)), bg)
-        for c, t in zip(cams, targets)
-    ]
-    weights = [float(t.weight) for t in targets]
-
-    radius = float((verts - verts.mean(0)).norm(dim=-1).max())
+    sc = _Scene.build(vertices, faces, targets, cfg, dev)
     params = _Params(bound.to(dev), cfg)
+    state = strategy.initialize_state(params.binding.shape[0], sc.radius, dev)
     sh_every = cfg.sh_increase_every or max(1, cfg.steps // (cfg.sh_degree + 1))
-    densify_until = int(cfg.densify_until * cfg.steps)
-    grad_acc = torch.zeros(params.binding.shape[0], device=dev)
-    grad_cnt = torch.zeros_like(grad_acc)
-    others = list(range(1, len(targets)))
-    order: list[int] = []
-    stats = {"n_cloned": 0, "n_split": 0, "n_pruned": 0}
+    order = _ViewOrder(len(targets), cfg.views_per_step, gen)
     last: dict = {}
-
     for step in range(1, cfg.steps + 1):
         frac = (step - 1) / max(1, cfg.steps - 1)
         params.set_lr("local_xyz", cfg.lr_xyz * (cfg.lr_xyz_final / cfg.lr_xyz) ** frac)
         active_sh = min(cfg.sh_degree, (step - 1) // sh_every)
-
-        views = [0]
-        for _ in range(min(cfg.views_per_step - 1, len(others))):
-            if not order:
-                order = [others[i] for i in torch.randperm(len(others), generator=gen).tolist()]
-            views.append(order.pop())
-
         b = params.bound()
-        g = world_gaussians(b, verts, faces)
-        loss = torch.zeros((), device=dev)
-        probes = []
-        step_psnr = float("nan")
-        for v in views:
-            probe = torch.zeros_like(g.means, requires_grad=True)  # per-view gradient of the means
-            probes.append((v, probe))
-            gv = type(g)(means=g.means + probe, quats=g.quats, scales=g.scales, opacities=g.opacities, sh=g.sh)
-            out = render(gv, cams[v], bg, backend=cfg.backend, sh_degree=active_sh)
-            target, m, outside = comp[v]
-            pix_w = m + cfg.outside_weight * outside
-            lv = dssim_l1(out.rgb, target, pix_w, cfg.lambda_dssim)
-            if cfg.lambda_alpha_out > 0:
-                lv = lv + cfg.lambda_alpha_out * (out.alpha * outside).mean()
-            loss = loss + weights[v] * lv
-            if v == 0:
-                with torch.no_grad():
-                    step_psnr = float(psnr(out.rgb, target, m))
+        g = world_gaussians(b, sc.verts, sc.faces)
+        loss, step_psnr = _views_loss(g, order.next(), sc, cfg, active_sh, render, strategy, state)
         loss = loss + _regularisers(b, cfg)
-
         params.opt.zero_grad(set_to_none=True)
         loss.backward()
         params.opt.step()
-
-        with torch.no_grad():
-            means = g.means.detach()
-            for v, probe in probes:
-                vg = _view_space_grad(probe.grad, means, cams[v])
-                seen = vg > 0
-                grad_acc += vg
-                grad_cnt += seen.float()
-            if cfg.densify_every > 0 and cfg.densify_from <= step <= densify_until and step % cfg.densify_every == 0:
-                world_max = g.scales.detach().max(dim=-1).values
-                res = densify_and_prune(
-                    params.bound(),
-                    grad_acc / grad_cnt.clamp_min(1),
-                    world_max,
-                    grad_threshold=cfg.densify_grad_threshold,
-                    split_scale=cfg.split_scale * radius,
-                    prune_opacity=cfg.prune_opacity,
-                    prune_scale=cfg.prune_scale * radius,
-                    max_gaussians=cfg.max_gaussians,
-                    generator=gen,
-                )
-                params.replace(res.bound, res.source, res.fresh)
-                for k in ("n_cloned", "n_split", "n_pruned"):
-                    stats[k] += getattr(res, k)
-                grad_acc = torch.zeros(res.bound.n, device=dev)
-                grad_cnt = torch.zeros_like(grad_acc)
-
+        strategy.step_post_backward(params, state, step, g, gen)
         last = {
             "loss": float(loss.detach()),
             "psnr": step_psnr,
@@ -319,18 +344,9 @@ def fit_gaussians(
         }
         if on_step is not None:
             on_step(step, last)
-
     fitted = params.bound().detach()
-    with torch.no_grad():
-        out = render(world_gaussians(fitted, verts, faces), cams[0], bg, backend=cfg.backend, sh_degree=cfg.sh_degree)
-        target, m, _ = comp[0]
-        final = {
-            "loss": last.get("loss", float("nan")),
-            "psnr": float(psnr(out.rgb, target, m)),
-            "ssim": float(masked_ssim(out.rgb, target, m)),
-            "l1": float(((out.rgb - target).abs() * m).sum() / (3 * m.sum()).clamp_min(1e-8)),
-        }
-    final.update(stats)
+    final = {"loss": last.get("loss", float("nan")), **_final_stats(fitted, sc, cfg, render)}
+    final.update(n_cloned=state.n_cloned, n_split=state.n_split, n_pruned=state.n_pruned)
     final["n_gaussians"] = fitted.n
     final["steps"] = cfg.steps
     final["seconds"] = time.perf_counter() - t0

@@ -224,7 +224,7 @@ def denoise_head(
             image_embeds=torch.from_numpy(np.asarray(features.image_embeds, np.float32)).to(dev), image=image.to(dev)
         )
         rcfg = replace(cfg.rounds_config(), rounds=rounds)
-        round_fit = replace(fcfg, steps=cfg.round_steps, densify_every=0)
+        round_fit = replace(fcfg, steps=cfg.round_steps)
         offset = cfg.steps
         counter = {"round": 0}
 
