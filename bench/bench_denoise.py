@@ -234,7 +234,7 @@ def run(mode: Mode, repeats: int) -> list[tuple[str, float, int | None, str]]:
     n_views = rst["n_views"]
     tm = den.timings
     n_round_steps = mode.rounds * mode.round_steps + rst["final_input_steps"]
-    mode.info.update(n_views=n_views, psnr_input_fit=round(fst["psnr"], 2), psnr_after_rounds=round(rst["psnr"], 2),
+    mode.info.update(n_views=n_views, psnr_input_fit=round(fst.psnr, 2), psnr_after_rounds=round(rst["psnr"], 2),
                      unet_batch=min(n_views, mode.max_batch) * 2)  # fmt: skip
 
     rows = [

@@ -56,8 +56,8 @@ def test_fit_recovers_perturbed_truth(scene):
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
     assert after >= before + 8.0, (before, after)
     assert after >= 30.0
-    assert abs(stats["psnr"] - after) < 1e-3
-    assert 0.9 < stats["ssim"] <= 1.0
+    assert abs(stats.psnr - after) < 1e-3
+    assert 0.9 < stats.ssim <= 1.0
     # the binding and the count are untouched without densification; everything finite
     assert torch.equal(fitted.binding, init.binding)
     for t in (fitted.local_xyz, fitted.local_rot, fitted.local_log_scale, fitted.opacity_logit, fitted.sh):
@@ -72,11 +72,11 @@ def test_fit_with_densify_grows_within_budget(scene):
     fitted, stats = fit_gaussians(
         coarse, scene.vertices, scene.faces, [ViewTarget(scene.camera, scene.image, scene.mask)], cfg
     )
-    assert stats["n_split"] + stats["n_cloned"] > 0
+    assert stats.n_split + stats.n_cloned > 0
     assert coarse.n < fitted.n <= cfg.max_gaussians
     assert fitted.sh.shape[1] == 4  # degree 1
     assert int(fitted.binding.max()) < scene.faces.shape[0]
-    assert stats["psnr"] > _psnr_of(coarse, scene, cfg) + 3.0
+    assert stats.psnr > _psnr_of(coarse, scene, cfg) + 3.0
 
 
 def test_strategy_from_config_and_no_densify(scene):
@@ -90,7 +90,7 @@ def test_strategy_from_config_and_no_densify(scene):
     target = [ViewTarget(scene.camera, scene.image, scene.mask)]
     fitted, stats = fit_gaussians(coarse, scene.vertices, scene.faces, target, cfg, strategy=NoDensify())
     assert fitted.n == coarse.n and torch.equal(fitted.binding, coarse.binding)
-    assert stats["n_split"] == stats["n_cloned"] == stats["n_pruned"] == 0
+    assert stats.n_split == stats.n_cloned == stats.n_pruned == 0
 
 
 def test_zero_weight_view_changes_nothing(scene):

@@ -183,8 +183,8 @@ def refine(
             "round": r,
             "strength": float(s),
             "weight": w,
-            "psnr": fst["psnr"],
-            "n_gaussians": fst["n_gaussians"],
+            "psnr": fst.psnr,
+            "n_gaussians": fst.n_gaussians,
             "render_s": t1 - t0,
             "denoise_s": t2 - t1,
             "fit_s": t3 - t2,
@@ -212,7 +212,7 @@ def refine(
         stats["final_input_s"] = time.perf_counter() - t0
         stats["fit_s"] += stats["final_input_s"]
         stats["psnr_before_final_input"] = stats["rounds"][-1]["psnr"]
-        stats["psnr"] = fst["psnr"]
+        stats["psnr"] = fst.psnr
     elif stats["rounds"]:
         stats["psnr"] = stats["rounds"][-1]["psnr"]
     stats["seconds"] = time.perf_counter() - t_all

@@ -99,6 +99,22 @@ class FitConfig:
         )
 
 
+@dataclass
+class FitStats:
+    """Figures of a finished fit: target 0 inside its mask, from the fitted set's own render."""
+
+    loss: float  # the last step's total loss (nan after 0 steps)
+    psnr: float
+    ssim: float
+    l1: float
+    n_gaussians: int
+    n_cloned: int
+    n_split: int
+    n_pruned: int
+    steps: int
+    seconds: float
+
+
 _GROUPS = ("local_xyz", "local_rot", "local_log_scale", "opacity_logit", "sh0", "sh_rest")
 
 
@@ -282,8 +298,8 @@ def _views_loss(
 
 
 @torch.no_grad()
-def _final_stats(fitted: BoundGaussians, sc: _Scene, cfg: FitConfig, render: RenderFn) -> dict:
-    """Loss-free figures of the fitted set against target 0 inside its mask."""
+def _final_figures(fitted: BoundGaussians, sc: _Scene, cfg: FitConfig, render: RenderFn) -> dict[str, float]:
+    """PSNR, SSIM and L1 of the fitted set against target 0 inside its mask."""
     out = render(world_gaussians(fitted, sc.verts, sc.faces), sc.cams[0], sc.bg, backend=cfg.backend,
                  sh_degree=cfg.sh_degree)  # fmt: skip
     target, m, _ = sc.comp[0]
@@ -304,8 +320,8 @@ def fit_gaussians(
     *,
     render_fn: RenderFn | None = None,
     strategy: Strategy | None = None,
-) -> tuple[BoundGaussians, dict]:
-    """Fit `bound` to `targets`; returns the fitted (detached) Gaussians and a stats dict
+) -> tuple[BoundGaussians, FitStats]:
+    """Fit `bound` to `targets`; returns the fitted (detached) Gaussians and their FitStats
     (loss, l1, psnr and ssim of target 0 inside its mask, n_gaussians, densify counts, seconds).
 
     `on_step(step, info)` is called after every step with info = {loss, psnr, n, sh_degree}
@@ -345,12 +361,16 @@ def fit_gaussians(
         if on_step is not None:
             on_step(step, last)
     fitted = params.bound().detach()
-    final = {"loss": last.get("loss", float("nan")), **_final_stats(fitted, sc, cfg, render)}
-    final.update(n_cloned=state.n_cloned, n_split=state.n_split, n_pruned=state.n_pruned)
-    final["n_gaussians"] = fitted.n
-    final["steps"] = cfg.steps
-    final["seconds"] = time.perf_counter() - t0
-    return fitted, final
+    return fitted, FitStats(
+        loss=last.get("loss", float("nan")),
+        **_final_figures(fitted, sc, cfg, render),
+        n_gaussians=fitted.n,
+        n_cloned=state.n_cloned,
+        n_split=state.n_split,
+        n_pruned=state.n_pruned,
+        steps=cfg.steps,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def fit_input_view(
@@ -364,11 +384,11 @@ def fit_input_view(
     on_step: Callable[[int, dict], None] | None = None,
     *,
     render_fn: RenderFn | None = None,
-) -> tuple[BoundGaussians, dict]:
+) -> tuple[BoundGaussians, FitStats]:
     """fit_gaussians with the input view as the only target."""
     return fit_gaussians(
         bound, vertices, faces, [ViewTarget(camera, image, mask, 1.0)], config, on_step, render_fn=render_fn
     )
 
 
-__all__ = ["ViewTarget", "FitConfig", "fit_gaussians", "fit_input_view"]
+__all__ = ["ViewTarget", "FitConfig", "FitStats", "fit_gaussians", "fit_input_view"]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -211,7 +211,8 @@ def denoise_head(
     t0 = time.perf_counter()
     fit_stats: dict = {}
     if cfg.steps > 0:
-        bound, fit_stats = fit_gaussians(bound, verts, faces, [target], fcfg, step_cb(0, "fit"))
+        bound, fitted = fit_gaussians(bound, verts, faces, [target], fcfg, step_cb(0, "fit"))
+        fit_stats = asdict(fitted)
     t1 = time.perf_counter()
     psnr_fit = input_view_psnr(bound, verts, faces, target, fcfg)
 
