@@ -160,13 +160,15 @@ def test_encode_several_photos(tmp_path, tiny_models, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["a.safetensors", "b.safetensors"]
     fa, fb = read_features(out / "a.safetensors"), read_features(out / "b.safetensors")
     assert not np.array_equal(fa.latents, fb.latents)
-    # a landmarks FILE with several photos, or a folder without the photo's NAME.npz: exit 2 before any model
+    # a landmarks FILE with several photos: exit 2 before any model
     rc = main(["encode", *imgs, "--landmarks", str(lmdir / "a.npz"), "-o", str(tmp_path / "x"), "--size", str(SIZE)])
-    assert rc == 2 and "folder" in capsys.readouterr().err
+    assert rc == 2 and "folder" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    # a folder without one photo's NAME.npz: that photo fails (the batch policy), the other is encoded, exit 1
     (lmdir / "b.npz").unlink()
     rc = main(["encode", *imgs, "--landmarks", str(lmdir), "-o", str(tmp_path / "y"), "--size", str(SIZE)])
     err = capsys.readouterr().err
-    assert rc == 2 and "b.npz" in err and not (tmp_path / "y").exists()
+    assert rc == 1 and "b.npz" in err
+    assert sorted(p.name for p in (tmp_path / "y").iterdir()) == ["a.safetensors"]
 
 
 def test_encode_refuses_landmarks_of_another_image(tmp_path, tiny_models, capsys):

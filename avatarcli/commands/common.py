@@ -31,21 +31,10 @@ def existing_inputs(paths: list[Path]) -> list[Path]:
 
 
 def output_for(inputs: list[Path], out: Path, suffix: str) -> list[Path]:
-    """One input -> `out` is the file; several -> `out` is a folder of NAME<suffix>.
+    """Each input's output under the one output rule (avatarcli.batch.output_paths)."""
+    from avatarcli.batch import output_paths
 
-    A folder is meant when `out` exists as a folder, ends with a path separator or has no suffix."""
-    from avatarcli.errors import InputError
-
-    as_dir = out.is_dir() or str(out).endswith(("/", "\\")) or (len(inputs) > 1)
-    if not as_dir:
-        return [out]
-    if out.exists() and not out.is_dir():
-        raise InputError("several inputs need an output folder, and this is a file", path=out)
-    names = [p.stem for p in inputs]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        raise InputError(f"inputs share the name(s) {sorted(dup)}: outputs would overwrite each other", path=out)
-    return [out / f"{n}{suffix}" for n in names]
+    return output_paths([p.stem for p in inputs], out, suffix, several=len(inputs) > 1)
 
 
 OptionalPath = Optional[Path]

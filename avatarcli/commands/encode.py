@@ -93,8 +93,9 @@ def encode_command(
       avatar encode photos/*.jpg --landmarks landmarks/ -o features/
       avatar encode face.jpg -l face.npz -o face.safetensors --device cpu --size 256
     """
+    from avatarcli.batch import Batch, exit_code, one_line
     from avatarcli.diffusion.crop import align_face
-    from avatarcli.errors import EXIT_OK, EXIT_SOME_FAILED, AvatarError, InputError
+    from avatarcli.errors import InputError
     from avatarcli.io.atomic import check_output_path
     from avatarcli.io.hashing import sha256_file
     from avatarcli.io.images import check_image
@@ -107,8 +108,16 @@ def encode_command(
     existing_inputs(images)
     several = len(images) > 1
     outs = [check_output_path(p) for p in output_for(images, output, ".safetensors")]
-    jobs: list[_Job] = []
-    for img, out in zip(images, outs):
+    if not landmarks.exists():
+        raise InputError("landmarks file or folder not found", path=landmarks)
+    if several and landmarks.is_file():
+        raise InputError("several images need --landmarks to be a folder of NAME.npz files", path=landmarks)
+
+    def report(i: int, e: BaseException) -> None:
+        if several:  # one photo: its error is raised at the end (cli.main prints it)
+            console.print(f"[red]error:[/red] {one_line(e)}", soft_wrap=True)
+
+    def check(img: Path, out: Path) -> _Job:
         check_image(img)
         lm_path = landmarks_for(img, landmarks, several)
         lm = read_landmarks(lm_path)
@@ -118,39 +127,40 @@ def encode_command(
             align_face(lm.landmarks, size)  # degenerate points (eyes and mouth coincide) fail here, not later
         except ValueError as e:
             raise InputError(f"cannot align the face crop: {e}", path=lm_path) from None
-        jobs.append(_Job(img, lm_path, out, lm, sha))
+        return _Job(img, lm_path, out, lm, sha)
+
+    policy = Batch(images, on_failure=report)
+    jobs = {i: policy.check(i, lambda: check(img, out), path=img) for i, (img, out) in enumerate(zip(images, outs))}
+    todo = policy.pending()
 
     # 2. both models resolved (MissingModelError, exit 3, nothing written) before loading either
     from avatarcli.device import resolve_device
     from avatarcli.diffusion.encode import load_encode_models
     from avatarcli.diffusion.features import REGION_NAMES, write_features
 
-    dev = resolve_device(device)
-    models = load_encode_models(dev)
+    models = load_encode_models(resolve_device(device)) if todo else None
 
-    # 3. encode and write, one atomic file per photo
-    failed = 0
+    # 3. encode and write, one atomic file per photo, going on past failures
+    def one(job: _Job):
+        feats = encode_loaded(job, models, size, force)
+        write_features(job.output, feats)
+        return feats
+
     with progress() as bar:
-        task = bar.add_task("encode", total=len(jobs), status=f"{len(jobs)} photo(s)")
-        for job in jobs:
-            try:
-                feats = encode_loaded(job, models, size, force)
-                write_features(job.output, feats)
-            except AvatarError as e:
-                if not several:
-                    raise
-                failed += 1
-                console.print(f"[red]error:[/red] {e}", soft_wrap=True)
-                bar.advance(task)
-                continue
+        task = bar.add_task("encode", total=len(todo), status=f"{len(todo)} photo(s)")
+        for i in todo:
+            job = jobs[i]
+            assert job is not None
+            feats = policy.attempt(i, lambda: one(job))
             bar.advance(task)
-            frac = [float((feats.mask_crop == i).mean()) for i in range(len(REGION_NAMES))]
+            if feats is None:
+                continue
+            frac = [float((feats.mask_crop == r).mean()) for r in range(len(REGION_NAMES))]
             regions = ", ".join(f"{n} {100 * f:.0f}%" for n, f in zip(REGION_NAMES, frac) if n != "background")
             info(f"{job.image} -> {job.output}: {size} px crop ({regions})")
-    if failed:
-        console.print(f"{failed} of {len(jobs)} photo(s) failed")
-        return EXIT_SOME_FAILED
-    return EXIT_OK
+    if policy.failed and several:
+        console.print(f"{len(policy.failed)} of {len(images)} photo(s) failed")
+    return exit_code(list(policy.failed.values()), single=not several)
 
 
 def encode_loaded(job: _Job, models, size: int, force: bool):

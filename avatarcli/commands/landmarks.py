@@ -79,7 +79,8 @@ def landmarks_command(
       avatar landmarks photo.jpg -o photo.npz --bbox 410,220,890,760
       avatar landmarks photo.jpg -o photo.npz --landmarks my_points.pts
     """
-    from avatarcli.errors import EXIT_SOME_FAILED, AvatarError, InputError
+    from avatarcli.batch import Batch, exit_code, one_line
+    from avatarcli.errors import InputError
     from avatarcli.io.atomic import check_output_path
     from avatarcli.io.images import MIN_SIDE, check_image, load_image
     from avatarcli.landmarks.artifact import write_landmarks
@@ -103,25 +104,21 @@ def landmarks_command(
         if not batch and not landmarks.exists():
             raise InputError("landmarks file not found", path=landmarks)
 
-    failed: dict[int, str] = {}
+    def report(i: int, e: BaseException) -> None:
+        if batch:  # one photo: its error is raised at the end (cli.main prints it)
+            console.print(f"[red]error:[/red] {one_line(e)}", soft_wrap=True)
 
-    def fail(i: int, e: AvatarError) -> None:
-        if not batch:
-            raise e
-        failed[i] = str(e)
-        console.print(f"[red]error:[/red] {e}", soft_wrap=True)
+    policy = Batch(inputs, on_failure=report)
+
+    def check(p: Path) -> object:
+        check_image(p)
+        if landmarks is None:
+            return None
+        return read_points(landmarks if not landmarks.is_dir() else find_points_file(landmarks, p.stem))
 
     # 1. every input checked before any model is loaded
-    points: dict[int, object] = {}
-    for i, p in enumerate(inputs):
-        try:
-            check_image(p)
-            if landmarks is not None:
-                src = landmarks if not landmarks.is_dir() else find_points_file(landmarks, p.stem)
-                points[i] = read_points(src)
-        except AvatarError as e:
-            fail(i, e)
-    todo = [i for i in range(len(inputs)) if i not in failed]
+    points = {i: policy.check(i, lambda: check(p), path=p) for i, p in enumerate(inputs)}
+    todo = policy.pending()
 
     # 2. models (missing weights: exit 3 before any work)
     detector = None
@@ -130,34 +127,34 @@ def landmarks_command(
 
         detector = load_landmark_detector(device, need_detector=box is None, flip=flip)
 
-    # 3. the photos
+    # 3. the photos, going on past failures
     from avatarcli.landmarks.detect import detect_landmarks, landmarks_from_points
+
+    def one(i: int):
+        image = load_image(inputs[i], max_side=max_side)
+        if landmarks is not None:
+            lm = landmarks_from_points(image, points[i])
+        else:
+            lm = detect_landmarks(image, detector, bbox=box, face_index=face_index)
+        write_landmarks(outs[i], lm)
+        return lm
 
     done = []
     with progress() as bar:
         task = bar.add_task("landmarks", total=len(todo), status="")
         for i in todo:
-            src, dst = inputs[i], outs[i]
-            bar.update(task, status=src.name)
-            try:
-                image = load_image(src, max_side=max_side)
-                if landmarks is not None:
-                    lm = landmarks_from_points(image, points[i])
-                else:
-                    lm = detect_landmarks(image, detector, bbox=box, face_index=face_index)
-                write_landmarks(dst, lm)
-                done.append((src, dst, lm))
-            except AvatarError as e:
-                fail(i, e)
+            bar.update(task, status=inputs[i].name)
+            lm = policy.attempt(i, lambda: one(i))
+            if lm is not None:
+                done.append((inputs[i], outs[i], lm))
             bar.advance(task)
     for src, dst, lm in done:
         info(
             f"{src} -> {dst} (face box {', '.join(f'{v:.0f}' for v in lm.bbox)}; mean score {float(lm.scores.mean()):.2f})"
         )
-    if failed:
-        console.print(f"{len(failed)} of {len(inputs)} photo(s) failed; {len(done)} written", soft_wrap=True)
-        return EXIT_SOME_FAILED
-    return 0
+    if policy.failed and batch:
+        console.print(f"{len(policy.failed)} of {len(inputs)} photo(s) failed; {len(done)} written", soft_wrap=True)
+    return exit_code(list(policy.failed.values()), single=not batch)
 
 
 def register(app: typer.Typer) -> None:

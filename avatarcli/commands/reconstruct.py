@@ -101,7 +101,7 @@ def reconstruct_command(
     import torch
     from rich.markup import escape
 
-    from avatarcli.errors import EXIT_OK, EXIT_SOME_FAILED
+    from avatarcli.batch import exit_code
     from avatarcli.progress import console, info, interactive, progress, warn
     from avatarcli.reconstruct import STAGES, ReconstructConfig, expand_images, plan_batch, run_batch
 
@@ -159,17 +159,16 @@ def reconstruct_command(
         elif r.status == "skipped":
             if interactive():
                 info(f"{r.image}: skipped, {r.output} exists")
-    if not batch and result.failed:
-        raise result.failed[0].exception  # one photo: its own error and exit code (cli.main prints it)
+    failures = [r.exception for r in result.failed if r.exception is not None]
+    if not batch:
+        return exit_code(failures, single=True)  # one photo: its own error and exit code (cli.main prints it)
     for r in result.failed:
         console.print(f"[red]failed:[/red] {escape(r.error or '')}", markup=True, soft_wrap=True, highlight=False)
     done, failed, skipped = result.count("done"), result.count("failed"), result.count("skipped")
-    if batch or failed:
-        info(f"{done} done, {failed} failed, {skipped} skipped in {result.seconds:.1f} s")
+    info(f"{done} done, {failed} failed, {skipped} skipped in {result.seconds:.1f} s")
     if failed:
         warn(f"{failed} of {len(jobs)} photo(s) failed (see above); the others are done")
-        return EXIT_SOME_FAILED
-    return EXIT_OK
+    return exit_code(failures, single=False)
 
 
 def register(app: typer.Typer) -> None:
