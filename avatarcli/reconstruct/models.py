@@ -1,0 +1,102 @@
+"""The models of a reconstruct run: checked first (exit 3 naming every missing one), then loaded once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from avatarcli.errors import MissingModelError
+from avatarcli.reconstruct.plan import Job, ReconstructConfig
+
+DETECTOR_MODELS = ("fan-2d", "s3fd")
+ENCODE_MODELS = ("sd-image-variations", "face-parsing")
+DENOISER_MODELS = ("sd-image-variations",)
+
+
+@dataclass
+class Models:
+    """Everything loaded once per batch."""
+
+    device: Any  # torch.device
+    flame: Any  # FlameModel
+    detector: Any = None  # LandmarkDetector (None: every job brings its landmarks)
+    encode: Any = None  # EncodeModels (None: no diffusion)
+    denoiser: Any = None  # Denoiser (None: no diffusion rounds)
+    ids: dict[str, str] = field(default_factory=dict)  # model name -> revision / override (work-folder keys)
+
+
+def needed_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
+    """weights.lock names this run needs."""
+    names: list[str] = []
+    if any(j.landmarks is None for j in jobs):
+        names += DETECTOR_MODELS
+    if config.use_diffusion:
+        names += ENCODE_MODELS
+        if config.needs_denoiser:
+            names += [n for n in DENOISER_MODELS if n not in names]
+    return names
+
+
+def _model_id(name: str) -> str:
+    from avatarcli.weights import get_entry
+
+    entry = get_entry(name)
+    ov = os.environ.get(entry.env_var)
+    return f"override:{Path(ov).expanduser().resolve()}" if ov else f"{entry.name}@{entry.revision}"
+
+
+def resolve_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
+    """Check (without loading anything big) that every model the run needs is here:
+    the device, the FLAME model, each pinned model. Raises one EnvironmentProblem (exit 3)
+    naming all the missing ones and the fix. Returns the needed weights names."""
+    from avatarcli.device import resolve_device
+    from avatarcli.weights import resolve
+
+    resolve_device(config.device)
+    try:
+        from avatarcli.flame.locate import locate_flame
+    except ImportError:  # pragma: no cover - older layout: load_flame checks on load
+        locate_flame = None
+    if locate_flame is not None:
+        locate_flame(config.flame)
+    names = needed_models(jobs, config)
+    missing: list[str] = []
+    for n in names:
+        try:
+            resolve(n)
+        except MissingModelError:
+            missing.append(n)
+    if missing:
+        if len(missing) == 1:
+            resolve(missing[0])  # re-raise its own one-line message
+        raise MissingModelError(
+            f"models not available: {', '.join(missing)}; run `avatar weights fetch {' '.join(missing)}` "
+            "(or point AVATAR_WEIGHTS_<NAME> at local copies)"
+        )
+    return names
+
+
+def load_models(jobs: Sequence[Job], config: ReconstructConfig) -> Models:
+    """Resolve everything first (exit 3 before any loading), then load each model once."""
+    from avatarcli.device import resolve_device
+    from avatarcli.flame.model import load_flame
+
+    names = resolve_models(jobs, config)
+    device = resolve_device(config.device)
+    flame = load_flame(config.flame)
+    models = Models(device=device, flame=flame, ids={n: _model_id(n) for n in names})
+    if any(j.landmarks is None for j in jobs):
+        from avatarcli.landmarks.detect import load_landmark_detector
+
+        models.detector = load_landmark_detector(device=str(device), need_detector=True)
+    if config.use_diffusion:
+        from avatarcli.diffusion.encode import load_encode_models
+
+        models.encode = load_encode_models(device)
+        if config.needs_denoiser:
+            from avatarcli.diffusion.denoiser import load_default_denoiser
+
+            models.denoiser = load_default_denoiser(device, vae=models.encode.vae)  # one VAE for both
+    return models
