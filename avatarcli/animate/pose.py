@@ -7,6 +7,9 @@ bind_to_mesh gives each Gaussian's local parameters in its triangle frame.
 Per frame: FLAME with the head's identity (shape) and the frame's expression,
 joint poses, global rotation (about the root joint) and translation ->
 vertices -> world_gaussians. The LBS is batched over frames.
+A head whose meta carries canonical-mesh offsets (hair, the real outline) is bound to the
+deformed mesh and posed with avatarcli.flame.deform.pose_deformed (hair rigid with the head,
+not stretched by the jaw).
 """
 
 from __future__ import annotations
@@ -91,6 +94,10 @@ class HeadPoser:
     root: Tensor  # [3] root joint of the shaped template
     device: torch.device
     used_faces: Tensor  # [U, 3] FLAME triangles carrying Gaussians; bound.binding indexes into these
+    canon_params: FlameParams | None = None  # the canonical parameters (for deformed heads)
+    plain: Tensor | None = None  # [V, 3] canonical FLAME vertices without offsets (deformed heads)
+    offsets: Tensor | None = None  # [V, 3] mesh offsets (deformed heads)
+    hair: Tensor | None = None  # [V] hair weights (deformed heads)
 
     @classmethod
     def from_ply(cls, model, ply, path: str | Path | None = None, device="cpu", force: bool = False) -> "HeadPoser":
@@ -115,8 +122,20 @@ class HeadPoser:
         device = torch.device(device)
         model = model.to(device) if hasattr(model, "to") else model
         params = head_params(ply.meta, model, path).to(device)
+        offsets = hair = None
         with torch.no_grad():
-            verts = canonical_vertices(model, params)[0]  # [V, 3]
+            plain = canonical_vertices(model, params)[0]  # [V, 3]
+            verts = plain
+            if getattr(ply.meta, "offsets", None) is not None:
+                if ply.meta.offsets.shape != tuple(plain.shape):
+                    raise InputError(
+                        f"the head's mesh offsets are {list(ply.meta.offsets.shape)}, the FLAME model has "
+                        f"{plain.shape[0]} vertices (wrong model?)",
+                        path=path,
+                    )
+                offsets = torch.as_tensor(ply.meta.offsets, dtype=plain.dtype, device=device)
+                hair = torch.as_tensor(ply.meta.hair, dtype=plain.dtype, device=device)
+                verts = plain + offsets
             bound = bind_to_mesh(ply.gaussians.to(device), binding.to(device), verts, model.faces.to(device))
             stored = getattr(ply.meta, "root_joint", None)
             if stored is not None:
@@ -127,7 +146,8 @@ class HeadPoser:
         used, local = torch.unique(bound.binding, return_inverse=True)  # [U], [N]
         bound = bound.replace(binding=local)
         return cls(model=model, bound=bound.detach(), shape=params.shape, canonical=verts, root=root, device=device,
-                   used_faces=model.faces.to(device)[used])  # fmt: skip
+                   used_faces=model.faces.to(device)[used], canon_params=params, plain=plain, offsets=offsets,
+                   hair=hair)  # fmt: skip
 
     @property
     def faces(self) -> Tensor:
@@ -138,10 +158,14 @@ class HeadPoser:
         """Posed vertices of every frame of `seq`: [T, V, 3] (one batched LBS)."""
         from avatarcli.flame.forward import flame_forward
 
+        params = sequence_params(seq, self.shape, self.device)
         with torch.no_grad():
-            return flame_forward(
-                self.model, sequence_params(seq, self.shape, self.device), with_landmarks=False
-            ).vertices
+            base = flame_forward(self.model, params, with_landmarks=False).vertices
+            if self.offsets is None:
+                return base
+            from avatarcli.flame.deform import pose_deformed
+
+            return pose_deformed(self.model, self.canon_params, params, self.plain, base, self.offsets, self.hair)
 
     def gaussians(self, vertices: Tensor) -> Gaussians:
         """World Gaussians on the mesh `vertices` [V, 3] (or [B, V, 3]: every field gets a leading B)."""

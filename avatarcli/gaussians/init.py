@@ -19,18 +19,24 @@
    * not seen: the colour of the mirrored point (x -> -x in the canonical FLAME frame, which
      is left/right symmetric) when that one is seen, with the mirrored normal;
    * neither: the skin prior (`skin_rgb`, or when None the median colour of all seen points).
+5. With a head region (face, hair, ears, neck; the photo's size): before sampling, the canonical
+   mesh is deformed to the region's outline (avatarcli.flame.deform: smooth per-vertex offsets,
+   hair volume, the offsets stored in the PLY's HeadMeta), and samples whose projection from the
+   photo's camera falls outside the region are dropped (oversampled so that `n_gaussians` remain):
+   no Gaussian starts on backdrop or clothing (the neck is cut at the collar, ears under hair go).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avatarcli.flame.deform import DeformConfig, HeadDeformation, deform_to_region, face_hold, outside_region
 from avatarcli.gaussians.binding import bind_to_mesh
 from avatarcli.gaussians.model import Gaussians, rgb_to_sh0, sh_coeffs
 from avatarcli.gaussians.ply import GaussianPly, HeadMeta
@@ -51,6 +57,8 @@ class InitConfig:
     depth_size: int = 256  # long side (px) of the depth map used for the visibility test
     depth_tol: float = 0.08  # depth-test tolerance, fraction of the head radius
     skin_rgb: tuple[float, float, float] | None = None  # None: median of the seen colours
+    deform: DeformConfig | None = field(default_factory=DeformConfig)  # with a region; None: plain FLAME
+    cut_outside: bool = True  # with a region: drop samples projecting outside it
 
     def validate(self) -> None:
         if self.n_gaussians < 1:
@@ -73,7 +81,9 @@ class ColourInfo:
 
 
 def canonical_head(model, fit) -> tuple[Tensor, Tensor, Tensor]:
-    """-> canonical vertices [V, 3] float32, faces [F, 3] long, root joint [3] (fit: FlameFit or HeadMeta)."""
+    """-> canonical vertices [V, 3] float32, faces [F, 3] long, root joint [3] (fit: FlameFit or HeadMeta).
+
+    A HeadMeta with mesh offsets (avatarcli.flame.deform) gives the deformed (haired) mesh."""
     from avatarcli.flame.forward import canonical_vertices, root_joint
     from avatarcli.flame.params import FlameParams
 
@@ -98,6 +108,15 @@ def canonical_head(model, fit) -> tuple[Tensor, Tensor, Tensor]:
     with torch.no_grad():
         v = canonical_vertices(model, params)[0].float()
         j0 = root_joint(model, params.shape, params.expr)[0].float()
+    offsets = getattr(fit, "offsets", None)
+    if offsets is not None:
+        if tuple(offsets.shape) != tuple(v.shape):
+            from avatarcli.errors import InputError
+
+            raise InputError(
+                f"the head's mesh offsets are {list(offsets.shape)}, the FLAME model has {v.shape[0]} vertices"
+            )
+        v = v + torch.as_tensor(np.asarray(offsets), dtype=v.dtype, device=v.device)
     return v, model.faces.long(), j0
 
 
@@ -210,14 +229,47 @@ def colour_points(
     return ColourInfo(rgb=rgb.clamp(0, 1), visible=vis, mirrored=mirrored, prior=prior, skin=skin)
 
 
+def _deform(model, fit, meta: HeadMeta, verts: Tensor, faces: Tensor, cam: Camera, region: Tensor, cfg: InitConfig):
+    """-> (deformed vertices [V, 3], meta carrying the offsets, the HeadDeformation or None)."""
+    from avatarcli.animate.pose import head_params
+
+    if cfg.deform is None:
+        return verts, meta, None
+    hold = face_hold(model, head_params(meta, model), verts, faces)
+    d = deform_to_region(verts, faces, cam, region, hold, cfg.deform)
+    return verts + d.offsets, meta.with_deformation(d.offsets, d.hair), d
+
+
+def _samples_in_region(verts, faces, n, gen, cam, region):
+    """n area-weighted samples whose projection lies in `region` (oversampled, then the first n kept)."""
+    pts, face = sample_surface(verts, faces, n, gen)
+    keep = ~outside_region(pts, cam, region)
+    frac = float(keep.float().mean())
+    if frac < 1.0:
+        m = int(math.ceil(n / max(frac, 0.05) * 1.05)) + 16
+        pts, face = sample_surface(verts, faces, m, gen)
+        keep = torch.nonzero(~outside_region(pts, cam, region)).reshape(-1)[:n]
+        pts, face = pts[keep], face[keep]
+    return pts, face
+
+
 def init_gaussians(
-    model, fit, rgb: np.ndarray, config: InitConfig | None = None, *, info: dict | None = None
+    model,
+    fit,
+    rgb: np.ndarray,
+    config: InitConfig | None = None,
+    *,
+    info: dict | None = None,
+    region: np.ndarray | Tensor | None = None,
 ) -> GaussianPly:
     """Seed `config.n_gaussians` FLAME-bound Gaussians on the fit's canonical head, coloured from
     the photo `rgb` (uint8 [H, W, 3], the image the fit was made on, at fit.image_size).
 
+    region: the head region [H, W] in 0..1 at the photo's size (face, hair, ears, neck); with it the
+    mesh is deformed to its outline and nothing is seeded outside it (module docstring, 5.).
     Returns a GaussianPly (canonical head, binding, HeadMeta of the fit). `info`, when given,
-    receives "colour" (ColourInfo), "points" [N, 3], "normals" [N, 3], "spacing", "camera"."""
+    receives "colour" (ColourInfo), "points" [N, 3], "normals" [N, 3], "spacing", "camera",
+    "deformation" (HeadDeformation or None)."""
     from avatarcli.flame.fit import photo_camera
 
     cfg = config or InitConfig()
@@ -232,9 +284,24 @@ def init_gaussians(
         raise InputError(f"the image is {rgb.shape[0]}x{rgb.shape[1]} (HxW), the FLAME fit was made on {H}x{W}")
     verts, faces, j0 = canonical_head(model, fit)
     verts, faces, j0 = verts.cpu(), faces.cpu(), j0.cpu()
+    cam = photo_camera(fit, j0)
+    meta = HeadMeta.from_fit(fit, j0, n_faces=int(faces.shape[0]), sh_degree=cfg.sh_degree)
+    deformation: HeadDeformation | None = None
+    reg = None
+    if region is not None:
+        reg = torch.as_tensor(np.asarray(region), dtype=torch.float32).reshape(H, W).clamp(0, 1)
+        if float((reg > 0.5).sum()) < 1:
+            from avatarcli.errors import InputError
+
+            raise InputError("the head region is empty")
+        verts, meta, deformation = _deform(model, fit, meta, verts, faces, cam, reg, cfg)
     gen = torch.Generator().manual_seed(int(cfg.seed))
     n = int(cfg.n_gaussians)
-    pts, face = sample_surface(verts, faces, n, gen)  # [N, 3], [N]
+    if reg is not None and cfg.cut_outside:
+        pts, face = _samples_in_region(verts, faces, n, gen, cam, reg)
+    else:
+        pts, face = sample_surface(verts, faces, n, gen)  # [N, 3], [N]
+    n = int(pts.shape[0])
     _, R, _ = triangle_frames(verts, faces)
     Rb = R[face]  # [N, 3, 3]
     normals = Rb[:, :, 2]
@@ -247,17 +314,22 @@ def init_gaussians(
     K = sh_coeffs(cfg.sh_degree)
     sh = torch.zeros(n, K, 3)
     g = Gaussians(pts, quats, scales, torch.full((n,), float(cfg.opacity)), sh)
-    cam = photo_camera(fit, j0)
     image = torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0
     colour = colour_points(pts, normals, g, cam, image, cfg)
     sh[:, 0] = rgb_to_sh0(colour.rgb)
     g = Gaussians(pts, quats, scales, g.opacities, sh)
     bound = bind_to_mesh(g, face, verts, faces)
-    meta = HeadMeta.from_fit(fit, j0, n_faces=int(faces.shape[0]), sh_degree=cfg.sh_degree)
     ply = GaussianPly.from_bound(bound, verts, faces, meta)
     if info is not None:
         info.update(
-            colour=colour, points=pts, normals=normals, spacing=spacing, camera=cam, vertices=verts, faces=faces
+            colour=colour,
+            points=pts,
+            normals=normals,
+            spacing=spacing,
+            camera=cam,
+            vertices=verts,
+            faces=faces,
+            deformation=deformation,
         )
     return ply
 

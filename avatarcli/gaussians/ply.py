@@ -10,6 +10,9 @@ Head metadata (`HeadMeta`: the FLAME fit, camera, model hash) lives in header
 `comment avatarcli-meta <chunk>` lines: compact JSON (floats written with
 repr, so they round-trip exactly) split into chunks of META_CHUNK characters.
 Viewers skip comments, so the file stays a plain 3DGS PLY for them.
+Version 2 adds the canonical FLAME mesh's per-vertex `offsets` [V, 3] and `hair` weights [V]
+(avatarcli.flame.deform), stored as base64 of little-endian float32; a head without them is
+written as version 1, and version 1 heads read with both None.
 
 Reading keeps the raw stored values (`GaussianPly.raw`); writing reuses them
 while the activated Gaussians still match, so write(read(f)) is byte-identical.
@@ -17,6 +20,7 @@ while the activated Gaussians still match, so write(read(f)) is byte-identical.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -31,7 +35,7 @@ from avatarcli.gaussians.model import Gaussians
 from avatarcli.io.atomic import atomic_write
 
 META_FORMAT = "avatarcli.head"
-META_VERSION = 1
+META_VERSION = 2
 META_TAG = "avatarcli-meta"
 META_CHUNK = 200
 _MAX_HEADER = 16 << 20
@@ -58,6 +62,7 @@ _REQUIRED = [
     "rot_2",
     "rot_3",
 ]
+_BLOBS = ("offsets", "hair")  # version 2: float32 arrays as base64 strings
 _VECTORS = {
     "shape": None,
     "expr": None,
@@ -88,8 +93,22 @@ class HeadMeta:
     root_joint: np.ndarray  # [3] root joint of the shaped template (rotation centre of global_pose)
     sh_degree: int
     n_faces: int  # FLAME face count; every binding is < n_faces
+    offsets: np.ndarray | None = None  # [V, 3] float32 canonical-mesh offsets (version 2; None: plain FLAME)
+    hair: np.ndarray | None = None  # [V] float32 hair weights of the offset vertices (version 2)
     format: str = META_FORMAT
-    version: int = META_VERSION
+    version: int = 1  # as read; written as 2 when the head carries offsets, else 1
+
+    @property
+    def deformed(self) -> bool:
+        return self.offsets is not None
+
+    def with_deformation(self, offsets, hair) -> "HeadMeta":
+        """A copy carrying canonical-mesh offsets [V, 3] and hair weights [V] (version 2)."""
+        a = lambda x: np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)  # noqa: E731
+        off, h = a(offsets).reshape(-1, 3), a(hair).reshape(-1)
+        if off.shape[0] != h.shape[0] or not (np.isfinite(off).all() and np.isfinite(h).all()):
+            raise ValueError(f"offsets {off.shape} / hair {h.shape} must be finite [V, 3] / [V]")
+        return replace(self, offsets=off, hair=np.clip(h, 0.0, 1.0), version=2)
 
     @classmethod
     def from_fit(cls, fit, root_joint, n_faces: int, sh_degree: int) -> "HeadMeta":
@@ -124,11 +143,16 @@ class HeadMeta:
         d = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if isinstance(v, np.ndarray):
+            if f.name in _BLOBS:
+                if v is None:
+                    continue
+                v = base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii")
+            elif isinstance(v, np.ndarray):
                 v = np.asarray(v, dtype=np.float64).tolist()
             elif isinstance(v, tuple):
                 v = [int(x) for x in v]
             d[f.name] = v
+        d["version"] = META_VERSION if self.offsets is not None else 1
         return json.dumps(d, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
 
     @classmethod
@@ -152,7 +176,7 @@ class HeadMeta:
                 f"head metadata version {version} is newer than this avatarcli reads ({META_VERSION}); upgrade avatarcli",
                 path=path,
             )
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls) if f.name not in _BLOBS]
         missing = [n for n in names if n not in d]
         if missing:
             raise bad(f"missing field(s) {missing}")
@@ -180,7 +204,36 @@ class HeadMeta:
         if not isinstance(d["flame_model_sha256"], str):
             raise bad("flame_model_sha256 is not a string")
         kw["flame_model_sha256"] = d["flame_model_sha256"]
+        kw.update(_read_offsets(d, bad) if version >= 2 else {})
         return cls(**kw, format=META_FORMAT, version=version)
+
+
+def _blob(d: dict, name: str, bad) -> np.ndarray:
+    text = d.get(name)
+    if not isinstance(text, str):
+        raise bad(f"{name} is not a base64 string")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        raise bad(f"{name} is not valid base64") from None
+    if len(raw) % 4:
+        raise bad(f"{name} holds {len(raw)} bytes, not float32 values")
+    arr = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise bad(f"{name} is not finite")
+    return arr
+
+
+def _read_offsets(d: dict, bad) -> dict:
+    """Version 2's optional mesh offsets [V, 3] and hair weights [V] (both or neither)."""
+    if "offsets" not in d and "hair" not in d:
+        return {}
+    offsets, hair = _blob(d, "offsets", bad), _blob(d, "hair", bad)
+    if offsets.size != 3 * hair.size or hair.size == 0:
+        raise bad(f"offsets hold {offsets.size} values and hair {hair.size}: expected [V, 3] and [V]")
+    if ((hair < 0) | (hair > 1)).any():
+        raise bad("hair weights outside 0..1")
+    return {"offsets": offsets.reshape(-1, 3), "hair": hair}
 
 
 @dataclass

@@ -1,0 +1,185 @@
+"""The FLAME mesh deformed to the head region (avatarcli.flame.deform): outline, smoothness,
+semantic freedom, storage in head.ply, and re-posing the haired head."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import binary_dilation
+from scipy.spatial.transform import Rotation
+
+from avatarcli.animate.pose import HeadPoser, head_params
+from avatarcli.errors import ArtifactError
+from avatarcli.flame.deform import DeformConfig, face_hold, outside_region, pose_deformed
+from avatarcli.flame.fit import photo_camera
+from avatarcli.flame.forward import flame_forward, shaped_joints
+from avatarcli.gaussians.init import InitConfig, init_gaussians
+from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
+from avatarcli.render.api import render
+from avatarcli.render.camera import Camera, intrinsics
+from avatarcli.testing.synthetic_photo import make_synthetic_photo
+
+SIZE = 96
+
+
+def _hair_region(photo) -> np.ndarray:
+    """The true head region grown by ~12 % of the image above the eyes: hair the FLAME mesh lacks."""
+    m = photo.mask[..., 0].numpy() > 0.5
+    grown = binary_dilation(m, iterations=SIZE // 8)
+    rows = np.nonzero(m.any(1))[0]
+    cut = int(rows.min() + 0.5 * (rows.max() - rows.min()))
+    grown[cut:] = m[cut:]
+    return grown.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def haired(flame_model):
+    photo = make_synthetic_photo(flame_model, size=SIZE, yaw_deg=0.0, pitch_deg=0.0)
+    region = _hair_region(photo)
+    info: dict = {}
+    cfg = InitConfig(n_gaussians=4000, deform=DeformConfig(size=SIZE))
+    ply = init_gaussians(flame_model, photo.fit, photo.rgb, cfg, region=region, info=info)
+    return photo, region, ply, info
+
+
+def _alpha(ply, cam: Camera) -> torch.Tensor:
+    with torch.no_grad():
+        return render(ply.gaussians, cam, torch.ones(3), backend="torch").alpha[..., 0]
+
+
+def test_deformed_head_covers_the_region_and_stays_inside(haired, flame_model):
+    photo, region, ply, info = haired
+    plain = init_gaussians(flame_model, photo.fit, photo.rgb, InitConfig(n_gaussians=4000))
+    cam = photo_camera(photo.fit, photo.root_joint)
+    inside = torch.from_numpy(region) > 0.5
+    for head, lo, hi in ((plain, 0.0, 0.85), (ply, 0.95, 1.0)):
+        a = _alpha(head, cam) > 0.5  # the torch rasterizer's alpha, not the deformation's own fill
+        coverage = float((a & inside).sum() / inside.sum())
+        assert lo <= coverage <= hi
+    a = _alpha(ply, cam)
+    assert float((a * ~inside).sum() / a.sum()) < 0.05  # spill
+    assert ply.meta.offsets is not None and ply.meta.offsets.shape == (flame_model.n_vertices, 3)
+
+
+def test_face_is_held_and_hair_grows_behind(haired, flame_model):
+    photo, _, ply, info = haired
+    d = torch.as_tensor(ply.meta.offsets).norm(dim=-1)
+    hold = face_hold(flame_model, head_params(ply.meta, flame_model), photo.vertices, photo.faces)
+    assert float(d[hold > 0.99].max()) < 1e-3  # the landmark-fitted face moves < 1 mm
+    v = photo.vertices
+    c = 0.5 * (v.amin(0) + v.amax(0))
+    back_top = (v[:, 2] < c[2] - 0.04) & (v[:, 1] > c[1] + 0.03)  # unseen from the front
+    assert back_top.sum() > 50
+    side_top = (v[:, 0].abs() > 0.06) & (v[:, 1] > c[1] + 0.02) & (v[:, 2].abs() < 0.02)
+    # not a bald cap: the unseen back carries the side's hair volume (within a factor 2)
+    assert float(d[back_top].mean()) > 0.5 * float(d[side_top].mean()) > 0.004
+    # left/right: a frontal photo of a symmetric head gives mirrored offsets
+    left, right = back_top & (v[:, 0] > 0.02), back_top & (v[:, 0] < -0.02)
+    assert float(d[left].mean()) == pytest.approx(float(d[right].mean()), rel=0.15)
+
+
+def test_deformed_surface_does_not_fold(haired):
+    photo, _, ply, _ = haired
+    v0, f = photo.vertices, photo.faces
+    v1 = v0 + torch.as_tensor(ply.meta.offsets)
+
+    def normals(v):
+        t = v[f]
+        return torch.linalg.cross(t[:, 1] - t[:, 0], t[:, 2] - t[:, 0])
+
+    n0, n1 = normals(v0), normals(v1)
+    big = n0.norm(dim=-1) > 1e-10  # skip degenerate triangles at the pole
+    cos = (n0 * n1).sum(-1)[big] / (n0.norm(dim=-1) * n1.norm(dim=-1))[big]
+    assert float((cos > 0.0).float().mean()) > 0.995  # no flipped triangles (the synthetic pole's fan may twist)
+    assert float((cos > 0.5).float().mean()) > 0.97
+    e = f[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+    stretch = (v1[e[:, 0]] - v1[e[:, 1]]).norm(dim=-1) / (v0[e[:, 0]] - v0[e[:, 1]]).norm(dim=-1).clamp_min(1e-9)
+    assert 0.5 < float(stretch.quantile(0.005)) and float(stretch.quantile(0.995)) < 3.0
+
+
+def test_no_gaussian_outside_the_region(haired):
+    photo, region, ply, _ = haired
+    cam = photo_camera(photo.fit, photo.root_joint)
+    uv = cam.project(ply.gaussians.means)
+    ix, iy = uv[:, 0].round().long().clamp(0, SIZE - 1), uv[:, 1].round().long().clamp(0, SIZE - 1)
+    grown = binary_dilation(region > 0.5, iterations=1)
+    assert grown[iy.numpy(), ix.numpy()].all()
+    assert ply.gaussians.n == 4000  # oversampled to the asked count
+
+
+def test_outside_region_by_projection():
+    cam = Camera(intrinsics(10.0, 20, 20), torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0])), 20, 20)
+    region = torch.zeros(20, 20)
+    region[:, 10:] = 1  # right half of the image
+    pts = torch.tensor([[0.5, 0.0, -1.0], [-0.5, 0.0, -1.0], [0.5, 0.0, 1.0]])  # right, left, behind
+    assert outside_region(pts, cam, region, tol_px=0).tolist() == [False, True, True]
+
+
+def test_ply_round_trip_with_offsets(haired, tmp_path):
+    _, _, ply, _ = haired
+    path = tmp_path / "head.ply"
+    write_gaussian_ply(path, ply)
+    assert b'"version":2' in path.read_bytes()[:400_000]
+    back = read_gaussian_ply(path)
+    assert np.array_equal(back.meta.offsets, ply.meta.offsets) and np.array_equal(back.meta.hair, ply.meta.hair)
+    again = tmp_path / "again.ply"
+    write_gaussian_ply(again, back)
+    assert again.read_bytes() == path.read_bytes()
+    plain = dataclasses.replace(ply, meta=dataclasses.replace(ply.meta, offsets=None, hair=None, version=1))
+    write_gaussian_ply(path, plain)
+    assert b'"version":1' in path.read_bytes()[:200_000] and read_gaussian_ply(path).meta.offsets is None
+
+
+def test_bad_offsets_are_an_artifact_error(haired, tmp_path):
+    _, _, ply, _ = haired
+    bad = dataclasses.replace(ply, meta=dataclasses.replace(ply.meta, hair=ply.meta.hair[:-1]))
+    path = tmp_path / "bad.ply"
+    write_gaussian_ply(path, bad)
+    with pytest.raises(ArtifactError, match="offsets hold"):
+        read_gaussian_ply(path)
+
+
+def _frames(meta, model, **pose):
+    p = head_params(meta, model)
+    return dataclasses.replace(p, **{k: torch.tensor([v], dtype=torch.float32) for k, v in pose.items()})
+
+
+def test_posing_at_the_canonical_parameters_is_the_stored_head(haired, flame_model):
+    photo, _, ply, _ = haired
+    poser = HeadPoser.from_ply(flame_model, ply)
+    canon = head_params(ply.meta, flame_model)
+    base = flame_forward(flame_model, canon, with_landmarks=False).vertices
+    off, hair = torch.as_tensor(ply.meta.offsets), torch.as_tensor(ply.meta.hair)
+    v = pose_deformed(flame_model, canon, canon, photo.vertices, base, off, hair)[0]
+    torch.testing.assert_close(v, photo.vertices + off, atol=2e-6, rtol=0)
+    g = poser.gaussians(v)
+    torch.testing.assert_close(g.means, ply.gaussians.means, atol=2e-6, rtol=0)
+
+
+def test_hair_turns_with_the_head_and_ignores_the_jaw(haired, flame_model):
+    photo, _, ply, _ = haired
+    meta = ply.meta
+    canon = head_params(meta, flame_model)
+    off, hair = torch.as_tensor(meta.offsets), torch.as_tensor(meta.hair)
+    p = photo.vertices + off
+    w = flame_model.lbs_weights
+    rigid = (hair > 0.999) & (w[:, 0] < 1e-6)  # pure hair vertices, not on the neck ring
+    assert rigid.sum() > 100
+
+    def posed(**pose):
+        fr = _frames(meta, flame_model, **pose)
+        base = flame_forward(flame_model, fr, with_landmarks=False).vertices
+        return pose_deformed(flame_model, canon, fr, photo.vertices, base, off, hair)[0]
+
+    jaw = posed(jaw_pose=[0.35, 0.0, 0.0])
+    torch.testing.assert_close(jaw[rigid], p[rigid], atol=1e-5, rtol=0)  # the jaw does not stretch hair
+    moved = (w[:, 2] > 0.5) & (hair < 1e-3)
+    assert float((jaw[moved] - p[moved]).norm(dim=-1).min()) > 1e-3  # while the chin does move
+    aa = np.array([0.3, 0.4, -0.1])  # a nod with a turn, at the neck joint
+    nod = posed(neck_pose=aa.tolist())
+    J1 = shaped_joints(flame_model, canon.shape, canon.expr)[0, 1].double().numpy()
+    expect = Rotation.from_rotvec(aa).apply(p[rigid].double().numpy() - J1) + J1  # rigid about the neck joint
+    np.testing.assert_allclose(nod[rigid].double().numpy(), expect, atol=2e-5)
