@@ -259,7 +259,9 @@ def test_bad_ply_through_render(case, tmp_path, capsys):
         data = data[:head_end] + struct.pack("<f", float("nan")) + data[head_end + 4 :]
         word = "non-finite"
     else:  # a head whose metadata is from a newer avatarcli
-        data = _head_ply_with_meta_version(2)
+        from avatarcli.gaussians.ply import META_VERSION
+
+        data = _head_ply_with_meta_version(META_VERSION + 1)
         word = "newer"
     p = tmp_path / f"{case}.ply"
     p.write_bytes(data)
