@@ -57,6 +57,10 @@ TRACKER_EXTRAS = frozenset(
         "tex_extra",
         "lights",
         "image_size",
+        # written by `avatar track` for the record (avatarcli.track.artifact)
+        "landmark_error_px",
+        "lost",
+        "translation_ref",
     }
 )
 # Keys of an avatarcli flame.npz fit that are not a target pose.

@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "denoise",
     "render",
     "animate",
+    "track",
     "export",
     "weights",
     "doctor",

@@ -338,6 +338,26 @@ def _heatmaps(detector: LandmarkDetector, crop: np.ndarray) -> np.ndarray:
     return hm
 
 
+@torch.no_grad()
+def heatmaps_batch(detector: LandmarkDetector, crops: np.ndarray) -> np.ndarray:
+    """[B, 256, 256, 3] uint8 crops -> [B, 68, 64, 64] float32 heatmaps (one FAN pass for the batch;
+    with `flip` the mirrored crops run in the same pass and are averaged as in _heatmaps)."""
+    x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(255.0).to(detector.device)
+    B = x.shape[0]
+    if detector.flip:
+        x = torch.cat([x, x.flip(-1)])
+    out = detector.fan(x)
+    hm = (out[-1] if isinstance(out, (list, tuple)) else out).float()  # [B(*2), 68, 64, 64]
+    if detector.flip:
+        hm = (hm[:B] + hm[B:, _FLIP_PAIRS].flip(-1)) / 2.0
+    hm = hm.cpu().numpy()
+    if hm.shape[1:] != (N_LANDMARKS, HEATMAP, HEATMAP):
+        raise EnvironmentProblem(
+            f"the landmark network returned heatmaps of shape {hm.shape}, expected (B, 68, 64, 64)"
+        )
+    return hm
+
+
 # ----------------------------------------------------------------------------------------------
 # the stage
 

@@ -1,0 +1,116 @@
+"""The track stage: a video (or a folder of frames) -> an expression file that `animate --expr` plays.
+
+    result = track_video("me.mp4", "me.npz", flame="~/flame")          # FAN + S3FD landmarks
+    result = track_video("frames/", "me.npz", landmarks="lm.npy")      # your own points per frame
+
+Everything that can be checked is checked before the slow work (input, output path, landmark file,
+FLAME); the output is written atomically, once, at the end."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avatarcli.errors import InputError
+from avatarcli.track.fit import TrackConfig, TrackFit
+
+
+@dataclass
+class TrackResult:
+    output: Path
+    n_frames: int
+    fps: float
+    fit: TrackFit
+    lost: list[int]  # frames whose landmarks were interpolated
+    landmark_source: str
+    times: dict[str, float] = field(default_factory=dict)  # seconds: read, landmarks, fit, write (CPU: cpu_*)
+
+    def summary(self) -> dict:
+        err = self.fit.landmark_error_px.mean(-1)  # [T]
+        return {
+            "output": str(self.output),
+            "frames": self.n_frames,
+            "fps": self.fps,
+            "lost_frames": self.lost,
+            "landmarks": self.landmark_source,
+            "focal_px": round(self.fit.focal_px, 2),
+            "mean_landmark_error_px": round(float(err.mean()), 3),
+            "max_landmark_error_px": round(float(err.max()), 3),
+            "landmark_error_px": [round(float(e), 3) for e in err],
+            "times_s": {k: round(v, 3) for k, v in self.times.items()},
+        }
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str, fn):
+        w, c = time.perf_counter(), time.process_time()
+        out = fn()
+        self.times[name] = time.perf_counter() - w
+        self.times[f"cpu_{name}"] = time.process_time() - c
+        return out
+
+
+def track_video(
+    source: str | Path,
+    output: str | Path,
+    *,
+    flame=None,
+    landmarks: str | Path | None = None,
+    detector=None,
+    fps: float | None = None,
+    face_index: int | None = None,
+    config: TrackConfig | None = None,
+    device: str = "auto",
+    progress=None,
+) -> TrackResult:
+    """Track the face of `source` and write the expression file `output` (see the module doc).
+
+    flame: a FlameModel or a path (None: $AVATAR_FLAME). detector: a loaded LandmarkDetector (None:
+    loaded here unless `landmarks` are given). fps: overrides the video's (needed for a folder: 30).
+    progress: a callable (stage, done, total) for progress bars."""
+    from avatarcli.flame.model import FlameModel, load_flame
+    from avatarcli.io.atomic import check_output_path
+    from avatarcli.track.artifact import write_track
+    from avatarcli.track.fit import track_flame
+    from avatarcli.track.frames import open_frames
+    from avatarcli.track.landmarks import detect_clip, read_clip_landmarks
+
+    clock = _Clock()
+    out = check_output_path(Path(output))
+    if out.suffix.lower() != ".npz":
+        raise InputError("the output is an expression file: give a name ending in .npz", path=out)
+    frames = clock("read", lambda: open_frames(source))
+    rate = float(fps or frames.fps or 30.0)
+    if not (rate > 0 and np.isfinite(rate)):
+        raise InputError(f"--fps {fps}: must be a positive number")
+    clip = read_clip_landmarks(landmarks, frames.n_frames) if landmarks is not None else None
+    model = flame if isinstance(flame, FlameModel) else load_flame(flame)
+    tick = progress or (lambda stage, done, total: None)
+    if clip is None:
+        if detector is None:
+            from avatarcli.landmarks.detect import load_landmark_detector
+
+            detector = load_landmark_detector(device)
+        done = [0]
+
+        def on_frame() -> None:
+            done[0] += 1
+            tick("landmarks", done[0], frames.n_frames)
+
+        clip = clock("landmarks", lambda: detect_clip(frames, detector, face_index=face_index, on_frame=on_frame))
+    cfg = config or TrackConfig()
+    it = [0]
+
+    def on_iter() -> None:
+        it[0] += 1
+        tick("fit", it[0], cfg.iters)
+
+    fit = clock("fit", lambda: track_flame(model, clip.points, clip.scores, frames.size, rate, cfg, on_iter))
+    clock("write", lambda: write_track(out, fit, rate, clip.lost))
+    return TrackResult(out, frames.n_frames, rate, fit, clip.lost_frames(), clip.source, clock.times)
