@@ -30,7 +30,7 @@ def model():
 
 
 def _fit(model, **over):
-    from avatarcli.flame.fit import FIT_VIEWMAT, FlameFit
+    from avatarcli.flame.artifact import FIT_VIEWMAT, FlameFit
 
     rng = np.random.default_rng(1)
     f = FlameFit(

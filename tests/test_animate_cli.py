@@ -26,7 +26,7 @@ def flame(flame_dir):
 
 
 def _fit(model):
-    from avatarcli.flame.fit import FIT_VIEWMAT, FlameFit
+    from avatarcli.flame.artifact import FIT_VIEWMAT, FlameFit
 
     rng = np.random.default_rng(2)
     return FlameFit(
@@ -76,7 +76,7 @@ def _write_head(path, model, fit, n=400, sha=None):
 @pytest.fixture(scope="module")
 def files(flame, flame_dir, tmp_path_factory):
     """head.ply, fit.npz, expression files and folders (written once for the module)."""
-    from avatarcli.flame.fit import write_flame_fit
+    from avatarcli.flame.artifact import write_flame_fit
 
     root = tmp_path_factory.mktemp("animate-cli")
     fit = _fit(flame)

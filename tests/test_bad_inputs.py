@@ -239,7 +239,7 @@ def test_landmarks_npz_missing_keys_wrong_shapes_newer_version(good, flame_file,
 
 def test_flame_fit_npz_bad_through_render_camera(good, tmp_path, capsys):
     """flame.npz with a missing key, passed where a fit is expected (init-gaussians)."""
-    from avatarcli.flame.fit import FIT_FORMAT, FIT_VERSION
+    from avatarcli.flame.artifact import FIT_FORMAT, FIT_VERSION
     from avatarcli.io.npz import write_npz
 
     write_npz(tmp_path / "fit.npz", FIT_FORMAT, FIT_VERSION, {"shape": np.zeros(10, np.float32)})

@@ -14,12 +14,11 @@ from scipy.spatial.transform import Rotation
 from avatarcli.animate.pose import HeadPoser, head_params
 from avatarcli.errors import ArtifactError
 from avatarcli.flame.deform import DeformConfig, face_hold, outside_region, pose_deformed
-from avatarcli.flame.fit import photo_camera
 from avatarcli.flame.forward import flame_forward, shaped_joints
 from avatarcli.gaussians.init import InitConfig, init_gaussians
 from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
 from avatarcli.render.api import render
-from avatarcli.render.camera import Camera, intrinsics
+from avatarcli.render.camera import Camera, intrinsics, photo_camera
 from avatarcli.testing.synthetic_photo import make_synthetic_photo
 
 SIZE = 96

@@ -18,7 +18,7 @@ N = 600  # 3 chunks of the compressed format (256 per chunk), the last one parti
 @pytest.fixture
 def head_ply(tmp_path):
     """A head-like PLY with binding and metadata, SH degree 1, a few near-transparent Gaussians."""
-    from avatarcli.flame.fit import FIT_VIEWMAT, FlameFit
+    from avatarcli.flame.artifact import FIT_VIEWMAT, FlameFit
 
     g = make_random_gaussians(N, 3, sh_degree=1, scale=(0.001, 0.02))
     g.opacities[:7] = 1e-3  # below the compressed format's 1/255 cut

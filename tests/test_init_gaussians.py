@@ -178,7 +178,7 @@ def test_wrong_image_size_is_an_input_error(photo):
 @pytest.fixture(scope="module")
 def cli_files(flame_dir, tmp_path_factory):
     """A synthetic photo of the FLAME file's model, its PNG and its flame.npz."""
-    from avatarcli.flame.fit import write_flame_fit
+    from avatarcli.flame.artifact import write_flame_fit
     from avatarcli.flame.model import load_flame
 
     model = load_flame(flame_dir)
@@ -222,7 +222,7 @@ def test_cli_hash_mismatch(cli_files, flame_dir, tmp_path, capsys):
     from dataclasses import replace
 
     from avatarcli.cli import main
-    from avatarcli.flame.fit import read_flame_fit, write_flame_fit
+    from avatarcli.flame.artifact import read_flame_fit, write_flame_fit
 
     d, _ = cli_files
     bad = tmp_path / "other.flame.npz"

@@ -36,7 +36,7 @@ def _landmarks_bytes(tmp: Path) -> bytes:
 
 
 def _fit_bytes(tmp: Path) -> bytes:
-    from avatarcli.flame.fit import FIT_VIEWMAT, FlameFit, write_flame_fit
+    from avatarcli.flame.artifact import FIT_VIEWMAT, FlameFit, write_flame_fit
 
     fit = FlameFit(
         shape=np.zeros(10), expr=np.zeros(5), global_pose=np.zeros(3), neck_pose=np.zeros(3), jaw_pose=np.zeros(3),
@@ -90,7 +90,7 @@ def _read_landmarks(p):
 
 
 def _read_fit(p):
-    from avatarcli.flame.fit import read_flame_fit
+    from avatarcli.flame.artifact import read_flame_fit
 
     return read_flame_fit(p)
 

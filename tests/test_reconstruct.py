@@ -317,7 +317,7 @@ def test_first_run_makes_every_artifact(warm):
 
 @pytest.mark.slow
 def test_batch_resume_settings_skip_existing_force_and_json(tmp_path, photos, flame_file, warm, capsys, monkeypatch):
-    from avatarcli.flame.fit import read_flame_fit
+    from avatarcli.flame.artifact import read_flame_fit
 
     imgs = tmp_path / "img"
     imgs.mkdir()
@@ -442,7 +442,7 @@ def test_detector_path_with_the_tiny_detector(tmp_path, photos, flame_file, warm
     landmarks are stored in the work folder (the fit is stubbed: random landmarks fit nothing)."""
     import dataclasses
 
-    from avatarcli.flame.fit import read_flame_fit
+    from avatarcli.flame.artifact import read_flame_fit
     from avatarcli.landmarks.artifact import read_landmarks
     from avatarcli.reconstruct import run_batch
     from avatarcli.testing.synthetic_photo import make_synthetic_photo

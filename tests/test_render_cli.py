@@ -143,7 +143,7 @@ def test_up_z_and_explicit_distance(tmp_path):
 
 
 def _fit_and_meta(sh_degree=0):
-    from avatarcli.flame.fit import FIT_VIEWMAT, FlameFit
+    from avatarcli.flame.artifact import FIT_VIEWMAT, FlameFit
 
     fit = FlameFit(
         shape=np.linspace(-0.5, 0.5, 10).astype(np.float32),
@@ -188,7 +188,7 @@ def _blob_centroids(img, expected, r=4):
 
 @pytest.mark.parametrize("size", [None, 112])
 def test_camera_lays_the_head_over_the_photo(tmp_path, size):
-    from avatarcli.flame.fit import write_flame_fit
+    from avatarcli.flame.artifact import write_flame_fit
 
     fit, meta, root = _fit_and_meta()
     X = np.array([[0.0, 0.0, 0.08], [0.05, 0.06, 0.03], [-0.04, -0.07, 0.05]], np.float32)  # canonical points
@@ -217,7 +217,7 @@ def test_camera_lays_the_head_over_the_photo(tmp_path, size):
 
 
 def test_camera_fit_of_another_identity_needs_flame(tmp_path, capsys):
-    from avatarcli.flame.fit import write_flame_fit
+    from avatarcli.flame.artifact import write_flame_fit
 
     fit, meta, _ = _fit_and_meta()
     g = make_random_gaussians(20, 0)
@@ -282,7 +282,7 @@ def test_gsplat_without_cuda_is_exit_3(scene_ply, tmp_path, capsys):
     out = tmp_path / "g.png"
     assert main(["render", str(scene_ply), "-o", str(out), "--backend", "gsplat"]) == 3
     err = capsys.readouterr().err
-    assert "CUDA" in err and "--backend torch" in err and not out.exists()
+    assert "CUDA" in err and "backend 'torch'" in err and not out.exists()
 
 
 def test_help_has_examples(capsys):

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from avatarcli.animate.sequence import FrameSequence
 from avatarcli.errors import ArtifactError, InputError
+from avatarcli.flame.model import check_model_hash
 from avatarcli.flame.params import FlameParams
 from avatarcli.gaussians.model import BoundGaussians, Gaussians
 
@@ -50,21 +51,6 @@ def head_params(meta, model, path=None) -> FlameParams:
         jaw_pose=p.jaw_pose.reshape(1, 3).float(),
         eyes_pose=p.eyes_pose.reshape(1, 6).float(),
         translation=z.clone(),
-    )
-
-
-def check_model_hash(meta, model, path=None, force: bool = False) -> bool:
-    """True when the head was made with `model`; a mismatch is an InputError unless `force`."""
-    want = getattr(meta, "flame_model_sha256", None) or ""
-    got = getattr(model, "sha256", None) or ""
-    if not want or want == got:
-        return True
-    if force:
-        return False
-    raise InputError(
-        f"the head was made with FLAME model sha256 {want[:12]}…, but {getattr(model, 'path', 'the given model')} "
-        f"has sha256 {got[:12]}… (pass the same FLAME model, or --force to animate anyway)",
-        path=path,
     )
 
 
@@ -109,7 +95,7 @@ class HeadPoser:
             raise InputError("this PLY is not an avatarcli head: it has no binding", path=path)
         if ply.meta is None:
             raise InputError("this PLY is not an avatarcli head: it has no FLAME parameters (meta)", path=path)
-        if not check_model_hash(ply.meta, model, path, force):
+        if not check_model_hash(ply.meta.flame_model_sha256, model, path, force):
             from avatarcli.progress import warn
 
             warn(f"{path}: FLAME model hash differs from the head's; animating anyway (--force)")

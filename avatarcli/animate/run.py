@@ -24,7 +24,8 @@ from avatarcli.animate.pose import DEFAULT_BATCH, HeadPoser
 from avatarcli.animate.sequence import DEFAULT_DURATION, FrameSequence, build_sequence
 from avatarcli.errors import InputError
 from avatarcli.io.atomic import atomic_dir, atomic_path, check_output_path
-from avatarcli.render.views import NAMED_BACKGROUNDS, parse_background, scaled_camera  # noqa: F401 - re-exported
+from avatarcli.render.camera import photo_camera, scaled_camera
+from avatarcli.render.views import NAMED_BACKGROUNDS, parse_background  # noqa: F401 - re-exported
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
 
@@ -141,7 +142,7 @@ def make_cameras(config: AnimateConfig, poser: HeadPoser, n_frames: int, meta=No
         return lambda i: orbit_camera(
             config.yaw + i * step, config.pitch, distance=distance, target=target, fov_deg=fov, width=size, height=size
         )
-    from avatarcli.flame.fit import photo_camera, read_flame_fit
+    from avatarcli.flame.artifact import read_flame_fit
 
     fit = meta if cam == "photo" else read_flame_fit(cam)
     if fit is None:
@@ -296,14 +297,14 @@ def animate(
         cam_path = Path(config.camera)
         if not cam_path.is_file():
             raise InputError("--camera: expected front, orbit, photo or a flame.npz fit file", path=cam_path)
-        from avatarcli.flame.fit import read_flame_fit
+        from avatarcli.flame.artifact import read_flame_fit
 
         read_flame_fit(cam_path)  # a bad fit file fails here, before FLAME is loaded
     if config.size is not None and not (8 <= config.size <= 8192):
         raise InputError(f"--size {config.size}: expected 8..8192 pixels")
     device = resolve_device(config.device)
     if plan.video is not None or plan.frames_dir is not None:
-        from avatarcli.render.run import check_backend
+        from avatarcli.render.api import check_backend
 
         check_backend(config.backend, device)
     if isinstance(head, (str, Path)):

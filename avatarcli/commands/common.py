@@ -8,7 +8,21 @@ from typing import Optional
 import typer
 
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
-BackendOpt = typer.Option("auto", "--backend", help="Renderer: auto (gsplat on CUDA, else torch), gsplat or torch.")
+
+
+def _backend_name(value: str) -> str:
+    """--backend names one of the renderers (what else the machine allows: render.api.check_backend)."""
+    from avatarcli.errors import InputError
+    from avatarcli.render.api import BACKENDS
+
+    if value not in BACKENDS:
+        raise InputError(f"--backend {value!r}: expected one of {', '.join(BACKENDS)}")
+    return value
+
+
+BackendOpt = typer.Option(
+    "auto", "--backend", help="Renderer: auto (gsplat on CUDA, else torch), gsplat or torch.", callback=_backend_name
+)
 BackgroundOpt = typer.Option("white", "--background", help="white, black, grey, #rrggbb or r,g,b.")
 FlameOpt = typer.Option(
     None,

@@ -59,23 +59,20 @@ def denoise_command(
     """
     import math
 
-    from avatarcli.commands.init_gaussians import check_model_hash, load_photo_for
+    from avatarcli.commands.init_gaussians import load_photo_for
     from avatarcli.device import resolve_device
     from avatarcli.errors import InputError
     from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
     from avatarcli.io.atomic import check_output_path
     from avatarcli.progress import info, progress, warn
-    from avatarcli.render.api import BACKENDS
+    from avatarcli.render.api import check_backend
     from avatarcli.stages.denoise import DenoiseConfig, denoise_head
 
     n_rounds = 0 if no_diffusion else rounds
-    if backend not in BACKENDS:
-        raise InputError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
     existing_inputs([init_ply, image] + ([features] if features is not None else []))
     check_output_path(output)
     dev = resolve_device(device)
-    if backend == "gsplat" and dev.type != "cuda":
-        raise InputError("--backend gsplat needs a CUDA device (use --backend torch or --device cuda)")
+    check_backend(backend, dev)
     ply = read_gaussian_ply(init_ply)
     if ply.binding is None or ply.meta is None:
         raise InputError(
@@ -108,10 +105,11 @@ def denoise_command(
         resolve_model(SD_IMAGE_VARIATIONS)
         if dev.type == "cpu":
             warn(CPU_DIFFUSION_NOTE)
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.model import check_model_hash, load_flame
 
     model = load_flame(flame)
-    check_model_hash(ply.meta.flame_model_sha256, model, init_ply, force)
+    if not check_model_hash(ply.meta.flame_model_sha256, model, init_ply, force):
+        warn(f"{init_ply}: made with another FLAME model (sha256 differs); continuing (--force)")
     if n_rounds > 0:
         from avatarcli.diffusion.denoiser import load_default_denoiser
 

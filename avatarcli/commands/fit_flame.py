@@ -39,7 +39,8 @@ def fit_flame_command(
       AVATAR_FLAME=~/flame avatar fit-flame a.npz b.npz -o fits/ --focal 1400
     """
     from avatarcli.device import resolve_device
-    from avatarcli.flame.fit import FitConfig, fit_flame, fit_quality, write_flame_fit
+    from avatarcli.flame.artifact import fit_quality, write_flame_fit
+    from avatarcli.flame.fit import FitConfig, fit_flame
     from avatarcli.flame.model import load_flame
     from avatarcli.io.atomic import check_output_path
     from avatarcli.landmarks.artifact import read_landmarks

@@ -10,22 +10,6 @@ import typer
 from avatarcli.commands.common import FlameOpt, existing_inputs
 
 
-def check_model_hash(fit_sha: str, model, fit_path: Path, force: bool) -> None:
-    """The fit only makes sense with the FLAME model it was made with (InputError unless --force)."""
-    from avatarcli.errors import InputError
-    from avatarcli.progress import warn
-
-    if str(fit_sha) == str(model.sha256):
-        return
-    msg = (
-        f"was made with FLAME model sha256 {str(fit_sha)[:12]}..., "
-        f"--flame is {str(model.sha256)[:12]}... ({model.path}): use the same model (or --force)"
-    )
-    if not force:
-        raise InputError(msg, path=fit_path)
-    warn(f"{fit_path}: {msg}; continuing (--force)")
-
-
 def load_photo_for(image: Path, image_size: tuple[int, int], what: Path):
     """Load `image` at the size the FLAME fit was made on (its original size); InputError if they differ."""
     from avatarcli.errors import InputError
@@ -68,19 +52,20 @@ def init_gaussians_command(
       avatar init-gaussians face.flame.npz --image face.jpg --flame ~/flame -o face.init.ply
       avatar init-gaussians face.flame.npz -i face.jpg -o init.ply -n 50000 --sh-degree 2
     """
-    from avatarcli.flame.fit import read_flame_fit
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.artifact import read_flame_fit
+    from avatarcli.flame.model import check_model_hash, load_flame
     from avatarcli.gaussians.init import InitConfig, init_gaussians
     from avatarcli.gaussians.ply import write_gaussian_ply
     from avatarcli.io.atomic import check_output_path
-    from avatarcli.progress import info
+    from avatarcli.progress import info, warn
 
     existing_inputs([flame_fit, image])
     check_output_path(output)
     fit = read_flame_fit(flame_fit)
     photo = load_photo_for(image, fit.image_size, flame_fit)
     model = load_flame(flame)
-    check_model_hash(fit.flame_model_sha256, model, flame_fit, force)
+    if not check_model_hash(fit.flame_model_sha256, model, flame_fit, force):
+        warn(f"{flame_fit}: made with another FLAME model (sha256 differs); continuing (--force)")
     cfg = InitConfig(n_gaussians=n_gaussians, sh_degree=sh_degree, seed=seed)
     details: dict = {}
     ply = init_gaussians(model, fit, photo.rgb, cfg, info=details)

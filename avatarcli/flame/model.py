@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from avatarcli.errors import ArtifactError
+from avatarcli.errors import ArtifactError, InputError
 from avatarcli.flame.embedding import LandmarkEmbedding
 
 N_JOINTS = 5  # root (global), neck, jaw, left eye, right eye
@@ -191,4 +191,23 @@ def flame_from_arrays(
         path=None if str(path).startswith("<") else Path(path),
         release=release,
         embedding_path=embedding_path,
+    )
+
+
+def check_model_hash(
+    recorded: str | None, model: FlameModel, path: str | Path | None = None, force: bool = False
+) -> bool:
+    """Was the artifact at `path` (made with the FLAME model of sha256 `recorded`; empty: unknown)
+    made with `model`? True when it was (or nothing is recorded). A mismatch is an InputError naming
+    both hashes, unless `force`: then False (the caller warns and goes on)."""
+    want = str(recorded or "")
+    got = str(getattr(model, "sha256", "") or "")
+    if not want or want == got:
+        return True
+    if force:
+        return False
+    raise InputError(
+        f"was made with FLAME model sha256 {want[:12]}…, but {getattr(model, 'path', 'the given model')} "
+        f"has sha256 {got[:12]}… (pass the same FLAME model, or --force to go on anyway)",
+        path=path,
     )

@@ -41,7 +41,7 @@ from avatarcli.gaussians.binding import bind_to_mesh
 from avatarcli.gaussians.model import Gaussians, rgb_to_sh0, sh_coeffs
 from avatarcli.gaussians.ply import GaussianPly, HeadMeta
 from avatarcli.geometry import matrix_to_quaternion, triangle_frames
-from avatarcli.render.camera import Camera
+from avatarcli.render.camera import Camera, photo_camera, scaled_camera
 
 FALLBACK_SKIN = (0.78, 0.60, 0.50)
 
@@ -149,23 +149,6 @@ def _sample_image(img: Tensor, uv: Tensor) -> Tensor:
     return out[0, :, 0].T  # [N, C]
 
 
-def scaled_camera(cam: Camera, long_side: int) -> Camera:
-    """The same camera for an image resized so that its long side is `long_side` (no upscaling).
-
-    Pixel centres at integers: x' = (x + 0.5) s - 0.5."""
-    s = min(1.0, long_side / max(cam.width, cam.height))
-    if s == 1.0:
-        return cam
-    W, H = max(1, round(cam.width * s)), max(1, round(cam.height * s))
-    sx, sy = W / cam.width, H / cam.height
-    K = cam.K.clone()
-    K[0, 0] *= sx
-    K[1, 1] *= sy
-    K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-    K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
-    return Camera(K, cam.viewmat.clone(), W, H)
-
-
 def visibility(
     gaussians: Gaussians, normals: Tensor, points: Tensor, cam: Camera, config: InitConfig, radius: float
 ) -> Tensor:
@@ -174,7 +157,7 @@ def visibility(
     The depth map is rendered from `gaussians` (the head's own surface Gaussians, made opaque)."""
     from avatarcli.render.api import render
 
-    dcam = scaled_camera(cam, config.depth_size)
+    dcam = scaled_camera(cam, config.depth_size, upscale=False)
     opaque = Gaussians(
         gaussians.means,
         gaussians.quats,
@@ -270,7 +253,6 @@ def init_gaussians(
     Returns a GaussianPly (canonical head, binding, HeadMeta of the fit). `info`, when given,
     receives "colour" (ColourInfo), "points" [N, 3], "normals" [N, 3], "spacing", "camera",
     "deformation" (HeadDeformation or None)."""
-    from avatarcli.flame.fit import photo_camera
 
     cfg = config or InitConfig()
     cfg.validate()
@@ -340,6 +322,5 @@ __all__ = [
     "init_gaussians",
     "canonical_head",
     "sample_surface",
-    "scaled_camera",
     "colour_points",
 ]

@@ -37,7 +37,7 @@ class JobResult:
     stage_times: dict[str, float] = field(default_factory=dict)  # seconds per stage run (reused: 0)
     reused: list[str] = field(default_factory=list)  # stages whose work-folder artifact was reused
     fit_error_px: float | None = None  # mean landmark reprojection error of the FLAME fit
-    poor_fit: bool = False  # fit error above avatarcli.flame.fit.fit_quality's threshold
+    poor_fit: bool = False  # fit error above avatarcli.flame.artifact.fit_quality's threshold
     error: str | None = None  # the one-line message
     error_stage: str | None = None  # "validate" or a stage name
     exception: BaseException | None = field(default=None, repr=False)
@@ -272,7 +272,8 @@ class _JobRunner:
 
     def fit_flame(self, img, lm_work, lm_key: str):
         """FLAME fit in working-image pixels -> the fit and its key (records the fit quality)."""
-        from avatarcli.flame.fit import FitConfig, fit_flame, fit_quality, read_flame_fit, write_flame_fit
+        from avatarcli.flame.artifact import fit_quality, read_flame_fit, write_flame_fit
+        from avatarcli.flame.fit import FitConfig, fit_flame
 
         cfg, models = self.config, self.models
         fit_cfg = FitConfig(n_shape=cfg.n_shape, n_expr=cfg.n_expr)

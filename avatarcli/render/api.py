@@ -14,6 +14,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from avatarcli.errors import EnvironmentProblem, InputError
 from avatarcli.gaussians.model import Gaussians
 from avatarcli.render.camera import Camera
 
@@ -27,13 +28,26 @@ class RenderOutput:
     depth: Tensor  # [H, W, 1] expected depth (camera z), normalised by alpha
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """auto -> gsplat for CUDA tensors, torch otherwise."""
+def check_backend(backend: str, device: torch.device) -> str:
+    """The one backend check: auto -> gsplat on a CUDA device, torch otherwise.
+
+    An unknown name is an InputError; gsplat on a machine without CUDA an EnvironmentProblem
+    (exit 3); gsplat for a CPU device an InputError."""
     if backend not in BACKENDS:
-        raise ValueError(f"unknown render backend {backend!r} (choose from {', '.join(BACKENDS)})")
+        raise InputError(f"unknown render backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "gsplat":
+        if not torch.cuda.is_available():
+            raise EnvironmentProblem("the gsplat backend needs a CUDA GPU (none found): use backend 'torch'")
+        if device.type != "cuda":
+            raise InputError("the gsplat backend renders on the GPU: use a CUDA device (or auto), or backend 'torch'")
     if backend == "auto":
         return "gsplat" if device.type == "cuda" else "torch"
     return backend
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """auto -> gsplat for CUDA tensors, torch otherwise (check_backend for the tensors' device)."""
+    return check_backend(backend, device)
 
 
 def _check(gaussians: Gaussians, sh_degree: int | None) -> int:

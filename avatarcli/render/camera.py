@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from avatarcli.geometry import look_at_viewmat
+from avatarcli.geometry import axis_angle_to_matrix, look_at_viewmat
 
 
 @dataclass
@@ -23,7 +25,7 @@ class Camera:
     width: int
     height: int
 
-    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "Camera":
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Camera:
         return Camera(self.K.to(device, dtype), self.viewmat.to(device, dtype), self.width, self.height)
 
     @property
@@ -69,3 +71,52 @@ def orbit_camera(
     V = look_at_viewmat(eye, t, torch.tensor([0.0, 1.0, 0.0]))
     focal = 0.5 * height / math.tan(math.radians(fov_deg) / 2.0)
     return Camera(intrinsics(focal, width, height), V, width, height)
+
+
+def scaled_camera(cam: Camera, long_side: int | None, *, upscale: bool = True) -> Camera:
+    """The same view for the image resized so that its long side is `long_side` pixels
+    (None or 0: unchanged; upscale=False: never larger than the camera's own size).
+
+    Pixel centres stay at integers: x' = (x + 0.5) s - 0.5, per axis s = new size / old size."""
+    if not long_side:
+        return cam
+    s = long_side / max(cam.width, cam.height)
+    if not upscale and s >= 1.0:
+        return cam
+    W, H = max(1, round(cam.width * s)), max(1, round(cam.height * s))
+    sx, sy = W / cam.width, H / cam.height
+    K = cam.K.clone()
+    K[0, 0] *= sx
+    K[1, 1] *= sy
+    K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+    K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+    return Camera(K, cam.viewmat.clone(), W, H)
+
+
+class PhotoFit(Protocol):
+    """What photo_camera reads of a fitted head (avatarcli.flame.artifact.FlameFit, or the head's meta)."""
+
+    K: np.ndarray  # [3, 3]
+    viewmat: np.ndarray  # [4, 4]
+    global_pose: np.ndarray  # [3]
+    translation: np.ndarray  # [3]
+    image_size: tuple[int, int]  # (H, W)
+
+
+def photo_camera(fit: PhotoFit, root_joint: np.ndarray | Tensor) -> Camera:
+    """The photo's Camera for the CANONICAL head (global_pose = 0, translation = 0).
+
+    The fitted head is X_photo = R_g (X_c - J0) + J0 + t with J0 = `root_joint` [3] of the fit's
+    shaped template, so the canonical head seen by the photo camera has
+    viewmat_eff = viewmat @ [[R_g, J0 - R_g J0 + t], [0, 1]]."""
+    J0 = torch.as_tensor(
+        np.asarray(root_joint.detach().cpu() if isinstance(root_joint, Tensor) else root_joint), dtype=torch.float64
+    ).reshape(3)
+    Rg = axis_angle_to_matrix(torch.as_tensor(np.asarray(fit.global_pose), dtype=torch.float64).reshape(3))
+    t = torch.as_tensor(np.asarray(fit.translation), dtype=torch.float64).reshape(3)
+    M = torch.eye(4, dtype=torch.float64)
+    M[:3, :3] = Rg
+    M[:3, 3] = J0 - Rg @ J0 + t
+    V = torch.as_tensor(np.asarray(fit.viewmat), dtype=torch.float64) @ M
+    H, W = fit.image_size
+    return Camera(torch.as_tensor(np.asarray(fit.K), dtype=torch.float32), V.float(), int(W), int(H))

@@ -28,7 +28,7 @@ def gsplat_intrinsics(K: Tensor) -> Tensor:
 
 def _import_gsplat():
     if not torch.cuda.is_available():
-        raise EnvironmentProblem("--backend gsplat needs a CUDA GPU (none found); use --backend torch")
+        raise EnvironmentProblem("the gsplat backend needs a CUDA GPU (none found): use backend 'torch'")
     try:
         import gsplat
     except Exception as e:  # noqa: BLE001 - an install problem, shown as one line
@@ -46,7 +46,7 @@ def render_gsplat(
     gsplat = _import_gsplat()
     dev = gaussians.means.device
     if dev.type != "cuda":
-        raise EnvironmentProblem("--backend gsplat needs the Gaussians on a CUDA device")
+        raise EnvironmentProblem("the gsplat backend needs the Gaussians on a CUDA device")
     width, height = cameras[0].width, cameras[0].height
     if any((c.width, c.height) != (width, height) for c in cameras):
         raise ValueError("render_gsplat: all cameras must have the same size")

@@ -17,7 +17,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from avatarcli.errors import EnvironmentProblem, InputError
+from avatarcli.errors import InputError
+from avatarcli.render.api import check_backend
 from avatarcli.render.camera import Camera
 
 IMAGE_SUFFIXES = (".png",)
@@ -51,20 +52,6 @@ class RenderPlan:
     config: RenderConfig
     device: torch.device
     backend: str
-
-
-def check_backend(backend: str, device: torch.device) -> str:
-    """auto|torch|gsplat for `device`; gsplat without CUDA is an environment error (exit 3)."""
-    if backend not in ("auto", "torch", "gsplat"):
-        raise InputError(f"--backend {backend!r}: expected auto, gsplat or torch")
-    if backend == "gsplat":
-        if not torch.cuda.is_available():
-            raise EnvironmentProblem("--backend gsplat needs a CUDA GPU (none found); use --backend torch")
-        if device.type != "cuda":
-            raise InputError("--backend gsplat renders on the GPU: use --device cuda (or auto)")
-    if backend == "auto":
-        return "gsplat" if device.type == "cuda" else "torch"
-    return backend
 
 
 def _check_config(cfg: RenderConfig, kind: str) -> None:
@@ -102,7 +89,7 @@ def _camera_fit(cfg: RenderConfig, ply, flame):
                 "--camera photo: this PLY holds no fit (not an avatarcli head); pass --camera FLAME_FIT.npz"
             )
         return meta, meta.root_joint
-    from avatarcli.flame.fit import read_flame_fit
+    from avatarcli.flame.artifact import read_flame_fit
 
     fit = read_flame_fit(cfg.camera)
     if meta is not None and _same_shape(meta.shape, fit.shape):

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from avatarcli.errors import InputError
-from avatarcli.render.camera import Camera, orbit_camera
+from avatarcli.render.camera import Camera, orbit_camera, photo_camera, scaled_camera
 
 UP_AXES = ("auto", "y", "-y", "z", "-z", "x", "-x")
 NAMED_BACKGROUNDS = {
@@ -145,25 +145,6 @@ def turntable_cameras(framing: Framing, n_frames: int, yaw0: float = 0.0, pitch:
     return [view_camera(framing, yaw0 + 360.0 * i / n_frames, pitch, **kw) for i in range(n_frames)]
 
 
-def scaled_camera(cam: Camera, size: int | None) -> Camera:
-    """The same view with its longer side `size` pixels (None: unchanged).
-
-    Scaling keeps pixel centres at integers: x' = s (x + 0.5) - 0.5."""
-    if not size:
-        return cam
-    s = size / max(cam.width, cam.height)
-    W, H = max(1, round(cam.width * s)), max(1, round(cam.height * s))
-    sx, sy = W / cam.width, H / cam.height
-    K = cam.K.clone()
-    K[0, 0] *= sx
-    K[0, 2] = sx * (K[0, 2] + 0.5) - 0.5
-    K[1, 1] *= sy
-    K[1, 2] = sy * (K[1, 2] + 0.5) - 0.5
-    return Camera(K, cam.viewmat, W, H)
-
-
 def fit_camera(fit, root_joint, size: int | None = None) -> Camera:
-    """The photo's camera for a canonical head (avatarcli.flame.fit.photo_camera), optionally resized."""
-    from avatarcli.flame.fit import photo_camera
-
+    """The photo's camera for a canonical head (photo_camera), optionally resized."""
     return scaled_camera(photo_camera(fit, np.asarray(root_joint, dtype=np.float64).reshape(3)), size)

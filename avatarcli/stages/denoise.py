@@ -32,7 +32,7 @@ from torch import Tensor
 from avatarcli.errors import InputError
 from avatarcli.gaussians.fit import FitConfig, ViewTarget, fit_gaussians
 from avatarcli.gaussians.ply import GaussianPly
-from avatarcli.render.camera import Camera
+from avatarcli.render.camera import Camera, photo_camera, scaled_camera
 
 
 @dataclass
@@ -73,18 +73,16 @@ class DenoiseConfig:
         if self.steps < 0 or self.round_steps < 0 or self.rounds < 0:
             raise InputError("steps, round steps and rounds must be >= 0")
         if not 0 <= self.sh_degree <= 3:
-            raise InputError(f"--sh-degree must be 0..3, got {self.sh_degree}")
+            raise InputError(f"sh_degree must be 0..3, got {self.sh_degree}")
         if self.max_side < 16:
-            raise InputError(f"--size must be >= 16, got {self.max_side}")
+            raise InputError(f"max_side (the working resolution) must be >= 16, got {self.max_side}")
         self.rounds_config().validate()
 
 
 def working_photo(rgb: np.ndarray, camera: Camera, max_side: int) -> tuple[Tensor, Camera]:
     """uint8 [H, W, 3] at the camera's size -> float [h, w, 3] with long side <= max_side, and its camera."""
-    from avatarcli.gaussians.init import scaled_camera
-
     img = torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0  # [H, W, 3]
-    cam = scaled_camera(camera, max_side)
+    cam = scaled_camera(camera, max_side, upscale=False)
     if (cam.height, cam.width) != tuple(img.shape[:2]):
         x = img.permute(2, 0, 1)[None]
         img = F.interpolate(x, size=(cam.height, cam.width), mode="bilinear", align_corners=False, antialias=True)[
@@ -153,7 +151,6 @@ def denoise_head(
     Returns (head, stats): stats = {psnr_init, psnr_fit, psnr, ssim, n_gaussians, fit_s, rounds_s,
     seconds, fit: {...}, rounds: {...} or None, size: (h, w)}."""
     from avatarcli.device import resolve_device
-    from avatarcli.flame.fit import photo_camera
     from avatarcli.gaussians.init import canonical_head
 
     cfg = config or DenoiseConfig()
@@ -169,7 +166,7 @@ def denoise_head(
         raise InputError(f"the photo is {rgb.shape[0]}x{rgb.shape[1]} (HxW), the head was fitted on {H}x{W}")
     rounds = cfg.rounds if denoiser is not None else 0
     if rounds > 0 and features is None:
-        raise InputError("diffusion rounds need the photo's features (`avatar encode`): pass --features or --rounds 0")
+        raise InputError("diffusion rounds need the photo's features (`avatar encode`): pass them, or 0 rounds")
     dev = resolve_device(cfg.device)
     t_all = time.perf_counter()
 

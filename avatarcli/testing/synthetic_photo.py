@@ -41,7 +41,7 @@ __all__ = ["SyntheticPhoto", "make_synthetic_photo", "PHOTO_BACKGROUND"]
 class SyntheticPhoto:
     rgb: np.ndarray  # [H, W, 3] uint8
     landmarks: np.ndarray  # [68, 2] float64 pixels
-    fit: "FlameFit"  # noqa: F821 - avatarcli.flame.fit.FlameFit, the true parameters and camera
+    fit: "FlameFit"  # noqa: F821 - avatarcli.flame.artifact.FlameFit, the true parameters and camera
     camera: Camera  # the photo's camera for the canonical head
     truth: BoundGaussians  # ground truth, bound to (vertices, faces)
     vertices: Tensor  # [V, 3] canonical mesh (global pose and translation not applied)
@@ -108,11 +108,12 @@ def make_synthetic_photo(
     size: side (square) or (H, W). yaw/pitch: the head's global rotation (degrees; positive yaw
     turns the face towards the subject's left, +x). expr_scale: std of the first 10 expression
     coefficients (seeded). jaw_open: jaw rotation (radians) about x."""
-    from avatarcli.flame.fit import FIT_VIEWMAT, FlameFit, photo_camera
+    from avatarcli.flame.artifact import FIT_VIEWMAT, FlameFit
     from avatarcli.flame.forward import canonical_vertices, flame_forward, root_joint
     from avatarcli.flame.params import FlameParams
     from avatarcli.geometry import axis_angle_to_matrix
     from avatarcli.render.api import render, to_uint8
+    from avatarcli.render.camera import photo_camera
 
     if model is None:
         from avatarcli.testing.synthetic_flame import make_synthetic_flame
