@@ -45,6 +45,12 @@ class NoFaceError(InputError):
     """No face was found in an image."""
 
 
+class FitDivergedError(AvatarError):
+    """An optimisation produced NaN or inf (never reported as a figure)."""
+
+    exit_code = EXIT_USAGE
+
+
 class EnvironmentProblem(AvatarError):
     """Something the machine lacks: FLAME model, weights, CUDA, a writable folder."""
 

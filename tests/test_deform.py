@@ -182,3 +182,57 @@ def test_hair_turns_with_the_head_and_ignores_the_jaw(haired, flame_model):
     J1 = shaped_joints(flame_model, canon.shape, canon.expr)[0, 1].double().numpy()
     expect = Rotation.from_rotvec(aa).apply(p[rigid].double().numpy() - J1) + J1  # rigid about the neck joint
     np.testing.assert_allclose(nod[rigid].double().numpy(), expect, atol=2e-5)
+
+
+# ----------------------------------------------------------------------------- denoise: the head region's figures
+
+
+def test_denoise_reports_head_region_figures_and_cuts_outside(haired, flame_model):
+    from avatarcli.quality import coverage, region_psnr, spill
+    from avatarcli.stages.denoise import DenoiseConfig, denoise_head
+
+    photo, _, ply, _ = haired
+    left = photo.mask[..., 0].numpy() > 0.5
+    left[:, SIZE // 2 :] = False  # a region that holds only the image's left half of the head
+    head, stats = denoise_head(ply, flame_model, photo.rgb, config=DenoiseConfig(steps=0, rounds=0, max_side=SIZE,
+                               device="cpu"), mask=left.astype(np.float32))  # fmt: skip
+    cam = photo_camera(photo.fit, photo.root_joint)
+    assert (cam.project(head.gaussians.means)[:, 0] < SIZE // 2 + 0.5).all()  # nothing left on the right half
+    with torch.no_grad():
+        out = render(head.gaussians, cam, torch.ones(3), backend="torch")
+    assert stats["coverage"] == pytest.approx(coverage(out.alpha, left), abs=1e-6)
+    # the splats along the cut reach ~1 px across it (64 px image): uncut, half the head would spill
+    assert stats["spill"] == pytest.approx(spill(out.alpha, left), abs=1e-6) and stats["spill"] < 0.2
+    assert stats["psnr_region"] == pytest.approx(region_psnr(out.rgb, photo.image, left), abs=1e-3)
+
+
+def test_a_diverged_fit_is_an_error(haired, flame_model):
+    from avatarcli.errors import FitDivergedError
+    from avatarcli.stages.denoise import DenoiseConfig, denoise_head
+
+    photo, region, ply, _ = haired
+    sh = ply.gaussians.sh.clone()
+    sh[::7] = float("nan")
+    bad = dataclasses.replace(ply, gaussians=dataclasses.replace(ply.gaussians, sh=sh), raw=None)
+    with pytest.raises(FitDivergedError, match="diverged"):
+        denoise_head(bad, flame_model, photo.rgb, config=DenoiseConfig(steps=0, rounds=0, max_side=SIZE,
+                     device="cpu"), mask=region)  # fmt: skip
+
+
+def test_a_perturbed_fit_is_pulled_onto_the_true_outline(flame_model):
+    """The FLAME fit a few px off (shifted, other identity): the deformed mesh covers the true head."""
+    photo = make_synthetic_photo(flame_model, size=SIZE)
+    fit = photo.fit
+    shift = 3.0 * float(-fit.translation[2]) / float(fit.K[0, 0])  # 3 px in metres at the head's depth
+    off = dataclasses.replace(fit, translation=fit.translation + np.float32([shift, shift, 0]), shape=fit.shape * 0.5)
+    region = photo.mask[..., 0].numpy() > 0.5
+    cfg = InitConfig(n_gaussians=3000, deform=DeformConfig(size=SIZE))
+    plain = init_gaussians(flame_model, off, photo.rgb, InitConfig(n_gaussians=3000))
+    deformed = init_gaussians(flame_model, off, photo.rgb, cfg, region=region.astype(np.float32))
+    cam = photo_camera(off, deformed.meta.root_joint)
+    rows = np.nonzero(region.any(1))[0]
+    above = region.copy()
+    above[rows.max() - (rows.max() - rows.min()) // 8 :] = False  # the mesh's open neck end is not extended
+    above = torch.from_numpy(above)
+    cov = [float(((_alpha(h, cam) > 0.5) & above).sum() / above.sum()) for h in (plain, deformed)]
+    assert cov[0] < 0.9 and cov[1] > 0.97

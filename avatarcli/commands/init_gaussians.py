@@ -75,6 +75,7 @@ def init_gaussians_command(
     info(
         f"{output}: {ply.gaussians.n} Gaussians; colours: {100 * float(c.visible.sum()) / n:.0f}% from the photo, "
         f"{100 * float(c.mirrored.sum()) / n:.0f}% mirrored, {100 * float(c.prior.sum()) / n:.0f}% skin prior"
+        + (f", {100 * float(c.hair.sum()) / n:.0f}% unseen hair" if c.hair is not None else "")
     )
     return 0
 

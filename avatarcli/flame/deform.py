@@ -131,9 +131,10 @@ def _inside_polygon(pts: np.ndarray, poly: np.ndarray) -> np.ndarray:
     return (crosses & (x < xc)).sum(1) % 2 == 1
 
 
-def face_hold(model, params: FlameParams, vertices: Tensor, faces: Tensor) -> Tensor:
-    """[V] in 0..1: 1 on the face (inside the jaw line and the brows of the canonical landmarks,
-    seen from the front, in front of the jaw-line ends), fading over a few vertex rings.
+def face_hold(model, params: FlameParams, vertices: Tensor, faces: Tensor, inset: float = 0.15) -> Tensor:
+    """[V] in 0..1: 1 on the face (inside the jaw line and the brows of the canonical landmarks, that
+    polygon shrunk by `inset` towards its centre, seen from the front, in front of the jaw-line ends),
+    fading over a few vertex rings.
 
     `params`: the canonical FLAME parameters of `vertices` (global pose and translation zero)."""
     if model.landmarks is None:
@@ -141,6 +142,8 @@ def face_hold(model, params: FlameParams, vertices: Tensor, faces: Tensor) -> Te
     with torch.no_grad():
         lmk = flame_forward(model, params).landmarks[0].float().cpu().numpy()  # [68, 3]
     poly = np.concatenate([lmk[0:17], lmk[17:27][::-1]])[:, :2]  # jaw line, then brows right to left
+    centre = poly.mean(0)
+    poly = centre + (1.0 - inset) * (poly - centre)  # the outline itself is the silhouette's to place
     v = vertices.detach().cpu().float().numpy()
     z_cut = min(lmk[0, 2], lmk[16, 2])
     inside = _inside_polygon(v[:, :2], poly) & (v[:, 2] > z_cut)
@@ -152,6 +155,16 @@ def face_hold(model, params: FlameParams, vertices: Tensor, faces: Tensor) -> Te
     for _ in range(3):  # soft edge: decays over a few rings outside the face
         hold = np.maximum(hold, 0.6 * (adj @ hold) / deg)
     return torch.as_tensor(hold, dtype=torch.float32)
+
+
+def scalp(model, params: FlameParams, vertices: Tensor, hold: Tensor) -> Tensor:
+    """[V] bool: where hair may grow: not face (hold < 0.5) and above the jaw line's upper ends
+    (landmarks 0 and 16, about ear level) of the canonical head."""
+    if model.landmarks is None:
+        return hold < 0.5
+    with torch.no_grad():
+        lmk = flame_forward(model, params).landmarks[0].float().cpu()  # [68, 3]
+    return (hold.cpu() < 0.5) & (vertices.detach().cpu()[:, 1] > 0.5 * float(lmk[0, 1] + lmk[16, 1]))
 
 
 # ----------------------------------------------------------------------------- silhouette
@@ -359,6 +372,7 @@ __all__ = [
     "HeadDeformation",
     "deform_to_region",
     "face_hold",
+    "scalp",
     "outside_region",
     "pose_deformed",
     "head_weights",

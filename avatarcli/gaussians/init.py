@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avatarcli.flame.deform import DeformConfig, HeadDeformation, deform_to_region, face_hold, outside_region
+from avatarcli.flame.deform import DeformConfig, HeadDeformation, deform_to_region, face_hold, outside_region, scalp
 from avatarcli.gaussians.binding import bind_to_mesh
 from avatarcli.gaussians.model import Gaussians, rgb_to_sh0, sh_coeffs
 from avatarcli.gaussians.ply import GaussianPly, HeadMeta
@@ -78,6 +78,7 @@ class ColourInfo:
     mirrored: Tensor  # [N] bool: not seen, its mirror point is
     prior: Tensor  # [N] bool: neither -> skin prior
     skin: Tensor  # [3] the prior used
+    hair: Tensor | None = None  # [N] bool: unseen hair, coloured from the nearest seen hair (hair_colours)
 
 
 def canonical_head(model, fit) -> tuple[Tensor, Tensor, Tensor]:
@@ -213,14 +214,45 @@ def colour_points(
 
 
 def _deform(model, fit, meta: HeadMeta, verts: Tensor, faces: Tensor, cam: Camera, region: Tensor, cfg: InitConfig):
-    """-> (deformed vertices [V, 3], meta carrying the offsets, the HeadDeformation or None)."""
+    """-> (deformed vertices [V, 3], meta carrying the offsets, the HeadDeformation or None,
+    hair-able vertices [V] bool: scalp or grown into hair)."""
     from avatarcli.animate.pose import head_params
 
     if cfg.deform is None:
-        return verts, meta, None
-    hold = face_hold(model, head_params(meta, model), verts, faces)
+        return verts, meta, None, None
+    params = head_params(meta, model)
+    hold = face_hold(model, params, verts, faces)
     d = deform_to_region(verts, faces, cam, region, hold, cfg.deform)
-    return verts + d.offsets, meta.with_deformation(d.offsets, d.hair), d
+    hairy = scalp(model, params, verts, hold) | (d.hair > 0.5)
+    return verts + d.offsets, meta.with_deformation(d.offsets, d.hair), d, hairy
+
+
+def inner_points(points: Tensor, cam: Camera, region: Tensor, margin_px: float) -> Tensor:
+    """[N] bool: points [N, 3] projecting at least `margin_px` inside `region` [H, W] (> 0.5 is inside)."""
+    from scipy.ndimage import distance_transform_edt
+
+    dist = torch.from_numpy(distance_transform_edt(region.numpy() > 0.5)).float()  # px to the outside
+    uv, _ = _project(cam, points)
+    return _sample_image(dist[..., None], uv)[:, 0] >= margin_px
+
+
+def hair_colours(colour: ColourInfo, points: Tensor, hair: Tensor, source: Tensor, k: int = 24) -> ColourInfo:
+    """Unseen hair points (hair-ness [N] > 0.5, neither seen nor mirrored) take the mean colour of
+    the k nearest seen hair points [N, 3] (among `source` [N] bool: clear of the outline, where the
+    photo's pixels mix with the backdrop) instead of the skin prior: the back of the hair continues
+    the hair the photo shows, never a bald cap."""
+    from scipy.spatial import cKDTree
+
+    seen = (colour.visible | colour.mirrored) & (hair > 0.5) & source
+    fill = colour.prior & (hair > 0.5)
+    if int(seen.sum()) < k or not bool(fill.any()):
+        return colour
+    src = points[seen].double().numpy()
+    _, idx = cKDTree(src).query(points[fill].double().numpy(), k=k)  # [M, k]
+    rgb = colour.rgb.clone()
+    rgb[fill] = colour.rgb[seen][torch.as_tensor(idx)].mean(1)
+    return ColourInfo(rgb=rgb, visible=colour.visible, mirrored=colour.mirrored, prior=colour.prior & ~fill,
+                      skin=colour.skin, hair=fill)  # fmt: skip
 
 
 def _samples_in_region(verts, faces, n, gen, cam, region):
@@ -269,14 +301,14 @@ def init_gaussians(
     cam = photo_camera(fit, j0)
     meta = HeadMeta.from_fit(fit, j0, n_faces=int(faces.shape[0]), sh_degree=cfg.sh_degree)
     deformation: HeadDeformation | None = None
-    reg = None
+    reg = hairy = None
     if region is not None:
         reg = torch.as_tensor(np.asarray(region), dtype=torch.float32).reshape(H, W).clamp(0, 1)
         if float((reg > 0.5).sum()) < 1:
             from avatarcli.errors import InputError
 
             raise InputError("the head region is empty")
-        verts, meta, deformation = _deform(model, fit, meta, verts, faces, cam, reg, cfg)
+        verts, meta, deformation, hairy = _deform(model, fit, meta, verts, faces, cam, reg, cfg)
     gen = torch.Generator().manual_seed(int(cfg.seed))
     n = int(cfg.n_gaussians)
     if reg is not None and cfg.cut_outside:
@@ -298,6 +330,9 @@ def init_gaussians(
     g = Gaussians(pts, quats, scales, torch.full((n,), float(cfg.opacity)), sh)
     image = torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0
     colour = colour_points(pts, normals, g, cam, image, cfg)
+    if hairy is not None:
+        inner = inner_points(pts, cam, reg, 0.015 * max(H, W))
+        colour = hair_colours(colour, pts, hairy.float()[faces[face]].mean(1), inner | ~colour.visible)
     sh[:, 0] = rgb_to_sh0(colour.rgb)
     g = Gaussians(pts, quats, scales, g.opacities, sh)
     bound = bind_to_mesh(g, face, verts, faces)

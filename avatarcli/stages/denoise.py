@@ -11,7 +11,12 @@
    init head's rendered alpha (> 0.5), dilated by `mask_dilate` x the image side (default 0).
 4. Input-view fit: avatarcli.gaussians.fit.fit_gaussians with the photo as the only target
    (`steps`, SH degree, densify/prune).
-5. rounds > 0 with a denoiser: avatarcli.diffusion.rounds.refine (novel views rendered,
+5. Gaussians whose centre projects outside the head region (a given or features region; not the
+   init-alpha fallback) are dropped after the fits: no head Gaussian carries backdrop or clothing.
+6. Figures (quality.py), from the final render on white against the photo at the working size:
+   head-region PSNR, coverage (region pixels with alpha > 0.5) and spill (alpha mass outside).
+   A fit that diverged (non-finite render) raises FitDivergedError.
+7. rounds > 0 with a denoiser: avatarcli.diffusion.rounds.refine (novel views rendered,
    denoised at falling strength, fitted softly with the input view as the hard constraint),
    conditioned on the features' CLIP image embedding; `round_steps` fit steps per round,
    no densification inside the rounds.
@@ -19,7 +24,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
@@ -129,6 +133,37 @@ def input_view_psnr(bound, vertices: Tensor, faces: Tensor, target: ViewTarget, 
         return float(psnr(out.rgb, m * target.image.to(dev) + (1 - m) * bg, m))
 
 
+def cut_outside(bound, vertices: Tensor, faces: Tensor, target: ViewTarget):
+    """`bound` without the Gaussians whose centre projects outside the target's head region."""
+    from avatarcli.flame.deform import outside_region
+    from avatarcli.gaussians.binding import world_gaussians
+
+    with torch.no_grad():
+        means = world_gaussians(bound, vertices, faces).means
+    out = outside_region(means, target.camera, target.mask[..., 0]).to(means.device)
+    keep = torch.nonzero(~out).reshape(-1)
+    return bound if keep.numel() in (0, bound.n) else bound.subset(keep)
+
+
+def region_figures(out, target: ViewTarget, fit_cfg: FitConfig) -> dict:
+    """Head-region PSNR (render on white vs the photo), coverage and spill (avatarcli.quality) of the
+    final render `out` (made over fit_cfg.background); FitDivergedError when it is not finite."""
+    from avatarcli import quality
+    from avatarcli.errors import FitDivergedError
+
+    rgb, alpha = out.rgb.detach().cpu(), out.alpha.detach().cpu()
+    if not (torch.isfinite(rgb).all() and torch.isfinite(alpha).all()):
+        raise FitDivergedError("the input-view fit diverged (NaN in the render); try fewer steps or another seed")
+    bg = torch.tensor(fit_cfg.background, dtype=torch.float32)
+    white = rgb.clamp(0, 1) + (1 - alpha) * (1 - bg)  # re-composited from the fit background onto white
+    region = target.mask[..., 0].cpu() > 0.5
+    return {
+        "psnr_region": quality.region_psnr(white.clamp(0, 1), target.image.cpu(), region),
+        "coverage": quality.coverage(alpha, region),
+        "spill": quality.spill(alpha, region),
+    }
+
+
 def denoise_head(
     ply: GaussianPly,
     model,
@@ -148,8 +183,8 @@ def denoise_head(
     mask: optional explicit head region [H, W] (or [H, W, 1]) in 0..1 at the photo's size; overrides
     the features' mask. on_step(step, info) counts steps over the whole run (fit, then rounds);
     info = {loss, psnr, n, sh_degree, phase}. on_round(r, n_rounds, info) after each round.
-    Returns (head, stats): stats = {psnr_init, psnr_fit, psnr, ssim, n_gaussians, fit_s, rounds_s,
-    seconds, fit: {...}, rounds: {...} or None, size: (h, w)}."""
+    Returns (head, stats): stats = {psnr_init, psnr_fit, psnr, ssim, psnr_region, coverage, spill,
+    n_gaussians, fit_s, rounds_s, seconds, fit: {...}, rounds: {...} or None, size: (h, w)}."""
     from avatarcli.device import resolve_device
     from avatarcli.gaussians.init import canonical_head
 
@@ -242,6 +277,8 @@ def denoise_head(
             bound, verts, faces, target, denoiser, cond, rcfg, round_fit, on_progress, on_step=round_step
         )
     t2 = time.perf_counter()
+    if region_src != "init alpha":
+        bound = cut_outside(bound, verts, faces, target)
 
     from avatarcli.gaussians.binding import world_gaussians
     from avatarcli.gaussians.losses import masked_ssim
@@ -255,6 +292,7 @@ def denoise_head(
         tgt = target.mask * target.image + (1 - target.mask) * bg
         ssim = float(masked_ssim(out.rgb, tgt, target.mask))
     final_psnr = input_view_psnr(bound, verts, faces, target, fcfg)
+    figures = region_figures(out, target, fcfg)
     head = GaussianPly.from_bound(bound.to("cpu"), verts.cpu(), faces.cpu(), meta)
     stats = {
         "psnr_init": psnr_init,
@@ -269,9 +307,8 @@ def denoise_head(
         "rounds": round_stats,
         "size": (h, w),
         "mask": region_src,
+        **figures,
     }
-    if not math.isfinite(final_psnr):
-        stats["psnr"] = float("inf")
     return head, stats
 
 
