@@ -24,6 +24,9 @@
    hair volume, the offsets stored in the PLY's HeadMeta), and samples whose projection from the
    photo's camera falls outside the region are dropped (oversampled so that `n_gaussians` remain):
    no Gaussian starts on backdrop or clothing (the neck is cut at the collar, ears under hair go).
+6. Mouth interior: `mouth_fraction` of the Gaussians form a dark oral cavity, teeth and tongue behind
+   the lips (avatarcli.gaussians.mouth), bound to a skull and a jaw triangle and appended after the
+   surface samples, so an opened jaw shows a mouth instead of the inside of the head.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class InitConfig:
     skin_rgb: tuple[float, float, float] | None = None  # None: median of the seen colours
     deform: DeformConfig | None = field(default_factory=DeformConfig)  # with a region; None: plain FLAME
     cut_outside: bool = True  # with a region: drop samples projecting outside it
+    mouth_fraction: float = 0.04  # share of n_gaussians given to the mouth interior (gaussians/mouth.py); 0: none
 
     def validate(self) -> None:
         if self.n_gaussians < 1:
@@ -310,7 +314,10 @@ def init_gaussians(
             raise InputError("the head region is empty")
         verts, meta, deformation, hairy = _deform(model, fit, meta, verts, faces, cam, reg, cfg)
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    n = int(cfg.n_gaussians)
+    from avatarcli.gaussians.mouth import mouth_for_init
+
+    mouth = mouth_for_init(model, fit, int(cfg.mouth_fraction * cfg.n_gaussians), cfg.sh_degree)
+    n = int(cfg.n_gaussians) - (mouth.n if mouth is not None else 0)  # surface samples
     if reg is not None and cfg.cut_outside:
         pts, face = _samples_in_region(verts, faces, n, gen, cam, reg)
     else:
@@ -336,6 +343,8 @@ def init_gaussians(
     sh[:, 0] = rgb_to_sh0(colour.rgb)
     g = Gaussians(pts, quats, scales, g.opacities, sh)
     bound = bind_to_mesh(g, face, verts, faces)
+    if mouth is not None:  # appended after the surface samples (info's arrays describe those)
+        bound = bound.cat(mouth.to(bound.binding.device))
     ply = GaussianPly.from_bound(bound, verts, faces, meta)
     if info is not None:
         info.update(
