@@ -69,7 +69,8 @@ def _head(model, fit=None, n=N_GAUSSIANS, seed=0):
     )
     verts = canonical_vertices(model, fit.params())[0]
     gaussians = world_gaussians(bound, verts, model.faces)
-    return SimpleNamespace(gaussians=gaussians, binding=bound.binding.clone(), meta=fit)
+    meta = SimpleNamespace(fit=fit, flame_model_sha256=fit.flame_model_sha256)  # no stored root joint: from FLAME
+    return SimpleNamespace(gaussians=gaussians, binding=bound.binding.clone(), meta=meta)
 
 
 def _clip(tmp_path, name="c", **arrays):
@@ -130,7 +131,7 @@ def test_jaw_moves_jaw_gaussians_not_skull(model, head, tmp_path):
 
 def test_fit_parameters_reproduce_the_stored_head(model, head, tmp_path):
     """A frame with the fit's own expression and joint poses gives back the PLY's Gaussians."""
-    fit = head.meta
+    fit = head.meta.fit
     clip = _clip(
         tmp_path,
         expr=np.stack([fit.expr] * 2),
@@ -156,7 +157,7 @@ def test_global_pose_rotates_about_root_and_translation_adds(model, head, tmp_pa
     poser = HeadPoser.from_ply(model, head)
     g0, g1 = poser.posed(build_sequence([clip], model.n_expr, fps=10))
     R = axis_angle_to_matrix(torch.tensor(aa, dtype=torch.float64))
-    J0 = root_joint(model, head_params(head.meta, model).shape)[0].double()
+    J0 = root_joint(model, head_params(head.meta.fit, model).shape)[0].double()
     x0 = g0.means.double()
     want = (x0 - J0) @ R.T + J0 + torch.tensor(t, dtype=torch.float64)
     torch.testing.assert_close(g1.means.double(), want, atol=2e-6, rtol=0)
@@ -238,7 +239,7 @@ def test_head_without_binding_or_other_model_is_refused(model, head, tmp_path):
     no_binding = SimpleNamespace(gaussians=head.gaussians, binding=None, meta=head.meta)
     with pytest.raises(InputError, match="not an avatarcli head: it has no binding"):
         animate(no_binding, [clip], cfg, out=out, model=model)
-    other = dataclasses.replace(head.meta, flame_model_sha256="b" * 64)
+    other = SimpleNamespace(fit=head.meta.fit, flame_model_sha256="b" * 64)
     with pytest.raises(InputError, match=r"sha256 bbbbbbbbbbbb.*--force") as e:
         animate(
             SimpleNamespace(gaussians=head.gaussians, binding=head.binding, meta=other),

@@ -68,7 +68,7 @@ def _write_head(path, model, fit, n=400, sha=None):
     root = root_joint(model, params.shape)[0]
     meta = HeadMeta.from_fit(fit, root, n_faces=F, sh_degree=0)
     if sha is not None:
-        meta = dataclasses.replace(meta, flame_model_sha256=sha)
+        meta = dataclasses.replace(meta, fit=dataclasses.replace(meta.fit, flame_model_sha256=sha))
     write_gaussian_ply(path, GaussianPly(world_gaussians(bound, verts, model.faces), binding=bound.binding, meta=meta))
     return path
 

@@ -10,6 +10,7 @@ import pickle
 import struct
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -279,10 +280,11 @@ def _head_ply_with_meta_version(version: int) -> bytes:
     n = 20
     gs = Gaussians(torch.zeros(n, 3), torch.tensor([[1.0, 0, 0, 0]]).repeat(n, 1), torch.full((n, 3), 0.01),
                    torch.full((n,), 0.5), torch.zeros(n, 1, 3))  # fmt: skip
-    meta = HeadMeta(
-        shape=np.zeros(10), expr=np.zeros(10), global_pose=np.zeros(3), neck_pose=np.zeros(3), jaw_pose=np.zeros(3),
+    meta = HeadMeta.from_fit(
+        SimpleNamespace(shape=np.zeros(10), expr=np.zeros(10), global_pose=np.zeros(3), neck_pose=np.zeros(3), jaw_pose=np.zeros(3),
         eyes_pose=np.zeros(6), translation=np.zeros(3), K=np.eye(3), viewmat=np.eye(4), image_size=(64, 64),
-        flame_model_sha256="0" * 64, root_joint=np.zeros(3), sh_degree=0, n_faces=100,
+        flame_model_sha256="0" * 64),
+        np.zeros(3), n_faces=100, sh_degree=0,
     )  # fmt: skip
     data = ply_bytes(GaussianPly(gs, torch.zeros(n, dtype=torch.long), meta))
     old = b'"version":1'

@@ -46,7 +46,7 @@ def test_count_binding_and_meta(seeded, photo):
     assert ply.meta.n_faces == F and ply.meta.sh_degree == 1 and ply.gaussians.sh.shape == (N, 4, 3)
     assert torch.all(ply.gaussians.sh[:, 1:] == 0)
     assert ply.meta.flame_model_sha256 == photo.fit.flame_model_sha256
-    np.testing.assert_allclose(ply.meta.global_pose, photo.fit.global_pose, atol=1e-6)
+    np.testing.assert_allclose(ply.meta.fit.global_pose, photo.fit.global_pose, atol=1e-6)
     # canonical head: the surface samples (the mouth interior follows them) lie on the canonical mesh
     ns = info["points"].shape[0]
     assert 0.03 * N < N - ns < 0.05 * N  # the mouth's share (InitConfig.mouth_fraction)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -69,10 +70,11 @@ def _ply_bytes(tmp: Path) -> bytes:
     g = torch.Generator().manual_seed(0)
     gs = Gaussians(torch.randn(n, 3, generator=g), torch.nn.functional.normalize(torch.randn(n, 4, generator=g), dim=-1),
                    torch.full((n, 3), 0.01), torch.full((n,), 0.5), torch.rand(n, 4, 3, generator=g))  # fmt: skip
-    meta = HeadMeta(
-        shape=np.zeros(3), expr=np.zeros(2), global_pose=np.zeros(3), neck_pose=np.zeros(3), jaw_pose=np.zeros(3),
+    meta = HeadMeta.from_fit(
+        SimpleNamespace(shape=np.zeros(3), expr=np.zeros(2), global_pose=np.zeros(3), neck_pose=np.zeros(3), jaw_pose=np.zeros(3),
         eyes_pose=np.zeros(6), translation=np.zeros(3), K=np.eye(3), viewmat=np.eye(4), image_size=(8, 8),
-        flame_model_sha256="0" * 64, root_joint=np.zeros(3), sh_degree=1, n_faces=10,
+        flame_model_sha256="0" * 64),
+        np.zeros(3), n_faces=10, sh_degree=1,
     )  # fmt: skip
     return ply_bytes(GaussianPly(gs, torch.arange(n) % 10, meta))
 

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from avatarcli.animate.sequence import FrameSequence
 from avatarcli.errors import ArtifactError, InputError
+from avatarcli.flame.artifact import FlameFit
 from avatarcli.flame.model import check_model_hash
 from avatarcli.flame.params import FlameParams
 from avatarcli.gaussians.model import BoundGaussians, Gaussians
@@ -37,10 +38,10 @@ def _pad(t: Tensor, n: int, what: str, path) -> Tensor:
     return torch.nn.functional.pad(t, (0, n - t.shape[-1]))
 
 
-def head_params(meta, model, path=None) -> FlameParams:
-    """The fit's FLAME parameters stored in a head's meta, batch 1, padded to `model`,
-    with global pose and translation zero (the canonical head)."""
-    p = meta.params() if hasattr(meta, "params") else meta.fit.params()
+def head_params(fit: FlameFit, model, path=None) -> FlameParams:
+    """A fit's FLAME parameters (a head's: meta.fit), batch 1, padded to `model`,
+    with global pose and translation zero (the canonical head, for animating it)."""
+    p = fit.params()
     p = p.to(dtype=torch.float32)
     z = torch.zeros(1, 3)
     return FlameParams(
@@ -107,7 +108,7 @@ class HeadPoser:
             )
         device = torch.device(device)
         model = model.to(device) if hasattr(model, "to") else model
-        params = head_params(ply.meta, model, path).to(device)
+        params = head_params(ply.meta.fit, model, path).to(device)
         offsets = hair = None
         with torch.no_grad():
             plain = canonical_vertices(model, params)[0]  # [V, 3]

@@ -144,7 +144,7 @@ def make_cameras(config: AnimateConfig, poser: HeadPoser, n_frames: int, meta=No
         )
     from avatarcli.flame.artifact import read_flame_fit
 
-    fit = meta if cam == "photo" else read_flame_fit(cam)
+    fit = (meta.fit if meta is not None else None) if cam == "photo" else read_flame_fit(cam)
     if fit is None:
         raise InputError("--camera photo: the head has no fit stored in it")
     c = scaled_camera(photo_camera(fit, poser.root.cpu()), config.size)

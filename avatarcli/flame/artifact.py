@@ -21,13 +21,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from avatarcli.errors import ArtifactError
+from avatarcli.flame.forward import canonical_head
 from avatarcli.flame.params import FlameParams
+
+if TYPE_CHECKING:
+    from avatarcli.flame.model import FlameModel
 from avatarcli.io.npz import Field, read_npz, write_npz
 
 FIT_FORMAT = "avatarcli.flame_fit"
@@ -67,6 +72,10 @@ class FlameFit:
             t(self.eyes_pose),
             t(self.translation),
         )
+
+    def canonical(self, model: FlameModel) -> tuple[Tensor, Tensor, Tensor]:
+        """The canonical head: vertices [V, 3], faces [F, 3], root joint [3] (flame.forward.canonical_head)."""
+        return canonical_head(model, self)
 
     @property
     def mean_error_px(self) -> float:

@@ -14,14 +14,20 @@ come from the yaw bin of R = R_global @ R_neck (see `contour_bins`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from avatarcli.errors import InputError
 from avatarcli.flame.embedding import N_YAW_BINS
 from avatarcli.flame.model import FlameModel
 from avatarcli.flame.params import FlameParams
 from avatarcli.geometry import axis_angle_to_matrix
+
+if TYPE_CHECKING:  # the artifact's reader imports this module (FlameFit.canonical)
+    from avatarcli.flame.artifact import FlameFit
 
 
 @dataclass
@@ -243,3 +249,27 @@ def canonical_vertices(model: FlameModel, params: FlameParams) -> Tensor:
         translation=torch.zeros_like(params.translation),
     )
     return flame_forward(model, p, with_landmarks=False).vertices
+
+
+def canonical_head(
+    model: FlameModel, fit: FlameFit, offsets: np.ndarray | Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The one canonical head of a fit (global pose and translation zero): vertices [V, 3] float32
+    (+ the head's mesh `offsets` [V, 3], avatarcli.flame.deform), faces [F, 3] long, root joint [3]."""
+    dt, dev = model.dtype, model.device
+    params = fit.params(device=dev, dtype=dt)
+    if params.shape.shape[1] > model.n_shape or params.expr.shape[1] > model.n_expr:
+        raise InputError(
+            f"the fit has {params.shape.shape[1]} shape / {params.expr.shape[1]} expression coefficients, "
+            f"the FLAME model only {model.n_shape} / {model.n_expr}"
+        )
+    with torch.no_grad():
+        v = canonical_vertices(model, params)[0].float()
+        j0 = root_joint(model, params.shape, params.expr)[0].float()
+    if offsets is not None:
+        if tuple(offsets.shape) != tuple(v.shape):
+            raise InputError(
+                f"the head's mesh offsets are {list(offsets.shape)}, the FLAME model has {v.shape[0]} vertices"
+            )
+        v = v + torch.as_tensor(np.asarray(offsets), dtype=v.dtype, device=v.device)
+    return v, model.faces.long(), j0

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avatarcli.flame.deform import DeformConfig, HeadDeformation, deform_to_region, face_hold, outside_region, scalp
+from avatarcli.flame.forward import canonical_head
 from avatarcli.gaussians.binding import bind_to_mesh
 from avatarcli.gaussians.model import Gaussians, rgb_to_sh0, sh_coeffs
 from avatarcli.gaussians.ply import GaussianPly, HeadMeta
@@ -83,46 +84,6 @@ class ColourInfo:
     prior: Tensor  # [N] bool: neither -> skin prior
     skin: Tensor  # [3] the prior used
     hair: Tensor | None = None  # [N] bool: unseen hair, coloured from the nearest seen hair (hair_colours)
-
-
-def canonical_head(model, fit) -> tuple[Tensor, Tensor, Tensor]:
-    """-> canonical vertices [V, 3] float32, faces [F, 3] long, root joint [3] (fit: FlameFit or HeadMeta).
-
-    A HeadMeta with mesh offsets (avatarcli.flame.deform) gives the deformed (haired) mesh."""
-    from avatarcli.flame.forward import canonical_vertices, root_joint
-    from avatarcli.flame.params import FlameParams
-
-    dt, dev = model.dtype, model.device
-    t = lambda a: torch.as_tensor(np.asarray(a), dtype=dt, device=dev).reshape(1, -1)  # noqa: E731
-    params = FlameParams(
-        t(fit.shape),
-        t(fit.expr),
-        t(fit.global_pose),
-        t(fit.neck_pose),
-        t(fit.jaw_pose),
-        t(fit.eyes_pose),
-        t(fit.translation),
-    )
-    if params.shape.shape[1] > model.n_shape or params.expr.shape[1] > model.n_expr:
-        from avatarcli.errors import InputError
-
-        raise InputError(
-            f"the fit has {params.shape.shape[1]} shape / {params.expr.shape[1]} expression coefficients, "
-            f"the FLAME model only {model.n_shape} / {model.n_expr}"
-        )
-    with torch.no_grad():
-        v = canonical_vertices(model, params)[0].float()
-        j0 = root_joint(model, params.shape, params.expr)[0].float()
-    offsets = getattr(fit, "offsets", None)
-    if offsets is not None:
-        if tuple(offsets.shape) != tuple(v.shape):
-            from avatarcli.errors import InputError
-
-            raise InputError(
-                f"the head's mesh offsets are {list(offsets.shape)}, the FLAME model has {v.shape[0]} vertices"
-            )
-        v = v + torch.as_tensor(np.asarray(offsets), dtype=v.dtype, device=v.device)
-    return v, model.faces.long(), j0
 
 
 def sample_surface(vertices: Tensor, faces: Tensor, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -224,7 +185,7 @@ def _deform(model, fit, meta: HeadMeta, verts: Tensor, faces: Tensor, cam: Camer
 
     if cfg.deform is None:
         return verts, meta, None, None
-    params = head_params(meta, model)
+    params = head_params(meta.fit, model)
     hold = face_hold(model, params, verts, faces)
     d = deform_to_region(verts, faces, cam, region, hold, cfg.deform)
     hairy = scalp(model, params, verts, hold) | (d.hair > 0.5)
@@ -364,7 +325,6 @@ __all__ = [
     "InitConfig",
     "ColourInfo",
     "init_gaussians",
-    "canonical_head",
     "sample_surface",
     "colour_points",
 ]

@@ -29,8 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from avatarcli.errors import ArtifactError, InputError
+from avatarcli.flame.artifact import N_LANDMARKS, FlameFit
+from avatarcli.flame.forward import canonical_head
+from avatarcli.flame.model import FlameModel
 from avatarcli.gaussians.model import Gaussians
 from avatarcli.io.atomic import atomic_write
 
@@ -75,21 +79,17 @@ _VECTORS = {
 }
 
 
+_FIT_KEYS = ("shape", "expr", "global_pose", "neck_pose", "jaw_pose", "eyes_pose", "translation", "K", "viewmat",
+             "image_size", "flame_model_sha256")  # the FlameFit fields a head stores, in header order  # fmt: skip
+_META_KEYS = _FIT_KEYS + ("root_joint", "sh_degree", "n_faces")  # required in every header
+
+
 @dataclass
 class HeadMeta:
-    """What `animate` and `render --camera photo` need, stored inside the PLY."""
+    """What `animate` and `render --camera photo` need, stored inside the PLY: the photo's FLAME fit
+    (the head is stored canonical: the fit's global pose and translation are not applied to it)."""
 
-    shape: np.ndarray  # [n_shape] float64
-    expr: np.ndarray  # [n_expr]
-    global_pose: np.ndarray  # [3] axis-angle of the photo's head (not applied to the stored Gaussians)
-    neck_pose: np.ndarray  # [3]
-    jaw_pose: np.ndarray  # [3]
-    eyes_pose: np.ndarray  # [6]
-    translation: np.ndarray  # [3]
-    K: np.ndarray  # [3, 3] the photo's intrinsics (pixel centres at integers)
-    viewmat: np.ndarray  # [4, 4] the fit's world-to-camera matrix
-    image_size: tuple[int, int]  # (H, W) of the photo the fit used
-    flame_model_sha256: str
+    fit: FlameFit  # float64 arrays; landmark_error_px is not stored (NaN when read)
     root_joint: np.ndarray  # [3] root joint of the shaped template (rotation centre of global_pose)
     sh_degree: int
     n_faces: int  # FLAME face count; every binding is < n_faces
@@ -99,10 +99,22 @@ class HeadMeta:
     version: int = 1  # as read; written as 2 when the head carries offsets, else 1
 
     @property
+    def flame_model_sha256(self) -> str:
+        return self.fit.flame_model_sha256
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.fit.image_size
+
+    @property
     def deformed(self) -> bool:
         return self.offsets is not None
 
-    def with_deformation(self, offsets, hair) -> "HeadMeta":
+    def canonical(self, model: FlameModel) -> tuple[Tensor, Tensor, Tensor]:
+        """The canonical head (with its mesh offsets, if any): vertices [V, 3], faces [F, 3], root joint [3]."""
+        return canonical_head(model, self.fit, self.offsets)
+
+    def with_deformation(self, offsets, hair) -> HeadMeta:
         """A copy carrying canonical-mesh offsets [V, 3] and hair weights [V] (version 2)."""
         a = lambda x: np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float32)  # noqa: E731
         off, h = a(offsets).reshape(-1, 3), a(hair).reshape(-1)
@@ -111,39 +123,30 @@ class HeadMeta:
         return replace(self, offsets=off, hair=np.clip(h, 0.0, 1.0), version=2)
 
     @classmethod
-    def from_fit(cls, fit, root_joint, n_faces: int, sh_degree: int) -> "HeadMeta":
+    def from_fit(cls, fit, root_joint, n_faces: int, sh_degree: int) -> HeadMeta:
         """From a FlameFit (numpy or torch fields) and the root joint [3] (or [1, 3])."""
         a = lambda x: np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)  # noqa: E731
         vec = lambda x: a(x).reshape(-1)  # noqa: E731
-        return cls(
+        err = getattr(fit, "landmark_error_px", None)
+        stored = FlameFit(
             shape=vec(fit.shape), expr=vec(fit.expr), global_pose=vec(fit.global_pose), neck_pose=vec(fit.neck_pose),
             jaw_pose=vec(fit.jaw_pose), eyes_pose=vec(fit.eyes_pose), translation=vec(fit.translation),
             K=a(fit.K).reshape(3, 3), viewmat=a(fit.viewmat).reshape(4, 4),
-            image_size=tuple(int(s) for s in np.asarray(fit.image_size).reshape(-1)[:2]),
-            flame_model_sha256=str(fit.flame_model_sha256), root_joint=vec(root_joint),
-            sh_degree=int(sh_degree), n_faces=int(n_faces),
+            image_size=(int(fit.image_size[0]), int(fit.image_size[1])),
+            landmark_error_px=vec(err) if err is not None else np.full(N_LANDMARKS, np.nan),
+            flame_model_sha256=str(fit.flame_model_sha256),
         )  # fmt: skip
-
-    def params(self, dtype=torch.float32, device="cpu"):
-        """The fit's FLAME parameters as FlameParams (batch 1)."""
-        from avatarcli.flame.params import FlameParams
-
-        t = lambda x: torch.as_tensor(np.asarray(x)[None], dtype=dtype, device=device)  # noqa: E731
-        return FlameParams(
-            shape=t(self.shape),
-            expr=t(self.expr),
-            global_pose=t(self.global_pose),
-            neck_pose=t(self.neck_pose),
-            jaw_pose=t(self.jaw_pose),
-            eyes_pose=t(self.eyes_pose),
-            translation=t(self.translation),
-        )
+        return cls(fit=stored, root_joint=vec(root_joint), sh_degree=int(sh_degree), n_faces=int(n_faces))
 
     def to_json(self) -> str:
         d = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in _BLOBS:
+        values = {
+            **{k: getattr(self.fit, k) for k in _FIT_KEYS},
+            **{f.name: getattr(self, f.name) for f in fields(self)},
+        }
+        for name in _META_KEYS + _BLOBS + ("format", "version"):
+            v = values[name]
+            if name in _BLOBS:
                 if v is None:
                     continue
                 v = base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii")
@@ -151,7 +154,7 @@ class HeadMeta:
                 v = np.asarray(v, dtype=np.float64).tolist()
             elif isinstance(v, tuple):
                 v = [int(x) for x in v]
-            d[f.name] = v
+            d[name] = v
         d["version"] = META_VERSION if self.offsets is not None else 1
         return json.dumps(d, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
 
@@ -176,8 +179,7 @@ class HeadMeta:
                 f"head metadata version {version} is newer than this avatarcli reads ({META_VERSION}); upgrade avatarcli",
                 path=path,
             )
-        names = [f.name for f in fields(cls) if f.name not in _BLOBS]
-        missing = [n for n in names if n not in d]
+        missing = [n for n in (*_META_KEYS, "format", "version") if n not in d]
         if missing:
             raise bad(f"missing field(s) {missing}")
         kw = {}
@@ -204,8 +206,9 @@ class HeadMeta:
         if not isinstance(d["flame_model_sha256"], str):
             raise bad("flame_model_sha256 is not a string")
         kw["flame_model_sha256"] = d["flame_model_sha256"]
+        fit = FlameFit(**{k: kw.pop(k) for k in _FIT_KEYS}, landmark_error_px=np.full(N_LANDMARKS, np.nan))
         kw.update(_read_offsets(d, bad) if version >= 2 else {})
-        return cls(**kw, format=META_FORMAT, version=version)
+        return cls(fit=fit, **kw, format=META_FORMAT, version=version)
 
 
 def _blob(d: dict, name: str, bad) -> np.ndarray:

@@ -94,7 +94,7 @@ def scaled_camera(cam: Camera, long_side: int | None, *, upscale: bool = True) -
 
 
 class PhotoFit(Protocol):
-    """What photo_camera reads of a fitted head (avatarcli.flame.artifact.FlameFit, or the head's meta)."""
+    """What photo_camera reads of a fitted head (avatarcli.flame.artifact.FlameFit)."""
 
     K: np.ndarray  # [3, 3]
     viewmat: np.ndarray  # [4, 4]

@@ -88,11 +88,11 @@ def _camera_fit(cfg: RenderConfig, ply, flame):
             raise InputError(
                 "--camera photo: this PLY holds no fit (not an avatarcli head); pass --camera FLAME_FIT.npz"
             )
-        return meta, meta.root_joint
+        return meta.fit, meta.root_joint
     from avatarcli.flame.artifact import read_flame_fit
 
     fit = read_flame_fit(cfg.camera)
-    if meta is not None and _same_shape(meta.shape, fit.shape):
+    if meta is not None and _same_shape(meta.fit.shape, fit.shape):
         return fit, meta.root_joint
     if flame is None:
         why = "its FLAME shape differs from the head's" if meta is not None else "the PLY has no avatarcli metadata"

@@ -4,7 +4,7 @@
 
 1. Canonical mesh from the PLY's own FLAME parameters (HeadMeta), the Gaussians re-bound to it.
 2. Working resolution: the photo (at the fit's image size) is downscaled so that its long side
-   is at most `max_side` (antialiased); the photo camera (photo_camera(meta, root)) is scaled
+   is at most `max_side` (antialiased); the photo camera (photo_camera(meta.fit, root)) is scaled
    with it (pixel centres at integers).
 3. Head region (where the loss counts fully): `mask` if given; else the features' face-parsing
    regions (face, hair, neck: mask_image != background) resized to the working size; else the
@@ -186,7 +186,6 @@ def denoise_head(
     Returns (head, stats): stats = {psnr_init, psnr_fit, psnr, ssim, psnr_region, coverage, spill,
     n_gaussians, fit_s, rounds_s, seconds, fit: {...}, rounds: {...} or None, size: (h, w)}."""
     from avatarcli.device import resolve_device
-    from avatarcli.gaussians.init import canonical_head
 
     cfg = config or DenoiseConfig()
     cfg.validate()
@@ -205,10 +204,10 @@ def denoise_head(
     dev = resolve_device(cfg.device)
     t_all = time.perf_counter()
 
-    verts, faces, _ = canonical_head(model, meta)
+    verts, faces, _ = meta.canonical(model)
     root = torch.as_tensor(np.asarray(meta.root_joint), dtype=torch.float32)
     bound = ply.to_bound(verts, faces)
-    cam_full = photo_camera(meta, root)
+    cam_full = photo_camera(meta.fit, root)
     image, cam = working_photo(rgb, cam_full, cfg.max_side)
     h, w = cam.height, cam.width
     if mask is not None:
