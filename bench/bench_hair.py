@@ -66,7 +66,7 @@ def figures(ply, rgb: np.ndarray, outline: np.ndarray) -> tuple[float, float, fl
     from avatarcli.render.api import render
     from avatarcli.render.camera import photo_camera
 
-    cam = photo_camera(ply.meta, ply.meta.root_joint)
+    cam = photo_camera(ply.meta.fit, ply.meta.root_joint)
     with torch.no_grad():
         out = render(ply.gaussians, cam, torch.ones(3), backend="torch")
     photo = rgb.astype(np.float64) / 255.0
