@@ -15,7 +15,7 @@ import click
 import typer
 
 from avatarcli import __version__
-from avatarcli.errors import EXIT_USAGE, AvatarError
+from avatarcli.errors import EXIT_ENVIRONMENT, EXIT_USAGE, AvatarError
 
 try:  # typer >= 0.25 ships its own copy of click; its commands raise that copy's exceptions
     from typer._click import exceptions as _typer_click_exc  # type: ignore[attr-defined]
@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
             console.print_exception()
         console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, soft_wrap=True)
         return e.exit_code
+    except OSError as e:  # the filesystem or the OS refused (a read-only mount, /proc, a full disk): exit 3
+        if debug:
+            console.print_exception()
+        where = f"{e.filename}: " if e.filename else ""
+        console.print(f"[red]error:[/red] {escape(where + (e.strerror or str(e)))}", markup=True, soft_wrap=True)
+        return EXIT_ENVIRONMENT
     except Exception as e:  # noqa: BLE001 - last line of defence: one line, not a traceback
         if debug:
             console.print_exception()

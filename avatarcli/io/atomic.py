@@ -34,16 +34,48 @@ def _publish_mode(fd_or_path: int | str | Path, directory: bool = False) -> None
 
 
 def check_output_path(path: str | Path) -> Path:
-    """Fail early (before any work) if `path` cannot be written as a file."""
+    """Fail early (before any work) if `path` cannot be written as a file.
+
+    The nearest existing folder on the way is probed by creating (and removing) a temp file or
+    folder in it: permission bits do not tell (root, /proc, /sys, read-only mounts), the
+    filesystem does. Any refusal is an EnvironmentProblem (exit 3) with the system's reason."""
     path = Path(path)
     if path.is_dir():
         raise InputError("output path is a folder, expected a file name", path=path)
     parent = path.parent if str(path.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise InputError("the output's parent is not a folder", path=path)
-    if parent.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise EnvironmentProblem("output folder is not writable", path=parent)
+    probe_writable(parent)
     return path
+
+
+def probe_writable(folder: Path) -> None:
+    """Raise EnvironmentProblem unless a file can be created in `folder` (or, if it does not exist
+    yet, a folder in its nearest existing ancestor)."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError("the output's parent is not a folder", path=existing)
+    try:
+        if existing == folder:
+            fd, tmp = tempfile.mkstemp(prefix=".avatar-probe.", dir=existing)
+            os.close(fd)
+            os.unlink(tmp)
+        else:
+            os.rmdir(tempfile.mkdtemp(prefix=".avatar-probe.", dir=existing))
+    except OSError as e:
+        raise EnvironmentProblem(f"output folder is not writable ({e.strerror or e})", path=existing) from None
+
+
+@contextlib.contextmanager
+def _fs_errors(path: Path) -> Iterator[None]:
+    """OSErrors of the filesystem steps (mkdir, temp files, rename) -> one-line EnvironmentProblem."""
+    try:
+        yield
+    except OSError as e:
+        raise EnvironmentProblem(f"cannot write output ({e.strerror or e})", path=path) from None
 
 
 @contextlib.contextmanager
@@ -65,10 +97,12 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     try:
         with os.fdopen(fd, mode) as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-            _publish_mode(f.fileno())
-        os.replace(tmp, path)
+            with _fs_errors(path):
+                f.flush()
+                os.fsync(f.fileno())
+                _publish_mode(f.fileno())
+        with _fs_errors(path):
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -91,16 +125,18 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """For writers that want a file *name* (ffmpeg, plyfile): yield a temp path
     in the destination folder with the same suffix, then rename it onto `path`."""
     path = check_output_path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
-    os.close(fd)
+    with _fs_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix or path.suffix, dir=path.parent)
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        _publish_mode(tmp_path)
-        os.replace(tmp_path, path)
+        with _fs_errors(path):
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+            _publish_mode(tmp_path)
+            os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp_path)
@@ -116,18 +152,20 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError("output path exists and is not a folder", path=path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    with _fs_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        _publish_mode(tmp, directory=True)
-        if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-            os.replace(path, old / "x")
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        with _fs_errors(path):
+            _publish_mode(tmp, directory=True)
+            if path.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+                os.replace(path, old / "x")
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
