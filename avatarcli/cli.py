@@ -34,14 +34,15 @@ Examples:
   avatar reconstruct photo.jpg -o head.ply --flame ~/flame
   avatar reconstruct photos/ -o heads/ --workdir work/ --json
   avatar render head.ply -o turntable.mp4
-  avatar animate head.ply --expr examples/expressions/jaw_open.npz -o jaw.mp4
+  avatar animate head.ply --expr examples/expressions/jaw_open.npz -o jaw.mp4 --flame ~/flame
 
 \b
 Stages, each runnable alone:
   landmarks -> fit-flame -> encode -> init-gaussians -> denoise -> render / animate
 
-The FLAME model is licensed: register at https://flame.is.tue.mpg.de and pass
---flame PATH or set AVATAR_FLAME. `avatar doctor` checks the setup.
+FLAME: every command from fit-flame on (reconstruct, animate, ...) needs the FLAME
+model: pass --flame PATH or set AVATAR_FLAME once (then --flame can be left out). It
+is licensed: register at https://flame.is.tue.mpg.de. `avatar doctor` checks the setup.
 """
 
 app = typer.Typer(

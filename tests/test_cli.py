@@ -62,3 +62,44 @@ def test_error_line_keeps_brackets_in_paths(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "[missing]" in err and "Traceback" not in err
     assert len([ln for ln in err.splitlines() if ln.strip()]) == 1
+
+
+def test_short_options_agree_across_commands():
+    """A long option has the same short form in every command that takes it (or none anywhere),
+    and a short form means the same long option everywhere (issue 13, item 10)."""
+    import typer
+
+    from avatarcli.cli import app
+
+    by_long: dict[str, dict[str, tuple[str, ...]]] = {}
+    by_short: dict[str, set[str]] = {}
+
+    def walk(command, path):
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, path + [name])
+        for p in getattr(command, "params", []):
+            if p.param_type_name != "option":
+                continue
+            opts = p.opts + p.secondary_opts
+            shorts = tuple(sorted(o for o in opts if not o.startswith("--")))
+            for long in (o for o in opts if o.startswith("--")):
+                by_long.setdefault(long, {})[" ".join(path) or "avatar"] = shorts
+                for s in shorts:
+                    by_short.setdefault(s, set()).add(long)
+
+    walk(typer.main.get_command(app), [])
+    differing = {k: v for k, v in by_long.items() if len(set(v.values())) > 1}
+    assert not differing, differing
+    ambiguous = {k: v for k, v in by_short.items() if len(v) > 1}
+    assert not ambiguous, ambiguous
+    assert by_long["--landmarks"]["reconstruct"] == ("-l",) and by_long["--output"]["render"] == ("-o",)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["animate", "--help"]])
+def test_help_examples_that_need_flame_show_it(capsys, argv):
+    """Every example line of a command that needs FLAME names --flame (issue 13, item 6)."""
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith(("avatar animate", "avatar reconstruct"))]
+    assert lines and all("--flame" in ln for ln in lines if not ln.startswith("avatar reconstruct photos/")), lines
+    assert "AVATAR_FLAME" in text

@@ -16,12 +16,13 @@ neck_pose, global_pose (or rotation), translation [T, 3], eyes_pose [T, 6], fps.
 GaussianAvatars / VHAP flame_param.npz files are read as they are. A single-frame
 file is a target: the head goes neutral -> target -> neutral over --duration.
 Several --expr (or a folder of files, by name) play one after another.
+--flame can be left out when AVATAR_FLAME is set.
 
 \b
 Examples:
-  avatar animate head.ply --expr examples/expressions/jaw_open.npz -o jaw.mp4
-  avatar animate head.ply --expr examples/expressions/ --camera orbit -o clips.gif --size 256
-  avatar animate head.ply --expr flame_param.npz -o frames/ --ply-seq plys/ --camera flame.npz
+  avatar animate head.ply --expr examples/expressions/jaw_open.npz -o jaw.mp4 --flame ~/flame
+  avatar animate head.ply --expr examples/expressions/ --camera orbit -o clips.gif --size 256 --flame ~/flame
+  avatar animate head.ply --expr flame_param.npz -o frames/ --ply-seq plys/ --camera flame.npz --flame ~/flame
 """
 
 EPILOG = (

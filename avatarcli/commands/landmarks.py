@@ -43,6 +43,7 @@ def landmarks_command(
     landmarks: Optional[Path] = typer.Option(
         None,
         "--landmarks",
+        "-l",
         help="Your own 68 points (.npy/.txt/.pts/.npz, x y in pixels): a file for one photo, a folder of NAME.<ext> for several. No model is loaded.",
         show_default=False,
     ),

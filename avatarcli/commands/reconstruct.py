@@ -42,6 +42,7 @@ def reconstruct_command(
     landmarks: Optional[Path] = typer.Option(
         None,
         "--landmarks",
+        "-l",
         help="Your own landmarks: a landmarks.npz (one photo) or a folder of NAME.npz (skips detection).",
         show_default=False,
     ),
@@ -78,6 +79,7 @@ def reconstruct_command(
     n_gaussians: Optional[int] = typer.Option(
         None,
         "--n-gaussians",
+        "-n",
         min=1,
         help="Gaussians seeded on the FLAME surface (default: init-gaussians').",
         show_default=False,
