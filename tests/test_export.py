@@ -42,14 +42,29 @@ def _by_position(means: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.array(idx)
 
 
+def _turned_y_down(q_wxyz: np.ndarray) -> np.ndarray:
+    """Quaternions of the rotations R_x(180) @ R(q), with the sign the exporter's formula gives,
+    checked against scipy's composition (up to the sign, which scipy does not fix)."""
+    from scipy.spatial.transform import Rotation
+
+    w, x, y, z = q_wxyz.T
+    mine = np.stack([-x, w, -z, y], 1)
+    ref = (Rotation.from_euler("x", 180, degrees=True) * Rotation.from_quat(q_wxyz[:, [1, 2, 3, 0]])).as_quat()
+    ref = ref[:, [3, 0, 1, 2]]
+    np.testing.assert_allclose(np.abs((mine * ref).sum(1)), 1.0, atol=1e-6)  # same rotation
+    return mine
+
+
 def test_splat_bytes_match_the_input(head_ply, tmp_path):
+    """.splat has no header: a +y-up head is written turned 180 degrees about x (y-down, the
+    convention of the scenes .splat viewers show), so that it stays upright."""
     out = tmp_path / "head.splat"
     assert main(["export", str(head_ply), "-o", str(out)]) == 0
     src = read_gaussian_ply(head_ply).gaussians
     data = out.read_bytes()
     assert len(data) == 32 * N
     rec = np.frombuffer(data, dtype=[("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
-    idx = _by_position(rec["pos"], src.means.numpy())
+    idx = _by_position(rec["pos"], src.means.numpy() * np.array([1, -1, -1], np.float32))
     assert sorted(idx.tolist()) == list(range(N)), "each Gaussian exactly once"
     np.testing.assert_allclose(rec["scale"], src.scales.numpy()[idx], rtol=1e-6)
     rgb = (SH_C0 * src.sh[:, 0].numpy() + 0.5)[idx]  # [N, 3] base colour
@@ -57,7 +72,7 @@ def test_splat_bytes_match_the_input(head_ply, tmp_path):
     # u8 = floor(255 * clamp(v, 0, 1)): within one step below the value
     diff = np.clip(rgba, 0, 1) * 255 - rec["rgba"].astype(np.float64)
     assert (diff > -1e-3).all() and (diff < 1 + 1e-3).all(), (diff.min(), diff.max())
-    q = src.quats.numpy()[idx]
+    q = _turned_y_down(src.quats.numpy()[idx].astype(np.float64))
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     dq = q - (rec["rot"].astype(np.float64) - 128) / 128  # wxyz, u8 = floor(q * 128 + 128) (255 at q = 1)
     assert (dq > -1e-6).all() and (dq < 1 / 128 + 1e-6).all(), (dq.min(), dq.max())
@@ -141,3 +156,78 @@ def test_format_option_and_errors(head_ply, tmp_path, capsys):
     assert "truncated" in capsys.readouterr().err
     assert not (tmp_path / "z.splat").exists() and not (tmp_path / "y.splat").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temp files left"
+
+
+def _nearest(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Index into b [N, 3] of the nearest point of each row of a [M, 3]."""
+    return np.linalg.norm(a[:, None] - b[None], axis=-1).argmin(1)
+
+
+@pytest.mark.parametrize("name", ["head.splat", "head.compressed.ply", "plain.ply"])
+def test_exports_read_back_within_their_quantisation(head_ply, tmp_path, name):
+    """read_gaussian_ply decodes each export format (issue 13, item 5); the decoded Gaussians are
+    the input's within each quantiser's step (positions of a .splat exactly, turned y-down)."""
+    out = tmp_path / name
+    assert main(["export", str(head_ply), "-o", str(out)]) == 0
+    src, back = read_gaussian_ply(head_ply), read_gaussian_ply(out)
+    g, s = back.gaussians, src.gaussians
+    ref_means = s.means.numpy() * (np.array([1, -1, -1], np.float32) if name.endswith(".splat") else 1)
+    idx = _nearest(g.means.numpy(), ref_means)
+    extent = ref_means.max(0) - ref_means.min(0)
+    err = np.abs(g.means.numpy() - ref_means[idx])  # [M, 3]
+    assert (err <= extent / 1023 + 1e-7).all(), err.max(0)
+    log_s = np.log(s.scales.numpy()[idx])
+    tol_s = {"head.splat": 1e-6, "head.compressed.ply": (log_s.max() - log_s.min()) / 1023, "plain.ply": 1e-6}[name]
+    np.testing.assert_allclose(np.log(g.scales.numpy()), log_s, atol=tol_s, rtol=0)
+    np.testing.assert_allclose(g.opacities.numpy(), s.opacities.numpy()[idx], atol=0.5 / 255 + 1e-6, rtol=0)
+    rgb = lambda sh: SH_C0 * sh[:, 0] + 0.5  # noqa: E731
+    np.testing.assert_allclose(rgb(g.sh.numpy()), np.clip(rgb(s.sh.numpy()[idx]), 0, 1), atol=0.5 / 255 + 1e-5)
+    q_ref = s.quats.numpy()[idx].astype(np.float64)
+    if name.endswith(".splat"):
+        q_ref = _turned_y_down(q_ref)
+    cos = np.abs((g.quats.numpy() * q_ref / np.linalg.norm(q_ref, axis=1, keepdims=True)).sum(1))
+    assert cos.min() > 0.999, cos.min()  # 8- or 10-bit components: within about 2.5 degrees
+    assert back.binding is None and back.meta is None
+    assert back.up == (None if name.endswith(".splat") else "y")
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
+
+
+def test_render_shows_every_export_upright_and_from_the_front(head_ply, tmp_path):
+    """`avatar render` of each export looks like the head itself (auto up axis): the same view
+    within quantisation. The same check fails for a plain PLY forced to the y-down default."""
+    import imageio.v3 as iio
+
+    def view(path, *extra):
+        out = tmp_path / f"{path.name}.{len(extra)}.png"
+        args = ["render", str(path), "-o", str(out), "--size", "48", "--sh-degree", "0", "--backend", "torch"]
+        assert main(args + list(extra)) == 0
+        return iio.imread(out)
+
+    ref = view(head_ply)
+    for name in ("head.splat", "head.compressed.ply", "plain.ply"):
+        out = tmp_path / name
+        assert main(["export", str(head_ply), "-o", str(out)]) == 0
+        assert _psnr(view(out), ref) > 30, name
+    assert _psnr(view(tmp_path / "plain.ply", "--up", "-y"), ref) < 20, "the test can tell upside down"
+
+
+def test_bad_splat_and_compressed_files_are_one_line_exit_2(head_ply, tmp_path, capsys):
+    splat, comp = tmp_path / "h.splat", tmp_path / "h.compressed.ply"
+    for out in (splat, comp):
+        assert main(["export", str(head_ply), "-o", str(out)]) == 0
+    cut_splat, cut_comp = tmp_path / "cut.splat", tmp_path / "cut.compressed.ply"
+    cut_splat.write_bytes(splat.read_bytes()[:-5])
+    cut_comp.write_bytes(comp.read_bytes()[:-5])
+    nan = bytearray(splat.read_bytes())
+    nan[0:4] = np.array([np.nan], "<f4").tobytes()
+    (tmp_path / "nan.splat").write_bytes(bytes(nan))
+    capsys.readouterr()
+    for bad, needle in [(cut_splat, "multiple of 32"), (cut_comp, "truncated"), (tmp_path / "nan.splat", "non-finite")]:
+        assert main(["render", str(bad), "-o", str(tmp_path / "x.png"), "--size", "16"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x.png").exists()

@@ -42,6 +42,8 @@ META_FORMAT = "avatarcli.head"
 META_VERSION = 2
 META_TAG = "avatarcli-meta"
 META_CHUNK = 200
+UP_TAG = "avatarcli-up"  # `comment avatarcli-up y`: the scene's up axis (exports of our heads carry it)
+UP_HINTS = ("y", "-y", "z", "-z", "x", "-x")
 _MAX_HEADER = 16 << 20
 
 _PLY_TYPES = {
@@ -254,6 +256,12 @@ class GaussianPly:
     binding: torch.Tensor | None = None  # [N] long FLAME triangle per Gaussian
     meta: HeadMeta | None = None
     raw: RawPly | None = field(default=None, repr=False, compare=False)
+    up: str | None = None  # up axis from the header's avatarcli-up comment (None: not recorded)
+
+    @property
+    def known_up(self) -> str | None:
+        """The up axis this file is known to use: the recorded hint, else +y for our heads."""
+        return self.up or ("y" if self.meta is not None else None)
 
     @classmethod
     def from_bound(cls, bound, vertices: torch.Tensor, faces: torch.Tensor, meta: HeadMeta | None) -> "GaussianPly":
@@ -339,6 +347,8 @@ def ply_bytes(ply: GaussianPly, path: str | Path = "<memory>") -> bytes:
     for i, nm in enumerate(names):
         rec[nm] = block[:, i]
     head = ["ply", "format binary_little_endian 1.0"]
+    if ply.up is not None:
+        head.append(f"comment {UP_TAG} {ply.up}")
     if ply.meta is not None:
         meta = replace(ply.meta, sh_degree=int(round(math.sqrt(k))) - 1)
         text = meta.to_json()
@@ -459,6 +469,9 @@ def _vertex_table(data: bytes, fmt: str, elements: list[_Element], offset: int, 
 def read_gaussian_ply(path: str | Path) -> GaussianPly:
     """Any standard 3DGS PLY -> GaussianPly (binding/meta when it is one of our heads).
 
+    Also reads what `avatar export` writes: SuperSplat's .compressed.ply (found by its `chunk`
+    element) and antimatter15's .splat (by the name), see avatarcli.gaussians.web_formats.
+
     SH degree comes from the f_rest count (0, 9, 24, 45 -> degree 0..3)."""
     path = Path(path)
     if not path.exists():
@@ -467,7 +480,16 @@ def read_gaussian_ply(path: str | Path) -> GaussianPly:
         data = path.read_bytes()
     except OSError as e:
         raise InputError(f"cannot read ({e.strerror})", path=path) from None
+    if path.suffix.lower() == ".splat":
+        from avatarcli.gaussians.web_formats import read_splat_bytes
+
+        return GaussianPly(read_splat_bytes(data, path))
     fmt, comments, elements, offset = _parse_header(data, path)
+    up = _up_hint(comments, path)
+    from avatarcli.gaussians.web_formats import is_compressed_ply, read_compressed_ply
+
+    if is_compressed_ply(elements):
+        return GaussianPly(read_compressed_ply(data, fmt, elements, offset, path), up=up)
     table = _vertex_table(data, fmt, elements, offset, path)
     props = set(table.dtype.names or ())
     missing = [p for p in _REQUIRED if p not in props]
@@ -541,4 +563,13 @@ def read_gaussian_ply(path: str | Path) -> GaussianPly:
         opacities=torch.from_numpy(opac),
         sh=torch.from_numpy(np.ascontiguousarray(sh)),
     )
-    return GaussianPly(gaussians, binding, meta, raw=RawPly(log_scales, logits, quats))
+    return GaussianPly(gaussians, binding, meta, raw=RawPly(log_scales, logits, quats), up=up)
+
+
+def _up_hint(comments: list[str], path: Path) -> str | None:
+    hints = [c.split()[1:] for c in comments if c.split()[:1] == [UP_TAG]]
+    if not hints:
+        return None
+    if len(hints[-1]) != 1 or hints[-1][0] not in UP_HINTS:
+        raise ArtifactError(f"bad '{UP_TAG}' header comment: expected one of {', '.join(UP_HINTS)}", path=path)
+    return hints[-1][0]

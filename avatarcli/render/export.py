@@ -8,6 +8,12 @@
                         opacity <= 1/255 are dropped.
     OUT.ply             a plain 3DGS PLY (no normals, no binding, no avatarcli metadata).
 
+Up axis. Our heads are +y up; other 3DGS files are taken as y-down (COLMAP) unless they say
+otherwise. So that an exported head stays upright in `avatar render` (and in viewers): the two
+PLY formats get a header comment `avatarcli-up y` (viewers skip comments), and a .splat, which
+has no header, is written in the y-down convention of the scenes .splat viewers show: the head
+turned 180 degrees about x (positions and rotations; a proper rotation, not a mirror).
+
 The exporter is plain torch (no CUDA needed); it is given the stored values (log scales,
 logit opacities, quaternions) exactly as the PLY holds them.
 """
@@ -73,6 +79,23 @@ def stored_values(ply) -> dict[str, torch.Tensor]:
     )
 
 
+def turn_y_down(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Stored values of a +y-up scene turned 180 degrees about x (y, z -> -y, -z): y-down."""
+    out = dict(values)
+    out["means"] = values["means"] * torch.tensor([1.0, -1.0, -1.0])
+    w, x, y, z = values["quats"].unbind(-1)
+    out["quats"] = torch.stack([-x, w, -z, y], -1).contiguous()  # (0, 1, 0, 0) * q, wxyz
+    return out
+
+
+def _with_up_comment(data: bytes, up: str) -> bytes:
+    """Insert `comment avatarcli-up UP` after a PLY's format line."""
+    from avatarcli.gaussians.ply import UP_TAG
+
+    first = data.index(b"\n", data.index(b"format")) + 1
+    return data[:first] + f"comment {UP_TAG} {up}\n".encode("ascii") + data[first:]
+
+
 def export_bytes(ply, fmt: str) -> bytes:
     """The file content of `ply` in gsplat format `fmt` (splat | ply_compressed | ply)."""
     if fmt not in FORMATS:
@@ -81,8 +104,13 @@ def export_bytes(ply, fmt: str) -> bytes:
         from gsplat.exporter import export_splats
     except Exception as e:  # noqa: BLE001 - an install problem, one line
         raise EnvironmentProblem(f"gsplat's exporter cannot be imported ({type(e).__name__}: {e})") from None
+    up = getattr(ply, "known_up", None)
+    values = stored_values(ply)
+    if fmt == "splat" and up == "y":
+        values = turn_y_down(values)
     with torch.no_grad():
-        return export_splats(**stored_values(ply), format=fmt)
+        data = export_splats(**values, format=fmt)
+    return _with_up_comment(data, up) if fmt != "splat" and up is not None else data
 
 
 def export_file(ply, out: str | Path, fmt: str | None = None) -> tuple[Path, str]:

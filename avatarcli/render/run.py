@@ -142,7 +142,9 @@ def plan_render(ply_or_path, out: str | Path, config: RenderConfig, flame: str |
         cameras = [fit_camera(fit, root, config.size)]
     else:
         size = config.size or 512
-        framing = frame_gaussians(g.means, g.opacities, resolve_up(config.up, ply.meta is not None))
+        framing = frame_gaussians(
+            g.means, g.opacities, resolve_up(config.up, ply.meta is not None, getattr(ply, "up", None))
+        )
         kw = dict(width=size, height=size, distance=config.distance, fov_deg=config.fov)
         n = config.frames if kind == "video" else 1
         cameras = turntable_cameras(framing, n, config.yaw, config.pitch, **kw)

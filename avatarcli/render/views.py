@@ -13,6 +13,8 @@ Up axis. `--up auto` is +y for avatarcli heads (FLAME space: y up, face towards
 COLMAP keep the capture cameras' OpenCV axes (y down, z forward). Yaw 0 looks at
 the scene from its "front": from +z for +y up (the head's face), from -z for
 -y up (the way the capture cameras looked), and likewise rotated for x/z up.
+A file's recorded up axis (header comment `avatarcli-up AXIS`, which `avatar export`
+writes into PLY exports of our heads) wins over both defaults.
 """
 
 from __future__ import annotations
@@ -76,10 +78,11 @@ def up_basis(up: str) -> Tensor:
     return torch.tensor(_UP_BASES[up], dtype=torch.float64).T
 
 
-def resolve_up(up: str, is_head: bool) -> str:
-    """auto -> 'y' for avatarcli heads, '-y' (OpenCV / COLMAP) for any other PLY."""
+def resolve_up(up: str, is_head: bool, hint: str | None = None) -> str:
+    """auto -> the file's recorded up axis (`hint`), else 'y' for avatarcli heads, '-y' (OpenCV /
+    COLMAP) for any other PLY."""
     if up == "auto":
-        return "y" if is_head else "-y"
+        return hint or ("y" if is_head else "-y")
     if up not in UP_AXES:
         raise InputError(f"--up {up!r}: expected one of {', '.join(UP_AXES)}")
     return up
