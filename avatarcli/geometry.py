@@ -128,7 +128,7 @@ def quaternion_multiply(a: Tensor, b: Tensor) -> Tensor:
 
 
 def triangle_frames(vertices: Tensor, faces: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor, Tensor]:
-    """Local frame of each triangle, as DESIGN.md's binding uses it.
+    """Local frame of each triangle, as the binding uses it (docs/architecture.md).
 
     vertices [..., V, 3], faces [F, 3] (long) ->
       centroid [..., F, 3]

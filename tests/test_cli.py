@@ -103,3 +103,18 @@ def test_help_examples_that_need_flame_show_it(capsys, argv):
     lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith(("avatar animate", "avatar reconstruct"))]
     assert lines and all("--flame" in ln for ln in lines if not ln.startswith("avatar reconstruct photos/")), lines
     assert "AVATAR_FLAME" in text
+
+
+def test_readme_and_docs_links_resolve():
+    """Relative links of README.md and docs/*.md point at files of the repository (issue 13, item 7)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    assert len(pages) >= 3, "docs/architecture.md and docs/formats.md exist"
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target:
+                assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
+    assert "docs/architecture.md" in (root / "README.md").read_text()

@@ -1,7 +1,7 @@
 """Gaussian containers.
 
 `Gaussians` is a plain world-space cloud (what renderers take and any 3DGS
-PLY holds). `BoundGaussians` lives in FLAME triangle frames (DESIGN.md):
+PLY holds). `BoundGaussians` lives in FLAME triangle frames (docs/architecture.md):
     world position = c + k * R @ local_xyz
     world rotation = R * local_rot          (quaternion product, wxyz)
     world scale    = k * exp(local_log_scale)
