@@ -39,7 +39,9 @@ def test_bare_machine_lists_every_missing_piece_with_its_fix(capsys):
 
     for name in load_lock():
         c = by[f"model {name}"]
-        assert c["status"] == "missing" and c["fix"] == f"avatar weights fetch {name}"
+        assert c["status"] == "missing" and c["fix"].startswith(f"avatar weights fetch {name}")
+        # and the option that makes it unnecessary (issue 13, item 1)
+        assert ("--landmarks FILE" if name in ("fan-2d", "s3fd") else "--no-diffusion") in c["fix"], c["fix"]
     assert by["python"]["status"] == "ok" and by["disk"]["status"] in ("ok", "warning")
     import torch
 
@@ -88,3 +90,14 @@ def test_a_bad_flame_file_is_a_problem(tmp_path, all_models, capsys):
     assert rc == 3
     c = {c["name"]: c for c in d["checks"]}["flame"]
     assert c["status"] == "problem" and "generic_model.pkl" in c["detail"]
+
+
+def test_missing_weights_name_the_route_without_downloads(capsys):
+    """doctor's fixes, `weights list` and a reconstruct that lacks models all name the options
+    that need no downloaded weights (issue 13, item 1)."""
+    assert main(["doctor"]) == 3
+    out = capsys.readouterr().out
+    assert "without downloaded weights" in out and "--landmarks" in out and "--no-diffusion" in out
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "--landmarks FILE" in out and "--no-diffusion" in out

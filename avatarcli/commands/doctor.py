@@ -162,6 +162,7 @@ def check_flame(flame: Path | None) -> Check:
 def check_weights(verify: bool) -> list[Check]:
     from avatarcli.errors import AvatarError
     from avatarcli.weights import load_lock, status
+    from avatarcli.weights.resolver import without_download
 
     try:
         entries = load_lock()
@@ -187,9 +188,8 @@ def check_weights(verify: bool) -> list[Check]:
             hashed = f", {st.hashes_checked} sha256 checked" if verify else " (hashes not checked: --verify)"
             out.append(Check(f"model {name}", "ok", f"present, {_gib(st.size)} in {where}{hashed}", required=True))
         elif st.state == "missing":
-            out.append(
-                Check(f"model {name}", "missing", f"not found ({where})", f"avatar weights fetch {name}", required=True)
-            )
+            fix = f"avatar weights fetch {name}{without_download([name])}"
+            out.append(Check(f"model {name}", "missing", f"not found ({where})", fix, required=True))
         else:
             probs = "; ".join(st.problems[:3])
             out.append(Check(f"model {name}", "problem", f"{st.state}: {probs}",
@@ -280,6 +280,10 @@ def doctor_command(
             out.print(f"[red]{len(failed)} problem(s)[/red] stop the default pipeline; fixes:")
             for c in failed:
                 out.print(f"  {escape(c.name)}: {escape(c.fix)}")
+            if any(c.name.startswith("model ") for c in failed):
+                from avatarcli.weights.resolver import WEIGHT_FREE_ROUTE
+
+                out.print(f"without downloaded weights (FLAME still needed): {escape(WEIGHT_FREE_ROUTE)}")
         else:
             out.print("[green]ready[/green]: everything the default pipeline needs is here")
     return EXIT_ENVIRONMENT if failed else EXIT_OK

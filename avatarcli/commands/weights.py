@@ -56,15 +56,25 @@ def list_cmd(
     table = Table(title="avatarcli weights (weights.lock)")
     for col in ("name", "source", "revision", "licence", "status", "size"):
         table.add_column(col, overflow="fold", no_wrap=col in ("name", "revision", "status", "size"))
+    missing = []
     for name, e in load_lock().items():
         st = status(name, check_hashes=check)
+        if st.state != "present":
+            missing.append(name)
         state = st.state + (" (override)" if st.source == "override" else "")
         src = f"hf:{e.repo}" if e.kind == "hf" else f"url:{e.files[0].path}"
         table.add_row(name, src, e.revision[:12], e.licence.split(" (")[0], state, _human(st.size) if st.size else "-")
     import sys
 
     # a terminal gets its own width; a pipe or file gets one line per model
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+    if missing:
+        from avatarcli.weights.resolver import WEIGHT_FREE_ROUTE, without_download
+
+        console.print(f"not here: {', '.join(missing)}: `avatar weights fetch {' '.join(missing)}`"
+                      f"{without_download(missing)}", markup=False, soft_wrap=True)  # fmt: skip
+        console.print(f"without downloaded weights: {WEIGHT_FREE_ROUTE}", markup=False, soft_wrap=True)
     return EXIT_OK
 
 

@@ -53,6 +53,7 @@ def resolve_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
     naming all the missing ones and the fix. Returns the needed weights names."""
     from avatarcli.device import resolve_device
     from avatarcli.weights import resolve
+    from avatarcli.weights.resolver import without_download
 
     resolve_device(config.device)
     try:
@@ -73,7 +74,7 @@ def resolve_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
             resolve(missing[0])  # re-raise its own one-line message
         raise MissingModelError(
             f"models not available: {', '.join(missing)}; run `avatar weights fetch {' '.join(missing)}` "
-            "(or point AVATAR_WEIGHTS_<NAME> at local copies)"
+            f"(or point AVATAR_WEIGHTS_<NAME> at local copies){without_download(missing)}"
         )
     return names
 

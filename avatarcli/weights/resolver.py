@@ -42,10 +42,30 @@ def override_path(entry: ModelEntry) -> Path | None:
     return Path(v).expanduser() if v else None
 
 
+# What replaces each model when it cannot be downloaded (the options of landmarks / reconstruct /
+# encode / denoise that make the model unnecessary). One place: the missing-model errors, doctor
+# and `weights list` all say it.
+WITHOUT_DOWNLOAD = {
+    "fan-2d": "--landmarks FILE (your own 68 points)",
+    "s3fd": "--landmarks FILE (your own 68 points)",
+    "sd-image-variations": "--no-diffusion",
+    "face-parsing": "--no-diffusion",
+}
+WEIGHT_FREE_ROUTE = "avatar reconstruct photo.jpg -o head.ply --landmarks photo.txt --no-diffusion --flame ~/flame"
+
+
+def without_download(names) -> str:
+    """'; or without it: OPTIONS' for models `names` that an option can replace ('' if none can)."""
+    opts = list(dict.fromkeys(WITHOUT_DOWNLOAD[n] for n in names if n in WITHOUT_DOWNLOAD))
+    if not opts:
+        return ""
+    return f"; or do without {'it' if len(list(names)) == 1 else 'them'}: {' and '.join(opts)}"
+
+
 def _missing_error(entry: ModelEntry, why: str) -> MissingModelError:
     return MissingModelError(
         f"model {entry.name!r} ({entry.source}) {why}; run `avatar weights fetch {entry.name}` "
-        f"(or set {entry.env_var} to a local copy)"
+        f"(or set {entry.env_var} to a local copy){without_download([entry.name])}"
     )
 
 
