@@ -272,3 +272,27 @@ def test_features_metadata_is_json(tmp_path, tiny_models):
     assert set(models) == {"vae", "image_encoder", "face_parser"}
     assert all(m["source"] == "override" for m in models.values())
     assert json.loads(meta["region_names"]) == ["background", "face", "hair", "neck"]
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".npy", ".pts"])
+def test_encode_takes_bare_points_files(tmp_path, tiny_models, capsys, suffix):
+    """--landmarks of encode reads what `avatar landmarks --landmarks` reads (issue 13, item 2):
+    the same crop as from the landmarks.npz of the same points, for a file and a folder."""
+    img, lmp, lm = _photo_and_landmarks(tmp_path)
+    pts = tmp_path / "pts" / f"face{suffix}"
+    pts.parent.mkdir()
+    if suffix == ".txt":
+        np.savetxt(pts, lm)
+    elif suffix == ".npy":
+        np.save(pts, lm)
+    else:
+        pts.write_text("version: 1\nn_points: 68\n{\n" + "\n".join(f"{x + 1} {y + 1}" for x, y in lm) + "\n}\n")
+    base = ["encode", str(img), "-o"]
+    opts = ["--device", "cpu", "--size", str(SIZE)]
+    assert main(base + [str(tmp_path / "a.safetensors"), "-l", str(lmp), *opts]) == 0
+    for given in (pts, pts.parent):
+        out = tmp_path / f"b{given.name}.safetensors"
+        assert main(base + [str(out), "-l", str(given), *opts]) == 0, capsys.readouterr().err
+        np.testing.assert_allclose(
+            read_features(out).affine, read_features(tmp_path / "a.safetensors").affine, atol=1e-4
+        )

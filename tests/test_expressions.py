@@ -184,3 +184,16 @@ def test_example_files_are_pose_only_and_valid():
         assert c.fps == 30.0 and c.n_frames > 10
     jaw = load_expression(d / "jaw_open.npz")
     assert jaw.present == ("jaw_pose",) and jaw.jaw_pose[:, 0].max() > 0.2
+
+
+@pytest.mark.parametrize("name", ["smile.txt", "smile.npy", "smile"])
+def test_expr_that_is_not_an_npz_lists_the_accepted_formats(tmp_path, name):
+    """animate --expr on a text (or .npy, or suffix-less) file: one line naming what is accepted."""
+    from avatarcli.animate.expressions import load_expressions
+    from avatarcli.errors import InputError
+
+    p = tmp_path / name
+    p.write_text("0.1 0.2 0.3\n")
+    with pytest.raises(InputError, match=r"not an expression file: expected an \.npz .*flame_param\.npz") as e:
+        load_expressions([p])
+    assert "pickled" not in str(e.value) and name in str(e.value)

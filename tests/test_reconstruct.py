@@ -205,6 +205,7 @@ def test_missing_weights_is_exit_3_naming_the_fetch(tmp_path, capsys, flame_file
     assert rc == 3
     err = capsys.readouterr().err
     assert "avatar weights fetch" in err and "fan-2d" in err
+    assert "--landmarks FILE" in err, "names the route that needs no detector weights (issue 13, item 1)"
     assert not (tmp_path / "head.ply").exists()
 
 
@@ -502,3 +503,71 @@ def test_with_tiny_diffusion_models(tmp_path, photos, flame_file, warm, tiny_mod
     assert r["reused"] == ["fit-flame", "init-gaussians"]  # neither depends on the diffusion settings
 
     assert out.is_file()
+
+
+# ----------------------------------------------------------------------------- given landmarks (issue 13, items 2, 4)
+
+
+def _as_formats(lm_npz: Path, folder: Path) -> dict[str, Path]:
+    """The same 68 points as .txt, .csv, .npy and iBUG .pts (1-based) files."""
+    from avatarcli.landmarks.artifact import read_landmarks
+
+    p = read_landmarks(lm_npz).landmarks.astype(np.float64)  # [68, 2]
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {s: folder / f"alice{s}" for s in (".txt", ".csv", ".npy", ".pts")}
+    np.savetxt(files[".txt"], p)
+    np.savetxt(files[".csv"], p, delimiter=",")
+    np.save(files[".npy"], p)
+    rows = "\n".join(f"{x + 1:.6f} {y + 1:.6f}" for x, y in p)
+    files[".pts"].write_text(f"version: 1\nn_points: 68\n{{\n{rows}\n}}\n")
+    return files
+
+
+def test_reconstruct_takes_every_landmarks_format(tmp_path, photos, flame_file, warm, monkeypatch, capsys):
+    """--landmarks takes what `avatar landmarks --landmarks` takes (.txt .csv .npy .pts), a file
+    or a folder of NAME.<ext>; the points reach the fit unchanged (original photo pixels)."""
+    from avatarcli.flame.fit import read_flame_fit
+    from avatarcli.landmarks.artifact import read_landmarks
+
+    truth = read_landmarks(photos["landmarks"] / "alice.npz").landmarks
+    files = _as_formats(photos["landmarks"] / "alice.npz", tmp_path / "lm")
+    for f in files.values():
+        (job,) = plan_batch([photos["alice"]], tmp_path / "h.ply", landmarks=f)
+        assert validate_inputs([job]) == {}, f
+    folder = tmp_path / "only_txt"
+    folder.mkdir()
+    (folder / "alice.txt").write_bytes(files[".txt"].read_bytes())
+    (job,) = plan_batch([photos["alice"]], tmp_path / "out/", landmarks=folder)
+    assert job.landmarks == folder / "alice.txt"
+    # a CLI run on the .pts file: the fit stage gets the same points as from the npz
+    _counting_stages(monkeypatch, fake_fit=read_flame_fit(warm["work"] / "alice" / "flame.npz"), fake_denoise=True)
+    work = tmp_path / "work"
+    args = ["reconstruct", str(photos["alice"]), "-o", str(tmp_path / "a.ply"), "--flame", str(flame_file),
+            "-l", str(files[".pts"]), "--workdir", str(work), *FAST]  # fmt: skip
+    assert main(args) == 0
+    # not a terminal (captured): still one line for the photo (issue 13, item 3)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if " -> " in ln]
+    assert len(lines) == 1 and "alice.png -> " in lines[0] and "a.ply (fit " in lines[0], lines
+    got = read_landmarks(work / "alice" / "landmarks.npz").landmarks
+    np.testing.assert_allclose(got, truth, atol=1e-4)
+
+
+def test_landmarks_of_another_photo_are_refused_unless_force(tmp_path, photos, flame_file, capsys):
+    """A landmarks.npz records its photo's sha256: bob's photo with alice's landmarks is exit 2 in
+    one line, before any model loads (no FLAME needed to see it); --force uses them (warned)."""
+    alice_lm = photos["landmarks"] / "alice.npz"
+    (job,) = plan_batch([photos["bob"]], tmp_path / "h.ply", landmarks=alice_lm)
+    errors = validate_inputs([job])
+    assert "another photo" in str(errors["bob"]) and "--force" in str(errors["bob"])
+    assert validate_inputs([job], force=True) == {}
+    assert "used anyway (--force)" in capsys.readouterr().err
+    rc = main(["reconstruct", str(photos["bob"]), "-o", str(tmp_path / "h.ply"), "--landmarks", str(alice_lm)])
+    assert rc == 2
+    _one_error_line(capsys.readouterr().err, "alice.npz")
+    assert not (tmp_path / "h.ply").exists()
+    from avatarcli.io.images import load_image
+    from avatarcli.landmarks.points import given_landmarks
+
+    lm = given_landmarks(alice_lm, load_image(photos["bob"]), force=True)
+    assert "another photo" in capsys.readouterr().err
+    assert lm.landmarks.shape == (68, 2)

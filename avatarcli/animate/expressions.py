@@ -1,6 +1,6 @@
 """Expression files: FLAME parameters per frame, loaded, validated and normalised.
 
-Accepted keys (DESIGN.md), each [T, d] or, for a single frame, [d]:
+Accepted keys (docs/formats.md), each [T, d] or, for a single frame, [d]:
     expr [T, n]            expression coefficients (fewer than the model has: zero-padded)
     jaw_pose [T, 3]        axis-angle
     neck_pose [T, 3]
@@ -249,6 +249,13 @@ def load_expressions(paths: list[str | Path]) -> list[ExpressionClip]:
             else:
                 clips.extend(loaded)
         else:
+            if p.suffix.lower() != NPZ_SUFFIX:
+                raise InputError(
+                    f"{p.suffix or 'a file without a suffix'} is not an expression file: expected an .npz of FLAME "
+                    "parameters per frame (an avatarcli expression file, a GaussianAvatars / VHAP flame_param.npz, "
+                    "or a flame.npz fit), or a folder of them",
+                    path=p,
+                )
             clips.append(load_expression(p))
     return clips
 

@@ -40,7 +40,15 @@ def landmarks_for(image: Path, landmarks: Path, several: bool) -> Path:
         p = landmarks / f"{image.stem}{suffix}"
         if p.is_file():
             return p
-    raise InputError(f"no landmarks for {image.name} in this folder (expected {image.stem}.npz)", path=landmarks)
+    from avatarcli.landmarks.points import find_points_file
+
+    try:
+        return find_points_file(landmarks, image.stem)  # NAME.npy / .txt / .csv / .pts
+    except InputError:
+        raise InputError(
+            f"no landmarks for {image.name} in this folder (expected {image.stem}.npz, .npy, .txt, .csv or .pts)",
+            path=landmarks,
+        ) from None
 
 
 def check_landmarks_match(job_image: Path, lm_path: Path, lm, image_sha: str, force: bool) -> None:
@@ -64,7 +72,7 @@ def encode_command(
         ...,
         "--landmarks",
         "-l",
-        help="landmarks.npz for one photo; a folder of NAME.npz for several.",
+        help="Landmarks for one photo (landmarks.npz, or bare 68 points: .npy/.txt/.csv/.pts); a folder of NAME.<ext> for several.",
         show_default=False,
     ),
     output: Path = typer.Option(
@@ -100,6 +108,7 @@ def encode_command(
     from avatarcli.io.hashing import sha256_file
     from avatarcli.io.images import check_image
     from avatarcli.landmarks.artifact import read_landmarks
+    from avatarcli.landmarks.points import is_landmarks_artifact, read_points
     from avatarcli.progress import console, info, progress
 
     # 1. every input and output checked before any model is touched
@@ -120,9 +129,15 @@ def encode_command(
     def check(img: Path, out: Path) -> _Job:
         check_image(img)
         lm_path = landmarks_for(img, landmarks, several)
-        lm = read_landmarks(lm_path)
         sha = sha256_file(img)
-        check_landmarks_match(img, lm_path, lm, sha, force)
+        if is_landmarks_artifact(lm_path):  # made by `avatar landmarks`: it names its photo
+            lm = read_landmarks(lm_path)
+            check_landmarks_match(img, lm_path, lm, sha, force)
+        else:  # bare points (.npy/.txt/.csv/.pts/.npz), the same reader as `avatar landmarks --landmarks`
+            from avatarcli.io.images import load_image
+            from avatarcli.landmarks.detect import landmarks_from_points
+
+            lm = landmarks_from_points(load_image(img), read_points(lm_path))
         try:
             align_face(lm.landmarks, size)  # degenerate points (eyes and mouth coincide) fail here, not later
         except ValueError as e:

@@ -43,7 +43,8 @@ def reconstruct_command(
         None,
         "--landmarks",
         "-l",
-        help="Your own landmarks: a landmarks.npz (one photo) or a folder of NAME.npz (skips detection).",
+        help="Your own 68 landmarks (skips detection, no detector weights needed): a file for one photo "
+        "(.npz/.npy/.txt/.csv/.pts, as `avatar landmarks --landmarks` takes) or a folder of NAME.<ext>.",
         show_default=False,
     ),
     workdir: Optional[Path] = typer.Option(
@@ -53,7 +54,10 @@ def reconstruct_command(
         show_default=False,
     ),
     force: bool = typer.Option(
-        False, "--force", help="Redo every stage even when the work folder holds an up-to-date artifact."
+        False,
+        "--force",
+        help="Redo every stage even when the work folder holds an up-to-date artifact; use a landmarks.npz "
+        "made from another photo (warned).",
     ),
     skip_existing: bool = typer.Option(
         False, "--skip-existing", help="Skip photos whose output .ply already exists (batch re-runs, sharding)."
@@ -104,7 +108,7 @@ def reconstruct_command(
     from rich.markup import escape
 
     from avatarcli.batch import exit_code
-    from avatarcli.progress import console, info, interactive, progress, warn
+    from avatarcli.progress import console, info, progress, warn
     from avatarcli.reconstruct import STAGES, ReconstructConfig, expand_images, plan_batch, run_batch
 
     notes: list[str] = []
@@ -142,6 +146,8 @@ def reconstruct_command(
                 bar.update(t_stage, status=f"{ev.stage} {'reused' if ev.reused else f'{ev.seconds:.1f} s'}")
             elif ev.kind == "job_end":
                 bar.advance(t_all)
+                if ev.result is not None:
+                    _report(ev.result)
 
         result = run_batch(jobs, config, workdir=workdir, force=force, skip_existing=skip_existing, on_event=on_event)
         bar.update(t_all, completed=len(jobs))
@@ -149,18 +155,6 @@ def reconstruct_command(
 
     if json_out:
         typer.echo(json.dumps(result.summary(), indent=2))
-    for r in result.jobs:
-        if r.status == "done" and r.poor_fit:
-            warn(
-                f"{r.image}: poor FLAME fit (mean landmark error {r.fit_error_px:.1f} px); check the photo or bring your own --landmarks"
-            )
-        if r.status == "done":
-            if interactive():
-                fit = f"fit {r.fit_error_px:.2f} px, " if r.fit_error_px is not None else ""
-                info(f"{r.image} -> {r.output} ({fit}{sum(r.stage_times.values()):.1f} s)")
-        elif r.status == "skipped":
-            if interactive():
-                info(f"{r.image}: skipped, {r.output} exists")
     failures = [r.exception for r in result.failed if r.exception is not None]
     if not batch:
         return exit_code(failures, single=True)  # one photo: its own error and exit code (cli.main prints it)
@@ -171,6 +165,21 @@ def reconstruct_command(
     if failed:
         warn(f"{failed} of {len(jobs)} photo(s) failed (see above); the others are done")
     return exit_code(failures, single=False)
+
+
+def _report(r) -> None:
+    """One line per photo as soon as it is settled, on a terminal or not (scripts, CI logs);
+    --quiet keeps only the warnings. Failures are listed at the end (and by cli.main for one photo)."""
+    from avatarcli.progress import info, warn
+
+    if r.status == "done":
+        fit = f"fit {r.fit_error_px:.2f} px, " if r.fit_error_px is not None else ""
+        info(f"{r.image} -> {r.output} ({fit}{sum(r.stage_times.values()):.1f} s)")
+        if r.poor_fit:
+            warn(f"{r.image}: poor FLAME fit (mean landmark error {r.fit_error_px:.1f} px); check the photo or bring "
+                 "your own --landmarks")  # fmt: skip
+    elif r.status == "skipped":
+        info(f"{r.image}: skipped, {r.output} exists")
 
 
 def register(app: typer.Typer) -> None:

@@ -123,3 +123,51 @@ def find_points_file(folder: Path, stem: str) -> Path:
         if p.is_file():
             return p
     raise InputError(f"no landmarks file for {stem!r} ({stem}.npz/.npy/.pts/.txt)", path=folder)
+
+
+def given_landmarks(path: str | Path, image, force: bool = False):
+    """The landmarks file a user gives for `image` (a LoadedImage), in any format read_points
+    reads, as Landmarks of that photo: the one reader of `--landmarks` in every command.
+
+    An avatarcli landmarks.npz records the photo it was made from: another size is refused
+    (ArtifactError), another file (sha256) too unless `force` (then a warning). Other formats
+    carry no photo: their points are taken as this photo's (landmarks_from_points)."""
+    from avatarcli.landmarks.detect import landmarks_from_points
+
+    path = Path(path)
+    if is_landmarks_artifact(path):
+        from avatarcli.landmarks.artifact import read_landmarks
+
+        lm = read_landmarks(path)
+        check_same_photo(path, lm, image, force)
+        return lm
+    return landmarks_from_points(image, read_points(path))
+
+
+def is_landmarks_artifact(path: Path) -> bool:
+    """Is `path` an avatarcli landmarks.npz (it has a `format` entry), not bare points?"""
+    if path.suffix.lower() != ".npz":
+        return False
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return "format" in z.files
+    except Exception:  # noqa: BLE001 - read_points reports what is wrong with the file
+        return False
+
+
+def check_same_photo(path: Path, lm, image, force: bool) -> None:
+    """landmarks.npz `lm` must come from `image`: same size always, same file (sha256) unless force."""
+    from avatarcli.errors import ArtifactError
+    from avatarcli.progress import warn
+
+    if tuple(lm.image_size) != tuple(image.original_size):
+        (h, w), (H, W) = lm.image_size, image.original_size
+        raise ArtifactError(f"landmarks are for a {w}x{h} image, but {image.path.name} is {W}x{H}", path=path)
+    if lm.image_sha256 and lm.image_sha256 != image.sha256:
+        msg = (
+            f"landmarks were made from another photo (sha256 {lm.image_sha256[:12]}..., "
+            f"{image.path.name} has {image.sha256[:12]}...)"
+        )
+        if not force:
+            raise InputError(f"{msg}; re-run `avatar landmarks` on it or pass --force", path=path)
+        warn(f"{path}: {msg}; used anyway (--force)")

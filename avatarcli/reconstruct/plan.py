@@ -99,7 +99,8 @@ def plan_batch(
 ) -> list[Job]:
     """Decide the jobs: one photo -> `out` is the head's .ply (or a folder: out/NAME.ply);
     several photos or a folder -> `out` is a folder of NAME.ply (avatarcli.batch.output_paths).
-    `landmarks`: a landmarks.npz (one photo) or a folder of NAME.npz. Usage problems raise
+    `landmarks`: a landmarks file (one photo; .npz/.npy/.txt/.csv/.pts, avatarcli.landmarks.points)
+    or a folder of NAME.<one of those>. Usage problems raise
     InputError (exit 2)."""
     files, batch = expand_images(images, notes)
     out = Path(out)
@@ -115,12 +116,24 @@ def plan_batch(
         if not lp.exists():
             raise InputError("--landmarks: file or folder not found", path=lp)
         if lp.is_dir():
-            lms = [lp / f"{n}.npz" for n in names]
+            lms = [_points_file(lp, n) for n in names]
         elif len(files) > 1:
-            raise InputError("--landmarks is one file but there are several photos: give a folder of NAME.npz", path=lp)
+            raise InputError(
+                "--landmarks is one file but there are several photos: give a folder of NAME.<ext> files", path=lp
+            )
         else:
             lms = [lp]
     return [Job(n, f, o, lm) for n, f, o, lm in zip(names, files, outputs, lms)]
+
+
+def _points_file(folder: Path, name: str) -> Path:
+    """folder/NAME.<any landmarks suffix>; NAME.npz when there is none (that job then fails alone)."""
+    from avatarcli.landmarks.points import find_points_file
+
+    try:
+        return find_points_file(folder, name)
+    except InputError:
+        return folder / f"{name}.npz"
 
 
 def _nearest_existing(p: Path) -> Path:
@@ -161,29 +174,23 @@ def check_outputs(jobs: Sequence[Job], workdir: Path | None = None) -> None:
         check_writable_folder(workdir, "work folder")
 
 
-def validate_job(job: Job, max_side: int = 2048) -> None:
-    """Open the photo fully (header, size limits, a complete decode) and the user's landmarks;
-    raises the one-line InputError / ArtifactError naming the file."""
+def validate_job(job: Job, max_side: int = 2048, force: bool = False) -> None:
+    """Open the photo fully (header, size limits, a complete decode) and the user's landmarks
+    (any format; a landmarks.npz must be this photo's unless `force`); raises the one-line
+    InputError / ArtifactError naming the file."""
     from avatarcli.io.images import check_image, load_image
 
     check_image(job.image)
     img = load_image(job.image, max_side=min(max_side, 512))
     if job.landmarks is not None:
-        from avatarcli.errors import ArtifactError
-        from avatarcli.landmarks.artifact import read_landmarks
+        from avatarcli.landmarks.points import given_landmarks
 
-        lm = read_landmarks(job.landmarks)
-        if tuple(lm.image_size) != tuple(img.original_size):
-            h, w = lm.image_size
-            H, W = img.original_size
-            raise ArtifactError(
-                f"landmarks are for a {w}x{h} image, but {job.image.name} is {W}x{H}", path=job.landmarks
-            )
+        given_landmarks(job.landmarks, img, force=force)
 
 
-def validate_inputs(jobs: Sequence[Job], max_side: int = 2048) -> dict[str, AvatarError]:
+def validate_inputs(jobs: Sequence[Job], max_side: int = 2048, force: bool = False) -> dict[str, AvatarError]:
     """Validate every job's inputs (no model loaded): {job name: the error} for the bad ones."""
     batch = Batch(jobs)
     for i, j in enumerate(jobs):
-        batch.check(i, lambda: validate_job(j, max_side), path=j.image)
+        batch.check(i, lambda: validate_job(j, max_side, force), path=j.image)
     return {jobs[i].name: e for i, e in batch.failed.items() if isinstance(e, AvatarError)}

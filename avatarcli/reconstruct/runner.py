@@ -247,8 +247,16 @@ class _JobRunner:
         if job.landmarks is not None:
             given = job.landmarks
             key = stage_key(stage="landmarks", v=1, given=given)
+            from avatarcli.landmarks.points import given_landmarks
+
+            # validate_inputs refused (or, with --force, warned about) landmarks of another photo
             lm = self.stage(
-                "landmarks", key, read_landmarks, lambda: read_landmarks(given), write_landmarks, reuse=False
+                "landmarks",
+                key,
+                read_landmarks,
+                lambda: given_landmarks(given, img, force=True),
+                write_landmarks,
+                reuse=False,
             )
         else:
             key = stage_key(
@@ -364,7 +372,7 @@ def run_batch(
     for i in set(range(len(jobs))) - set(todo):
         results[i].status = "skipped"
     check_outputs([jobs[i] for i in todo], wd)
-    errors = validated if validated is not None else validate_inputs([jobs[i] for i in todo], config.max_side)
+    errors = validated if validated is not None else validate_inputs([jobs[i] for i in todo], config.max_side, force)
     for i in todo:
         if jobs[i].name in errors:
             e = errors[jobs[i].name]
