@@ -346,25 +346,29 @@ def test_batch_resume_settings_skip_existing_force_and_json(tmp_path, photos, fl
         assert r["stage_times"]["fit-flame"] == 0.0 and "denoise" in r["stage_times"]
         assert Path(r["output"]).is_file() and r["fit_error_px"] < 3.0
 
-    # a changed photo redoes what depends on its pixels, for that photo only (the fit depends
-    # on the given landmarks alone)
+    # a changed photo redoes what depends on it, for that photo only; its landmarks.npz names the
+    # old photo, so it is refused until re-made for the new one (same points, the new sha256)
+    import dataclasses
+
     from PIL import Image as _I
+
+    from avatarcli.io.hashing import sha256_file
+    from avatarcli.landmarks.artifact import read_landmarks, write_landmarks
 
     im = np.asarray(_I.open(imgs / "bob.png")).copy()
     im[0, 0] = 255 - im[0, 0]
     _I.fromarray(im).save(imgs / "bob.png")
+    lm_bob = read_landmarks(lms / "bob.npz")
+    write_landmarks(lms / "bob.npz", dataclasses.replace(lm_bob, image_sha256=sha256_file(imgs / "bob.png")))
     assert main(args) == 0
     s = json.loads(capsys.readouterr().out)
-    assert calls == {"fit": 0, "init": 1, "denoise": 4}
-    assert {r["name"]: r["reused"] for r in s["images"]} == {
-        "alice": ["fit-flame", "init-gaussians"],
-        "bob": ["fit-flame"],
-    }
+    assert calls == {"fit": 1, "init": 1, "denoise": 4}
+    assert {r["name"]: r["reused"] for r in s["images"]} == {"alice": ["fit-flame", "init-gaussians"], "bob": []}
 
     # a changed setting redoes the stages it feeds (n_gaussians -> init only, not the fit)
     assert main([a if a != "1000" else "900" for a in args]) == 0
     capsys.readouterr()
-    assert calls == {"fit": 0, "init": 3, "denoise": 6}
+    assert calls == {"fit": 1, "init": 3, "denoise": 6}
 
     # --skip-existing: nothing to do, outputs untouched
     before = {p: p.stat().st_mtime_ns for p in out.glob("*.ply")}
@@ -372,12 +376,12 @@ def test_batch_resume_settings_skip_existing_force_and_json(tmp_path, photos, fl
     s = json.loads(capsys.readouterr().out)
     assert [r["status"] for r in s["images"]] == ["skipped", "skipped"]
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.ply")} == before
-    assert calls == {"fit": 0, "init": 3, "denoise": 6}
+    assert calls == {"fit": 1, "init": 3, "denoise": 6}
 
     # --force: every stage again
     assert main(args + ["--force"]) == 0
     capsys.readouterr()
-    assert calls == {"fit": 2, "init": 5, "denoise": 8}
+    assert calls == {"fit": 3, "init": 5, "denoise": 8}
     assert sorted(p.name for p in out.iterdir()) == ["alice.ply", "bob.ply"]  # no temp files
 
 

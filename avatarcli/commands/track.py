@@ -19,6 +19,7 @@ def track_command(
     landmarks: Optional[Path] = typer.Option(
         None,
         "--landmarks",
+        "-l",
         help="Your own points per frame: .npy/.npz [T, 68, 2] (a NaN row = a lost frame) or a folder of one "
         "point file per frame (.npy/.txt/.pts/.npz, name order). No landmark model is loaded.",
         show_default=False,
