@@ -310,3 +310,24 @@ def test_avatarcli_head_faces_the_default_camera(tmp_path):
         img = iio.imread(out).astype(int)
         c = img[12:20, 12:20].mean((0, 1))
         assert c[front] > 150 and c[2 - front] < 100, (yaw, c)
+
+
+def test_several_yaws_in_one_call_equal_one_call_each(scene_ply, tmp_path, capsys):
+    """--yaw 0,60,90,180 writes OUT_yaw<Y>.png, each the image a call with that one yaw writes
+    (issue 13, item 8: views batched in one call: the PLY read and framed once)."""
+    out = tmp_path / "v.png"
+    base = ["render", str(scene_ply), "--size", "32", "--backend", "torch"]
+    assert main(base + ["-o", str(out), "--yaw", "0,60,90,-22.5"]) == 0
+    names = ["v_yaw0.png", "v_yaw60.png", "v_yaw90.png", "v_yaw-22.5.png"]
+    assert all((tmp_path / n).is_file() for n in names) and not out.exists()
+    for y, n in zip(("0", "60", "90", "-22.5"), names):
+        one = tmp_path / f"one{y}.png"
+        assert main(base + ["-o", str(one), "--yaw", y]) == 0
+        np.testing.assert_array_equal(iio.imread(tmp_path / n), iio.imread(one))
+    assert not np.array_equal(iio.imread(tmp_path / names[0]), iio.imread(tmp_path / names[1]))
+    capsys.readouterr()
+    for bad, needle in ((["-o", str(tmp_path / "t.mp4"), "--yaw", "0,60"], "one PNG each"),
+                        (["-o", str(out), "--yaw", "0,0"], "repeated"), (["-o", str(out), "--yaw", "x"], "--yaw")):  # fmt: skip
+        assert main(base + bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and len(err.splitlines()) == 1, err

@@ -17,7 +17,12 @@ def render_command(
     output: Path = typer.Option(
         ..., "--output", "-o", help="OUT.png (one view), OUT.mp4 or OUT.gif (turntable).", show_default=False
     ),
-    yaw: float = typer.Option(0.0, "--yaw", help="Degrees around the up axis (0: the front; turntables start here)."),
+    yaw: str = typer.Option(
+        "0",
+        "--yaw",
+        help="Degrees around the up axis (0: the front; turntables start here). Several, comma-separated "
+        "(--yaw 0,60,90,180), with OUT.png: one OUT_yaw<Y>.png per view, rendered in one call.",
+    ),
     pitch: float = typer.Option(0.0, "--pitch", help="Degrees above (+) or below (-) the horizon."),
     size: Optional[int] = typer.Option(
         None,
@@ -65,15 +70,17 @@ def render_command(
       avatar render head.ply -o turntable.mp4 --frames 120 --fps 30 --size 768
       avatar render head.ply -o overlay.png --camera photo
       avatar render head.ply -o side.png --yaw 60 --pitch 10 --background black
+      avatar render head.ply -o view.png --yaw 0,60,90,180    # view_yaw0.png ... in one call
       avatar render scene.ply -o scene.gif --up -y --size 256 --backend torch
     """
     from avatarcli.commands.common import existing_inputs
     from avatarcli.progress import info, progress
-    from avatarcli.render.run import RenderConfig, plan_render, render_file
+    from avatarcli.render.run import RenderConfig, parse_yaws, plan_render, render_file
     from avatarcli.render.views import parse_background
 
+    yaws = parse_yaws(yaw)
     config = RenderConfig(
-        yaw=yaw, pitch=pitch, size=size, distance=distance, fov=fov, up=up, frames=frames, fps=fps,
+        yaw=yaws[0], views=yaws if len(yaws) > 1 else (), pitch=pitch, size=size, distance=distance, fov=fov, up=up, frames=frames, fps=fps,
         background=parse_background(background), backend=backend, device=device, camera=camera, sh_degree=sh_degree,
     )  # fmt: skip
     existing_inputs([ply])
@@ -83,6 +90,9 @@ def render_command(
         task = bar.add_task("render", total=n, status=f"{plan.ply.gaussians.n} Gaussians, {plan.backend}")
         render_file(plan, progress=lambda i, _n: bar.update(task, completed=i))
     cam = plan.cameras[0]
+    if plan.kind == "views":
+        info(f"wrote {n} views ({cam.width}x{cam.height}): {', '.join(str(p) for p in plan.outputs)}")
+        return 0
     what = "1 view" if plan.kind == "png" else f"{n} frames at {config.fps:g} fps"
     info(f"wrote {output} ({what}, {cam.width}x{cam.height})")
     return 0

@@ -10,7 +10,7 @@ file, the backend/device) before anything is rendered; outputs are atomic.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -41,17 +41,33 @@ class RenderConfig:
     device: str = "auto"
     camera: str | None = None  # None, "photo" (the fit stored in the head) or a flame.npz path
     sh_degree: int | None = None  # None: all the PLY has
+    views: tuple[float, ...] = ()  # several yaws: one PNG each (OUT_yaw<Y>.png), all in one call
+
+
+def view_paths(out: Path, yaws) -> list[Path]:
+    """OUT.png and yaws (0, 60, -30, 22.5) -> OUT_yaw0.png, OUT_yaw60.png, OUT_yaw-30.png, OUT_yaw22.5.png."""
+    return [out.with_name(f"{out.stem}_yaw{y:g}{out.suffix}") for y in yaws]
 
 
 @dataclass
 class RenderPlan:
     ply: object  # GaussianPly
     out: Path
-    kind: str  # "png" | "video"
+    kind: str  # "png" | "video" | "views" (one PNG per camera, `outputs`)
     cameras: list[Camera]
     config: RenderConfig
     device: torch.device
     backend: str
+    outputs: list[Path] = field(default_factory=list)  # "views": the PNG of each camera
+
+
+def parse_yaws(text: str) -> tuple[float, ...]:
+    """'30' or '0,60,90,180' -> yaws in degrees (one line InputError otherwise)."""
+    try:
+        yaws = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        raise InputError(f"--yaw {text!r}: expected degrees, or several separated by commas (0,60,90,180)") from None
+    return yaws
 
 
 def _check_config(cfg: RenderConfig, kind: str) -> None:
@@ -61,8 +77,12 @@ def _check_config(cfg: RenderConfig, kind: str) -> None:
         raise InputError(f"--distance {cfg.distance}: expected a positive number")
     if not (math.isfinite(cfg.fov) and 1.0 <= cfg.fov <= 150.0):
         raise InputError(f"--fov {cfg.fov}: expected 1..150 degrees")
-    if not (math.isfinite(cfg.yaw) and math.isfinite(cfg.pitch)) or abs(cfg.pitch) >= 90.0:
+    if not all(math.isfinite(y) for y in (cfg.yaw, *cfg.views, cfg.pitch)) or abs(cfg.pitch) >= 90.0:
         raise InputError("--yaw must be finite and --pitch within (-90, 90) degrees")
+    if cfg.views and kind != "png":
+        raise InputError("several --yaw values write one PNG each: use a .png output (OUT_yaw<Y>.png are written)")
+    if len(set(cfg.views)) != len(cfg.views):
+        raise InputError(f"--yaw {','.join(f'{y:g}' for y in cfg.views)}: a yaw is repeated")
     if kind == "video":
         if not 1 <= cfg.frames <= 100000:
             raise InputError(f"--frames {cfg.frames}: expected 1..100000")
@@ -110,7 +130,14 @@ def plan_render(ply_or_path, out: str | Path, config: RenderConfig, flame: str |
     from avatarcli.device import resolve_device
     from avatarcli.gaussians.ply import read_gaussian_ply
     from avatarcli.io.atomic import check_output_path
-    from avatarcli.render.views import fit_camera, frame_gaussians, resolve_up, turntable_cameras, up_basis
+    from avatarcli.render.views import (
+        fit_camera,
+        frame_gaussians,
+        resolve_up,
+        turntable_cameras,
+        up_basis,
+        view_camera,
+    )  # fmt: skip
 
     out = Path(out)
     suffix = out.suffix.lower()
@@ -126,8 +153,9 @@ def plan_render(ply_or_path, out: str | Path, config: RenderConfig, flame: str |
     _check_config(config, kind)
     if config.up not in ("auto", "y", "-y", "z", "-z", "x", "-x"):
         up_basis(config.up)  # raises the one-line error
-    if config.camera is not None and kind != "png":
-        raise InputError("--camera renders the photo's single view: use a .png output", path=out)
+    if config.camera is not None and (kind != "png" or config.views):
+        raise InputError("--camera renders the photo's single view: use a .png output and one --yaw", path=out)
+    outputs = [check_output_path(p) for p in view_paths(out, config.views)] if config.views else []
     if config.camera not in (None, "photo") and not Path(config.camera).is_file():
         raise InputError("--camera: expected 'photo' or a flame.npz fit file (not found)", path=config.camera)
     device = resolve_device(config.device)
@@ -146,9 +174,14 @@ def plan_render(ply_or_path, out: str | Path, config: RenderConfig, flame: str |
             g.means, g.opacities, resolve_up(config.up, ply.meta is not None, getattr(ply, "up", None))
         )
         kw = dict(width=size, height=size, distance=config.distance, fov_deg=config.fov)
-        n = config.frames if kind == "video" else 1
-        cameras = turntable_cameras(framing, n, config.yaw, config.pitch, **kw)
-    return RenderPlan(ply=ply, out=out, kind=kind, cameras=cameras, config=config, device=device, backend=backend)
+        if config.views:
+            cameras = [view_camera(framing, y, config.pitch, **kw) for y in config.views]
+        else:
+            n = config.frames if kind == "video" else 1
+            cameras = turntable_cameras(framing, n, config.yaw, config.pitch, **kw)
+    kind = "views" if config.views else kind
+    return RenderPlan(ply=ply, out=out, kind=kind, cameras=cameras, config=config, device=device, backend=backend,
+                      outputs=outputs)  # fmt: skip
 
 
 def iter_frames(plan: RenderPlan) -> Iterator[np.ndarray]:
@@ -177,4 +210,8 @@ def render_file(plan: RenderPlan, progress=None) -> Path:
 
     if plan.kind == "png":
         return write_png(plan.out, next(iter(frames())))
+    if plan.kind == "views":  # one PNG per view, each atomic, all from one loaded and framed PLY
+        for path, img in zip(plan.outputs, frames()):
+            write_png(path, img)
+        return plan.out
     return write_video(plan.out, frames(), fps=plan.config.fps)
