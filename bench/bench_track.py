@@ -16,8 +16,13 @@ floor); lag = the time shift (frames) that best aligns the tracked yaw with the 
 yaw error in the fast turn. Speed: CPU seconds per frame of the fit (landmarks given, so no network),
 and frames per CPU-second; the machine is shared, so CPU time (process_time) is what is reported.
 
-    python bench/bench_track.py                 # T = 90 frames
-    python bench/bench_track.py --frames 30 --noise 2
+Speed of the landmark stage without its networks: `avatar track`'s per-frame work around them (frame
+decode from an mp4, crop, heatmap decoding, face following) with FAN and S3FD replaced by stubs of
+no cost; the two networks' own cost (face-alignment's real architectures, random weights: the same
+FLOPs) is timed separately, per frame (FAN in batches of 16, S3FD per frame at 256 px).
+
+    python bench/bench_track.py                 # T = 90 frames, 1 torch thread
+    python bench/bench_track.py --frames 30 --noise 2 --threads 2
 """
 
 from __future__ import annotations
@@ -73,12 +78,54 @@ def timed(fn):
     return out, time.process_time() - c0
 
 
+def landmark_speed(T: int) -> dict:
+    """CPU s/frame of detect_clip with no-cost networks, and of the real FAN / S3FD architectures."""
+    import tempfile
+
+    import imageio.v3 as iio
+    import torch
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+    from face_alignment.models import FAN
+
+    from avatarcli.landmarks.detect import LandmarkDetector
+    from avatarcli.track.frames import open_frames
+    from avatarcli.track.landmarks import detect_clip
+
+    class NoFAN(torch.nn.Module):
+        def forward(self, x):  # [B, 3, 256, 256] -> [B, 68, 64, 64], a peak per point
+            hm = torch.zeros(x.shape[0], 68, 64, 64)
+            hm[:, torch.arange(68), 20 + torch.arange(68) % 24, 20 + torch.arange(68) // 3] = 1.0
+            return [hm]
+
+    class NoSFD:
+        def detect_from_image(self, rgb):
+            return [np.array([60.0, 50.0, 200.0, 210.0, 0.99])]
+
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as d:
+        video = Path(d) / "clip.mp4"
+        iio.imwrite(video, rng.integers(0, 255, (T, 256, 256, 3), dtype=np.uint8), fps=30)
+        src = open_frames(video)
+        det = LandmarkDetector(NoFAN(), NoSFD(), torch.device("cpu"), "stub")
+        _, post = timed(lambda: detect_clip(src, det))
+    fan, sfd = FAN(4).eval(), s3fd().eval()
+    with torch.no_grad():
+        fan(torch.rand(2, 3, 256, 256))
+        _, t_fan = timed(lambda: [fan(torch.rand(16, 3, 256, 256)) for _ in range(2)])
+        _, t_sfd = timed(lambda: [sfd(torch.rand(1, 3, 256, 256)) for _ in range(4)])
+    return {"post": post / T, "fan": t_fan / 32, "sfd": t_sfd / 4}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=90)
     ap.add_argument("--noise", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the tests use 1)")
     a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(a.threads)
     model = make_synthetic_flame()
     size = (256, 256)
     rows = []
@@ -94,6 +141,7 @@ def main() -> None:
             fit, cpu = timed(fn)
             rows.append((clip, name, evaluate(model, fit, truth, clean, clip == "fast"), cpu / a.frames))
         rows.append((clip, "truth", {"jitter mm": sc.jitter_mm(sc.posed_vertices(model, truth))}, float("nan")))
+    speed = landmark_speed(a.frames)
     keys = ["lmk px", "rot deg", "jaw deg", "face mm", "jitter mm", "lag fr", "fast yaw err deg"]
     print(f"T = {a.frames} frames, {size[1]}x{size[0]}, landmark noise {a.noise} px (machine shared: CPU time)")
     print(
@@ -102,6 +150,13 @@ def main() -> None:
     for clip, name, m, spf in rows:
         vals = " ".join(f"{m.get(k, float('nan')):16.3f}" for k in keys)
         print(f"{clip:7} {name:12} {vals} {spf:12.3f} {1 / spf if spf == spf else float('nan'):12.1f}")
+    fit_spf = float(np.mean([spf for _, name, _, spf in rows if name == "track"]))
+    print(f"\nCPU seconds per frame ({a.threads} torch thread(s)):")
+    print(f"  landmark stage without networks {speed['post']:.4f}  (decode mp4, follow, crop, heatmap decode)")
+    print(f"  FLAME clip fit                  {fit_spf:.4f}")
+    total = speed["post"] + fit_spf
+    print(f"  landmarks + fit                 {total:.4f}  = {1 / total:.1f} frames/s (target >= 10)")
+    print(f"  networks, reported apart: FAN {speed['fan']:.4f}, S3FD {speed['sfd']:.4f}")
 
 
 if __name__ == "__main__":

@@ -17,9 +17,9 @@ a Geman-McClure kernel lets a real fast motion, whose acceleration is many sigma
 unpenalised while the landmark noise (a few sigmas at most) is smoothed. Sigmas are per frame^2 at
 30 fps and scale with (30 / fps)^2 (the same physical acceleration at any frame rate).
 
-Solver: Levenberg-Marquardt on the joint problem. Its normal matrix has a banded block (frames
-coupled to their neighbours only: bandwidth 2 x dim x_t, Cholesky in O(T dim^3)) and a dense shared
-part, eliminated with a Schur complement. Start: shape and focal from `fit_flame` on a few key frames,
+Solver: Levenberg-Marquardt on the joint problem. Its normal matrix has a banded block (each frame
+coupled to the two before and after it; paired frames make it block-tridiagonal, solved by a block
+Cholesky sweep in O(T dim^3)) and a dense shared part, eliminated with a Schur complement. Start: shape and focal from `fit_flame` on a few key frames,
 then every frame's head pose from a PnP solve of the 51 inner-face landmarks (OpenCV), expression 0.
 """
 
@@ -49,7 +49,7 @@ class TrackConfig:
     acc_sigma: tuple[float, float, float, float, float] = (0.01, 0.002, 0.01, 0.008, 0.08)  # GROUPS order
     temporal_robust: float = 3.0  # Geman-McClure scale of the temporal term, in sigmas
     key_frames: int = 0  # frames fitted alone (fit_flame) to start shape and focal; 0: mean face, prior focal
-    iters: int = 10  # joint LM iterations
+    iters: int = 6  # joint LM iterations
 
     def fit_config(self) -> FitConfig:
         return FitConfig(n_shape=self.n_shape, n_expr=self.n_expr, fixed_focal_px=self.fixed_focal_px)
@@ -128,34 +128,75 @@ class _Temporal:
         return w[:, self.group] * self.prec**2
 
 
-def _banded_normal(H: Tensor, W: Tensor | None, lam: float) -> np.ndarray:
-    """Upper banded storage (scipy) of blockdiag(H) + L^T diag(W) L, damped: diag * (1 + lam).
-    H [T,Q,Q] per-frame blocks, W [T-2,Q] temporal weights (L = second differences) or None."""
+def _frame_bands(H: Tensor, W: Tensor | None, lam: float) -> tuple[Tensor, Tensor, Tensor]:
+    """The per-frame block structure of blockdiag(H) + L^T diag(W) L (L = second differences over
+    frames), its diagonal damped by (1 + lam): diagonal blocks D [T,Q,Q] and the (diagonal) couplings
+    of frame t to t+1, E1 [T-1,Q], and to t+2, E2 [T-2,Q]. H [T,Q,Q], W [T-2,Q] or None."""
     T, Q, _ = H.shape
-    n, u = T * Q, 2 * Q
-    ab = np.zeros((u + 1, n))
-    il, jl = np.triu_indices(Q)
-    cols = (np.arange(T) * Q)[:, None] + jl[None, :]  # [T, Q(Q+1)/2]
-    ab[(u - (jl - il))[None, :].repeat(T, 0), cols] = H.numpy()[:, il, jl]
+    D = H.clone()
+    E1 = H.new_zeros(max(T - 1, 0), Q)
+    E2 = H.new_zeros(max(T - 2, 0), Q)
     if W is not None and T >= 3:
-        w = W.numpy().reshape(-1)  # [(T-2) Q], index r Q + k
-        coef = (1.0, -2.0, 1.0)
-        for a in range(3):
-            for b in range(a, 3):
-                ab[u - (b - a) * Q, b * Q + np.arange((T - 2) * Q)] += coef[a] * coef[b] * w
-    ab[u] = ab[u] * (1.0 + lam) + 1e-9
-    return ab
+        d = torch.zeros(T, Q, dtype=H.dtype)
+        d[:-2] += W
+        d[1:-1] += 4.0 * W
+        d[2:] += W
+        D = D + torch.diag_embed(d)
+        E1[:-1] += -2.0 * W  # (r, r+1)
+        E1[1:] += -2.0 * W  # (r+1, r+2)
+        E2 += W  # (r, r+2)
+    diag = torch.diagonal(D, dim1=1, dim2=2)
+    D = D + torch.diag_embed(lam * diag + 1e-9)
+    return D, E1, E2
+
+
+def _block_tridiagonal_solve(D: Tensor, E1: Tensor, E2: Tensor, rhs: Tensor) -> Tensor:
+    """Solve the symmetric positive definite frame-banded system (see _frame_bands) for rhs [T,Q,R].
+
+    Frames are paired, which makes the matrix block-tridiagonal with 2Q x 2Q blocks; then a block
+    Cholesky forward / backward sweep over the T/2 pairs (O(T Q^3), exact up to rounding)."""
+    T, Q, R = rhs.shape
+    if T % 2:  # a padding frame: identity, uncoupled
+        D = torch.cat([D, torch.eye(Q, dtype=D.dtype)[None]])
+        E1 = torch.cat([E1, E1.new_zeros(1, Q)])
+        E2 = torch.cat([E2, E2.new_zeros(1, Q)])
+        rhs = torch.cat([rhs, rhs.new_zeros(1, Q, R)])
+    N = D.shape[0] // 2
+    dg = torch.diag_embed
+    S = torch.zeros(N, 2 * Q, 2 * Q, dtype=D.dtype)  # pair blocks
+    S[:, :Q, :Q], S[:, Q:, Q:] = D[0::2], D[1::2]
+    S[:, :Q, Q:] = dg(E1[0::2])
+    S[:, Q:, :Q] = dg(E1[0::2])
+    Off = torch.zeros(max(N - 1, 0), 2 * Q, 2 * Q, dtype=D.dtype)  # block (pair i, pair i+1)
+    if N > 1:
+        Off[:, :Q, :Q] = dg(E2[0:-1:2][: N - 1])
+        Off[:, Q:, :Q] = dg(E1[1::2][: N - 1])
+        Off[:, Q:, Q:] = dg(E2[1::2][: N - 1])
+    b = rhs.reshape(N, 2 * Q, R)
+    Ls, Cs, y = [], [], []
+    for i in range(N):  # forward: L_i L_i^T = S_i - C_{i-1} C_{i-1}^T, C_{i-1} = Off_{i-1}^T L_{i-1}^-T
+        A, r = S[i], b[i]
+        if i > 0:
+            A = A - Cs[-1] @ Cs[-1].T
+            r = r - Cs[-1] @ y[-1]
+        L = torch.linalg.cholesky(A)
+        Ls.append(L)
+        y.append(torch.linalg.solve_triangular(L, r, upper=False))
+        if i < N - 1:
+            Cs.append(torch.linalg.solve_triangular(L, Off[i], upper=False).T)
+    x = [y[0]] * N
+    for i in range(N - 1, -1, -1):  # backward: L_i^T x_i = y_i - C_i^T x_{i+1}
+        r = y[i] if i == N - 1 else y[i] - Cs[i].T @ x[i + 1]
+        x[i] = torch.linalg.solve_triangular(Ls[i].T, r, upper=True)
+    return torch.stack(x).reshape(2 * N, Q, R)[:T]
 
 
 def _lm_step(blocks: dict[str, Tensor], W: Tensor | None, lam: float) -> tuple[Tensor, Tensor]:
     """Solve the damped normal equations for (dx [T,Q], dz [Z]) by Schur complement on z."""
-    from scipy.linalg import cho_solve_banded, cholesky_banded
-
     Hxx, Cxz, Hzz, gx, gz = (blocks[k] for k in ("Hxx", "Cxz", "Hzz", "gx", "gz"))
     T, Q, Z = Cxz.shape
-    cb = cholesky_banded(_banded_normal(Hxx, W, lam), lower=False, check_finite=False)
-    rhs = np.concatenate([gx.reshape(T * Q, 1).numpy(), Cxz.reshape(T * Q, Z).numpy()], 1)  # [n, 1+Z]
-    sol = torch.from_numpy(cho_solve_banded((cb, False), rhs, check_finite=False))
+    D, E1, E2 = _frame_bands(Hxx, W, lam)
+    sol = _block_tridiagonal_solve(D, E1, E2, torch.cat([gx[..., None], Cxz], -1)).reshape(T * Q, 1 + Z)
     Mi_g, Mi_C = sol[:, 0], sol[:, 1:]  # M^-1 gx [n], M^-1 C [n, Z]
     C = Cxz.reshape(T * Q, Z)
     if Z:
