@@ -188,12 +188,12 @@ def check_weights(verify: bool) -> list[Check]:
             hashed = f", {st.hashes_checked} sha256 checked" if verify else " (hashes not checked: --verify)"
             out.append(Check(f"model {name}", "ok", f"present, {_gib(st.size)} in {where}{hashed}", required=True))
         elif st.state == "missing":
-            fix = f"avatar weights fetch {name}{without_download([name])}"
-            out.append(Check(f"model {name}", "missing", f"not found ({where})", fix, required=True))
+            fix = entry.fix if entry.kind == "pip" else f"avatar weights fetch {name}{without_download([name])}"
+            out.append(Check(f"model {name}", "missing", f"not found ({where})", fix, required=entry.kind != "pip"))
         else:
             probs = "; ".join(st.problems[:3])
             out.append(Check(f"model {name}", "problem", f"{st.state}: {probs}",
-                             f"avatar weights fetch {name} (or fix {entry.env_var})", required=True))  # fmt: skip
+                             f"{entry.fix} (or fix {entry.env_var})", required=entry.kind != "pip"))  # fmt: skip
     return out
 
 

@@ -54,6 +54,13 @@ def landmarks_command(
         help="With several faces: the K-th by box size, largest first (default 0, the largest).",
         show_default=False,
     ),
+    detector_kind: str = typer.Option(
+        "auto",
+        "--detector",
+        help="auto: FAN when its weights are present, else dlib when installed. fan: face-alignment's FAN + S3FD "
+        "(`avatar weights fetch fan-2d s3fd`). dlib: dlib's HOG + 68-point predictor, from the package index "
+        "(`pip install 'avatarcli[dlib]'`; non-commercial licence, see `avatar weights list`).",
+    ),
     device: str = DeviceOpt,
     max_side: int = typer.Option(
         2048,
@@ -66,7 +73,8 @@ def landmarks_command(
     ),
 ) -> int:
     """Find 68 face landmarks (iBUG layout) in each photo with face-alignment's 2D FAN and its S3FD
-    face detector, and write landmarks.npz (points in original-photo pixels, x right, y down).
+    face detector, or with dlib (--detector), and write landmarks.npz (points in original-photo
+    pixels, x right, y down).
 
     Several faces: the largest is used unless --face-index is given. Every photo is checked before
     any model is loaded. In a batch, a bad photo (unreadable, no face) is reported and the others
@@ -79,6 +87,7 @@ def landmarks_command(
       avatar landmarks group.jpg -o me.npz --face-index 1
       avatar landmarks photo.jpg -o photo.npz --bbox 410,220,890,760
       avatar landmarks photo.jpg -o photo.npz --landmarks my_points.pts
+      avatar landmarks photo.jpg -o photo.npz --detector dlib    # no hub weights needed
     """
     from avatarcli.batch import Batch, exit_code, one_line
     from avatarcli.errors import InputError
@@ -88,6 +97,10 @@ def landmarks_command(
     from avatarcli.landmarks.points import find_points_file, read_points
     from avatarcli.progress import console, info, progress
 
+    from avatarcli.landmarks.choose import DETECTORS
+
+    if detector_kind not in DETECTORS:
+        raise InputError(f"--detector {detector_kind!r}: expected one of {', '.join(DETECTORS)}")
     box = parse_bbox(bbox) if bbox is not None else None
     if landmarks is not None and (box is not None or face_index is not None):
         raise InputError("--landmarks gives the points: it cannot be combined with --bbox or --face-index")
@@ -124,9 +137,11 @@ def landmarks_command(
     # 2. models (missing weights: exit 3 before any work)
     detector = None
     if todo and landmarks is None:
-        from avatarcli.landmarks.detect import load_landmark_detector
+        from avatarcli.landmarks.choose import choose_detector, load_detector
 
-        detector = load_landmark_detector(device, need_detector=box is None, flip=flip)
+        if flip and choose_detector(detector_kind, need_detector=box is None) == "dlib":
+            raise InputError("--flip averages FAN heatmaps: it does not apply to the dlib detector")
+        detector = load_detector(detector_kind, device, need_detector=box is None, flip=flip)
 
     # 3. the photos, going on past failures
     from avatarcli.landmarks.detect import detect_landmarks, landmarks_from_points

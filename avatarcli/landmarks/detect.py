@@ -190,11 +190,14 @@ def load_landmark_detector(
 # faces
 
 
-def detect_faces(image: LoadedImage, detector: LandmarkDetector) -> np.ndarray:
-    """All faces S3FD finds: [N, 5] float64 x0 y0 x1 y1 score in ORIGINAL pixels, ordered by box
-    area descending (ties: score descending). N may be 0."""
+def detect_faces(image: LoadedImage, detector) -> np.ndarray:
+    """All faces the detector finds (S3FD, or dlib's HOG for a DlibDetector): [N, 5] float64
+    x0 y0 x1 y1 score in ORIGINAL pixels, ordered by box area descending (ties: score descending).
+    N may be 0."""
     import cv2
 
+    if hasattr(detector, "faces"):  # DlibDetector
+        return detector.faces(image)
     if detector.sfd is None:
         raise InputError(
             "this landmark detector was loaded without the face detector (need_detector=False): give a bbox"
@@ -362,14 +365,25 @@ def heatmaps_batch(detector: LandmarkDetector, crops: np.ndarray) -> np.ndarray:
 # the stage
 
 
+def _fan_points(image: LoadedImage, detector: LandmarkDetector, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FAN on the crop around `box` (original pixels): points [68, 2] in original pixels, scores [68]."""
+    box_work = np.concatenate([image.to_working(box[:2]), image.to_working(box[2:4])])
+    center, side = crop_transform(box_work)
+    crop = crop_image(image.rgb, center, side)
+    pts_hm, scores = decode_heatmaps(_heatmaps(detector, crop))
+    return image.to_original(heatmap_to_image(pts_hm, center, side)), scores
+
+
 def detect_landmarks(
     image: LoadedImage,
-    detector: LandmarkDetector,
+    detector,
     *,
     bbox: Sequence[float] | None = None,
     face_index: int | None = None,
 ) -> Landmarks:
     """68 landmarks of one face, in ORIGINAL image pixels (see the module docstring).
+
+    detector: a LandmarkDetector (FAN) or a landmarks.dlib_detector.DlibDetector (see landmarks.choose).
 
     bbox: (x0, y0, x1, y1) in original pixels: skip detection and use this box.
     face_index: with several faces, the K-th by box area descending (None: the largest).
@@ -391,12 +405,10 @@ def detect_landmarks(
                 path=image.path,
             )
         box = faces[k, :4]
-    box_work = np.concatenate([image.to_working(box[:2]), image.to_working(box[2:4])])
-    center, side = crop_transform(box_work)
-    crop = crop_image(image.rgb, center, side)
-    hm = _heatmaps(detector, crop)
-    pts_hm, scores = decode_heatmaps(hm)
-    pts = image.to_original(heatmap_to_image(pts_hm, center, side))
+    if hasattr(detector, "points"):  # DlibDetector
+        pts, scores = detector.points(image, np.asarray(box, dtype=np.float64))
+    else:
+        pts, scores = _fan_points(image, detector, box)
     if not np.isfinite(pts).all():
         raise EnvironmentProblem("the landmark network produced non-finite points (corrupt weights?)", path=image.path)
     return Landmarks(

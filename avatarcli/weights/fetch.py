@@ -113,6 +113,10 @@ def fetch(name: str, progress: Progress | None = None, force: bool = False) -> P
 
         return resolve(name)
     folder = cache_folder(entry)
+    if entry.kind == "pip":  # installed by pip, never downloaded here
+        from avatarcli.weights.resolver import resolve
+
+        return resolve(name)
     if _cache_complete(entry, folder) and not force:
         return folder
     if offline():

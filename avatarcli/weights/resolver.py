@@ -32,8 +32,32 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "avatarcli"
 
 
+def package_folder(module: str) -> Path | None:
+    """The folder of an installed package, found WITHOUT importing it (its __init__ may fail)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def missing_modules(entry: ModelEntry) -> list[str]:
+    """The modules a "pip" entry needs that cannot be found (nothing is imported)."""
+    import importlib.util
+
+    return [m for m in entry.requires if importlib.util.find_spec(m) is None]
+
+
 def cache_folder(entry: ModelEntry) -> Path:
-    """<cache>/<name>/<revision>: where `fetch` puts the model."""
+    """<cache>/<name>/<revision>: where `fetch` puts the model; for "pip" models the package's folder."""
+    if entry.kind == "pip":
+        assert entry.module is not None
+        folder = package_folder(entry.module)
+        return folder if folder is not None else cache_root() / entry.name / f"(pip package {entry.package} not installed)"
     return cache_root() / entry.name / entry.revision
 
 
@@ -63,6 +87,10 @@ def without_download(names) -> str:
 
 
 def _missing_error(entry: ModelEntry, why: str) -> MissingModelError:
+    if entry.kind == "pip":
+        return MissingModelError(
+            f"model {entry.name!r} ({entry.source}) {why}; run `{entry.install}` (or set {entry.env_var} to a local copy)"
+        )
     return MissingModelError(
         f"model {entry.name!r} ({entry.source}) {why}; run `avatar weights fetch {entry.name}` "
         f"(or set {entry.env_var} to a local copy){without_download([entry.name])}"
@@ -72,7 +100,7 @@ def _missing_error(entry: ModelEntry, why: str) -> MissingModelError:
 def _override_folder(entry: ModelEntry, p: Path) -> Path:
     if not p.exists():
         raise MissingModelError(f"{entry.env_var} points to {p}, which does not exist")
-    if entry.kind == "url":
+    if entry.kind in ("url", "pip"):
         return p.parent if p.is_file() else p
     if not p.is_dir():
         raise MissingModelError(f"{entry.env_var} points to {p}, which is not a folder")
@@ -90,8 +118,12 @@ def resolve(name: str) -> Path:
     if ov is not None:
         return _override_folder(entry, ov)
     folder = cache_folder(entry)
+    if entry.kind == "pip" and missing_modules(entry):
+        raise _missing_error(entry, f"needs {', '.join(missing_modules(entry))}, which is not installed")
     if _cache_complete(entry, folder):
         return folder
+    if entry.kind == "pip":
+        raise _missing_error(entry, "is not installed" if not folder.exists() else f"lacks {entry.files[0].path}")
     why = "is not downloaded" if not folder.exists() else "is incomplete in the cache"
     raise _missing_error(entry, why)
 
@@ -103,7 +135,7 @@ def resolve_file(name: str, path: str | None = None) -> Path:
     entry = get_entry(name)
     rel = path or entry.files[0].path
     ov = override_path(entry)
-    if ov is not None and entry.kind == "url" and ov.is_file():
+    if ov is not None and entry.kind in ("url", "pip") and ov.is_file():
         return ov
     folder = resolve(name)
     f = folder / rel
@@ -149,25 +181,29 @@ def status(name: str, check_hashes: bool = False) -> ModelStatus:
         source = "override"
         if not ov.exists():
             return ModelStatus(name, "missing", source, ov, problems=[f"{entry.env_var}={ov} does not exist"])
-        if entry.kind == "url" and ov.is_file():
+        if entry.kind in ("url", "pip") and ov.is_file():
             files = {entry.files[0].path: ov}
             folder = ov.parent
         else:
             folder = ov
             files = {f.path: folder / f.path for f in entry.files}
     else:
-        source, folder = "cache", cache_folder(entry)
+        source, folder = ("pip" if entry.kind == "pip" else "cache"), cache_folder(entry)
         files = {f.path: folder / f.path for f in entry.files}
     st = ModelStatus(name, "present", source, folder)
     present = {rel: p for rel, p in files.items() if p.is_file()}
     st.size = sum(p.stat().st_size for p in present.values())
     absent = [rel for rel in files if rel not in present]
-    if absent and source == "cache" and not present:
+    if source == "pip" and missing_modules(entry):
+        st.state = "missing"
+        st.problems.append(f"not installed: {', '.join(missing_modules(entry))}")
+        return st
+    if absent and source in ("cache", "pip") and not present:
         st.state = "missing"
         return st
     if absent:
         # An override is trusted by resolve(); only verify() holds it to the lock's file list.
-        if source == "cache" or check_hashes:
+        if source in ("cache", "pip") or check_hashes:
             st.state = "incomplete"
         st.problems += [f"missing {rel}" for rel in absent]
     if check_hashes:
