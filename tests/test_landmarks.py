@@ -392,7 +392,7 @@ def test_cli_several_faces(tmp_path, fa_weights, fast_fan, capsys):
 def test_cli_missing_weights_exit_3_after_checking_images(tmp_path, capsys):
     p = photo(tmp_path / "a.png")
     out = tmp_path / "a.npz"
-    assert main(["landmarks", str(p), "-o", str(out)]) == 3
+    assert main(["landmarks", str(p), "-o", str(out), "--detector", "fan"]) == 3
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "avatar weights fetch fan-2d" in lines[0]
     assert not out.exists()

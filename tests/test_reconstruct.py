@@ -98,8 +98,10 @@ def test_plan_landmarks_file_or_folder(tmp_path):
 def test_needed_models_follow_the_options(tmp_path):
     a = _png(tmp_path / "a.jpg")
     (job,) = plan_batch([a], tmp_path / "h.ply")
-    assert needed_models([job], ReconstructConfig()) == ["fan-2d", "s3fd", "sd-image-variations", "face-parsing"]
-    assert needed_models([job], ReconstructConfig(no_diffusion=True)) == ["fan-2d", "s3fd"]
+    fan = ReconstructConfig(detector="fan")
+    assert needed_models([job], fan) == ["fan-2d", "s3fd", "sd-image-variations", "face-parsing"]
+    assert needed_models([job], ReconstructConfig(no_diffusion=True, detector="fan")) == ["fan-2d", "s3fd"]
+    assert needed_models([job], ReconstructConfig(no_diffusion=True, detector="dlib")) == ["dlib-68"]
     job.landmarks = tmp_path / "a.npz"
     assert needed_models([job], ReconstructConfig(no_diffusion=True)) == []
     assert needed_models([job], ReconstructConfig(rounds=0)) == ["sd-image-variations", "face-parsing"]
@@ -201,7 +203,8 @@ def test_all_photos_bad_in_a_batch_is_exit_1_with_json(tmp_path, capsys):
 
 def test_missing_weights_is_exit_3_naming_the_fetch(tmp_path, capsys, flame_file):
     a = _png(tmp_path / "a.png")
-    rc = main(["reconstruct", str(a), "-o", str(tmp_path / "head.ply"), "--flame", str(flame_file), "--no-diffusion"])
+    out = str(tmp_path / "head.ply")
+    rc = main(["reconstruct", str(a), "-o", out, "--flame", str(flame_file), "--no-diffusion", "--detector", "fan"])
     assert rc == 3
     err = capsys.readouterr().err
     assert "avatar weights fetch" in err and "fan-2d" in err

@@ -124,6 +124,8 @@ def test_shipped_lock_is_valid(monkeypatch):
         assert e.licence and e.homepage.startswith("https://") and e.files
         if e.kind == "hf":
             assert re.fullmatch(r"[0-9a-f]{40}", e.revision), e.name  # pinned to a commit, not a branch
+        elif e.kind == "pip":
+            assert e.files[0].sha256 and e.install and e.package and e.module, e.name
         else:
             assert e.sha256_prefix and e.files[0].path.find(e.sha256_prefix) >= 0
     sd = entries["sd-image-variations"]

@@ -94,10 +94,9 @@ def landmarks_command(
     from avatarcli.io.atomic import check_output_path
     from avatarcli.io.images import MIN_SIDE, check_image, load_image
     from avatarcli.landmarks.artifact import write_landmarks
+    from avatarcli.landmarks.choose import DETECTORS
     from avatarcli.landmarks.points import find_points_file, read_points
     from avatarcli.progress import console, info, progress
-
-    from avatarcli.landmarks.choose import DETECTORS
 
     if detector_kind not in DETECTORS:
         raise InputError(f"--detector {detector_kind!r}: expected one of {', '.join(DETECTORS)}")

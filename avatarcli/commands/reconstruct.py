@@ -74,6 +74,12 @@ def reconstruct_command(
         help="Several faces in a photo: which one (0 = largest; default: the largest).",
         show_default=False,
     ),
+    detector: str = typer.Option(
+        "auto",
+        "--detector",
+        help="Landmark detector: auto (FAN when its weights are present, else dlib), fan, or dlib "
+        "(`pip install 'avatarcli[dlib]'`: no hub weights; non-commercial licence).",
+    ),
     max_side: int = typer.Option(
         2048, "--max-side", min=32, help="Photos with a longer side are downscaled to this for the stages."
     ),
@@ -103,14 +109,19 @@ def reconstruct_command(
       avatar reconstruct photos/ -o heads/ --workdir work/ --json > summary.json
       avatar reconstruct a.jpg b.png -o heads/ --no-diffusion --device cpu
       avatar reconstruct photos/ -o heads/ --skip-existing --landmarks my_landmarks/
+      avatar reconstruct photo.jpg -o head.ply --detector dlib --no-diffusion   # offline, no hub weights
     """
     import torch
     from rich.markup import escape
 
     from avatarcli.batch import exit_code
+    from avatarcli.errors import InputError
+    from avatarcli.landmarks.choose import DETECTORS
     from avatarcli.progress import console, info, progress, warn
     from avatarcli.reconstruct import STAGES, ReconstructConfig, expand_images, plan_batch, run_batch
 
+    if detector not in DETECTORS:
+        raise InputError(f"--detector {detector!r}: expected one of {', '.join(DETECTORS)}")
     notes: list[str] = []
     jobs = plan_batch(images, output, landmarks, notes)
     _, batch = expand_images(images)
@@ -118,7 +129,7 @@ def reconstruct_command(
         info(n)
     config = ReconstructConfig(
         rounds=rounds, no_diffusion=no_diffusion, device=device, seed=seed, flame=flame, max_side=max_side,
-        face_index=face_index, steps=steps, n_gaussians=n_gaussians,
+        face_index=face_index, steps=steps, n_gaussians=n_gaussians, detector=detector,
     )  # fmt: skip
     stages = [s for s in STAGES if not (no_diffusion and s == "encode")]
     cpu_diffusion = not no_diffusion and rounds != 0 and device.strip().lower() in ("cpu", "auto")

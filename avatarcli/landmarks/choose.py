@@ -30,7 +30,7 @@ def _present(names: tuple[str, ...]) -> bool:
 
 
 def choose_detector(kind: str, need_detector: bool = True) -> str:
-    """"fan" or "dlib" for `kind`; auto with neither available raises MissingModelError (exit 3)."""
+    """ "fan" or "dlib" for `kind`; auto with neither available raises MissingModelError (exit 3)."""
     from avatarcli.errors import InputError
 
     if kind not in DETECTORS:

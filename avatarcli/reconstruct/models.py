@@ -21,7 +21,8 @@ class Models:
 
     device: Any  # torch.device
     flame: Any  # FlameModel
-    detector: Any = None  # LandmarkDetector (None: every job brings its landmarks)
+    detector: Any = None  # LandmarkDetector or DlibDetector (None: every job brings its landmarks)
+    detector_models: tuple[str, ...] = DETECTOR_MODELS  # the weights.lock names of the chosen detector
     encode: Any = None  # EncodeModels (None: no diffusion)
     denoiser: Any = None  # Denoiser (None: no diffusion rounds)
     ids: dict[str, str] = field(default_factory=dict)  # model name -> revision / override (work-folder keys)
@@ -31,7 +32,9 @@ def needed_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
     """weights.lock names this run needs."""
     names: list[str] = []
     if any(j.landmarks is None for j in jobs):
-        names += DETECTOR_MODELS
+        from avatarcli.landmarks.choose import detector_models
+
+        names += detector_models(config.detector)
     if config.use_diffusion:
         names += ENCODE_MODELS
         if config.needs_denoiser:
@@ -89,9 +92,10 @@ def load_models(jobs: Sequence[Job], config: ReconstructConfig) -> Models:
     flame = load_flame(config.flame)
     models = Models(device=device, flame=flame, ids={n: _model_id(n) for n in names})
     if any(j.landmarks is None for j in jobs):
-        from avatarcli.landmarks.detect import load_landmark_detector
+        from avatarcli.landmarks.choose import detector_models, load_detector
 
-        models.detector = load_landmark_detector(device=str(device), need_detector=True)
+        models.detector = load_detector(config.detector, device=str(device), need_detector=True)
+        models.detector_models = detector_models(config.detector)
     if config.use_diffusion:
         from avatarcli.diffusion.encode import load_encode_models
 

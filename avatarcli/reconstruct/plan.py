@@ -28,6 +28,7 @@ class ReconstructConfig:
     flame: Path | None = None  # model file or folder; None -> $AVATAR_FLAME
     max_side: int = 2048  # photos are downscaled to this long side for the stages
     face_index: int | None = None  # several faces: which one (default: the largest)
+    detector: str = "auto"  # landmark detector: auto | fan | dlib (avatarcli.landmarks.choose)
     steps: int | None = None  # Gaussian fitting steps per fit (input view / each round)
     n_gaussians: int | None = None  # Gaussians seeded on the FLAME surface
     n_shape: int = 100  # FLAME coefficients fitted

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from avatarcli.batch import Batch, one_line
 from avatarcli.errors import AvatarError
-from avatarcli.reconstruct.models import DETECTOR_MODELS, ENCODE_MODELS, Models, load_models
+from avatarcli.reconstruct.models import ENCODE_MODELS, Models, load_models
 from avatarcli.reconstruct.plan import Job, ReconstructConfig, check_outputs, plan_batch, validate_inputs
 from avatarcli.workdir import WorkDir, stage_key
 
@@ -261,7 +261,7 @@ class _JobRunner:
         else:
             key = stage_key(
                 stage="landmarks", v=1, image=img.sha256, face_index=cfg.face_index,
-                detector=[models.ids.get(n) for n in DETECTOR_MODELS],
+                detector=[models.ids.get(n) for n in models.detector_models],
             )  # fmt: skip
 
             def detect():

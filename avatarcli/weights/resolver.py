@@ -57,7 +57,9 @@ def cache_folder(entry: ModelEntry) -> Path:
     if entry.kind == "pip":
         assert entry.module is not None
         folder = package_folder(entry.module)
-        return folder if folder is not None else cache_root() / entry.name / f"(pip package {entry.package} not installed)"
+        return (
+            folder if folder is not None else cache_root() / entry.name / f"(pip package {entry.package} not installed)"
+        )
     return cache_root() / entry.name / entry.revision
 
 
