@@ -309,7 +309,7 @@ def test_first_run_makes_every_artifact(warm):
 
     (r,) = warm["result"].jobs
     assert r.status == "done" and r.error is None and r.reused == []
-    assert set(r.stage_times) == {"landmarks", "fit-flame", "init-gaussians", "denoise"}
+    assert set(r.stage_times) == {"landmarks", "fit-flame", "head-region", "init-gaussians", "denoise"}
     assert r.fit_error_px is not None and r.fit_error_px < 3.0  # true landmarks of a FLAME head
     ply = read_gaussian_ply(r.output)
     assert ply.binding is not None and ply.meta is not None and ply.gaussians.n > 100
@@ -345,7 +345,7 @@ def test_batch_resume_settings_skip_existing_force_and_json(tmp_path, photos, fl
     for r in s["images"]:
         assert set(r) >= {"name", "image", "output", "status", "stage_times", "reused", "fit_error_px", "error"}
         assert r["status"] == "done" and r["error"] is None
-        assert r["reused"] == ["fit-flame", "init-gaussians"]
+        assert r["reused"] == ["fit-flame", "head-region", "init-gaussians"]
         assert r["stage_times"]["fit-flame"] == 0.0 and "denoise" in r["stage_times"]
         assert Path(r["output"]).is_file() and r["fit_error_px"] < 3.0
 
@@ -366,7 +366,10 @@ def test_batch_resume_settings_skip_existing_force_and_json(tmp_path, photos, fl
     assert main(args) == 0
     s = json.loads(capsys.readouterr().out)
     assert calls == {"fit": 1, "init": 1, "denoise": 4}
-    assert {r["name"]: r["reused"] for r in s["images"]} == {"alice": ["fit-flame", "init-gaussians"], "bob": []}
+    assert {r["name"]: r["reused"] for r in s["images"]} == {
+        "alice": ["fit-flame", "head-region", "init-gaussians"],
+        "bob": [],
+    }
 
     # a changed setting redoes the stages it feeds (n_gaussians -> init only, not the fit)
     assert main([a if a != "1000" else "900" for a in args]) == 0
@@ -472,7 +475,7 @@ def test_detector_path_with_the_tiny_detector(tmp_path, photos, flame_file, warm
     assert lm.image_size == (128, 128) and lm.detector  # original photo pixels
     assert calls["fit"] == 1 and calls["denoise"] == 1
     res = run_batch(jobs, cfg, workdir=tmp_path / "work")
-    assert res.jobs[0].reused == ["landmarks", "fit-flame", "init-gaussians"]
+    assert res.jobs[0].reused == ["landmarks", "fit-flame", "head-region", "init-gaussians"]
 
 
 def test_single_photo_without_a_face_is_exit_2(tmp_path, photos, flame_file, tiny_face_alignment_noface, capsys):
@@ -507,7 +510,8 @@ def test_with_tiny_diffusion_models(tmp_path, photos, flame_file, warm, tiny_mod
     assert rc == 0, cap.err
     (r,) = json.loads(cap.out)["images"]
     assert "encode" in r["stage_times"] and (work / "alice" / "features.safetensors").is_file()
-    assert r["reused"] == ["fit-flame", "init-gaussians"]  # neither depends on the diffusion settings
+    # the fit does not depend on the diffusion settings; the head region now comes from face parsing
+    assert r["reused"] == ["fit-flame"]
 
     assert out.is_file()
 

@@ -8,6 +8,7 @@ COMMAND_MODULES = [
     "landmarks",
     "fit_flame",
     "encode",
+    "head_region",
     "init_gaussians",
     "denoise",
     "render",

@@ -42,6 +42,12 @@ def denoise_command(
     seed: int = typer.Option(0, "--seed", help="Seed of densification and the diffusion noise."),
     device: str = DeviceOpt,
     backend: str = BackendOpt,
+    mask: Optional[Path] = typer.Option(
+        None,
+        "--mask",
+        help="Head region (white = face, hair, ears, neck; any image, e.g. from `avatar head-region`): where the photo counts; overrides the features' face-parsing mask.",
+        show_default=False,
+    ),
     force: bool = typer.Option(False, "--force", help="Use --flame / --features even if their hashes do not match."),
 ) -> int:
     """Fit the Gaussians to the photo (L1 + D-SSIM in the head region), then refine the unseen sides.
@@ -56,6 +62,7 @@ def denoise_command(
       avatar denoise face.init.ply --image face.jpg --features face.features.safetensors -o face.ply --flame ~/flame
       avatar denoise init.ply -i face.jpg -o head.ply --no-diffusion --steps 500 --sh-degree 2
       avatar denoise init.ply -i face.jpg --features f.safetensors -o head.ply --rounds 6 --device cuda
+      avatar denoise init.ply -i face.jpg -o head.ply --no-diffusion --mask face.region.png
     """
     import math
 
@@ -79,6 +86,11 @@ def denoise_command(
             "not an avatarcli head (no FLAME binding / metadata): make one with `avatar init-gaussians`", path=init_ply
         )
     photo = load_photo_for(image, ply.meta.image_size, init_ply)
+    region = None
+    if mask is not None:
+        from avatarcli.segment.head_region import read_region
+
+        region = read_region(mask, photo.rgb.shape[:2])
     feats = None
     if n_rounds > 0 and features is None:
         raise InputError(
@@ -129,7 +141,7 @@ def denoise_command(
             )
 
         head, stats = denoise_head(
-            ply, model, photo.rgb, features=feats, denoiser=denoiser, config=cfg, on_step=on_step
+            ply, model, photo.rgb, features=feats, denoiser=denoiser, config=cfg, on_step=on_step, mask=region
         )
         bar.update(task, completed=max(1, total))
     write_gaussian_ply(output, head)

@@ -39,6 +39,12 @@ def init_gaussians_command(
         1, "--sh-degree", min=0, max=3, help="Spherical-harmonics degree stored (bands above 0 start at zero)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the surface sampling."),
+    mask: Optional[Path] = typer.Option(
+        None,
+        "--mask",
+        help="Head region (white = face, hair, ears, neck; any image, e.g. from `avatar head-region`): the mesh is deformed to its outline and nothing is seeded outside it.",
+        show_default=False,
+    ),
     force: bool = typer.Option(False, "--force", help="Use --flame even if it is not the model the fit was made with."),
 ) -> int:
     """Seed Gaussians on the fitted FLAME head, each bound to its triangle, coloured from the photo.
@@ -51,6 +57,7 @@ def init_gaussians_command(
     Examples:
       avatar init-gaussians face.flame.npz --image face.jpg --flame ~/flame -o face.init.ply
       avatar init-gaussians face.flame.npz -i face.jpg -o init.ply -n 50000 --sh-degree 2
+      avatar init-gaussians face.flame.npz -i face.jpg -o init.ply --mask face.region.png
     """
     from avatarcli.flame.artifact import read_flame_fit
     from avatarcli.flame.model import check_model_hash, load_flame
@@ -68,7 +75,12 @@ def init_gaussians_command(
         warn(f"{flame_fit}: made with another FLAME model (sha256 differs); continuing (--force)")
     cfg = InitConfig(n_gaussians=n_gaussians, sh_degree=sh_degree, seed=seed)
     details: dict = {}
-    ply = init_gaussians(model, fit, photo.rgb, cfg, info=details)
+    region = None
+    if mask is not None:
+        from avatarcli.segment.head_region import read_region
+
+        region = read_region(mask, photo.rgb.shape[:2])
+    ply = init_gaussians(model, fit, photo.rgb, cfg, info=details, region=region)
     write_gaussian_ply(output, ply)
     c = details["colour"]
     n = max(1, ply.gaussians.n)

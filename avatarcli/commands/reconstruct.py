@@ -74,6 +74,14 @@ def reconstruct_command(
         help="Several faces in a photo: which one (0 = largest; default: the largest).",
         show_default=False,
     ),
+    mask: Optional[Path] = typer.Option(
+        None,
+        "--mask",
+        help="Your own head matte (white = face, hair, ears, neck; any image): a file for one photo, a folder of "
+        "NAME.png for several. Default: the face-parsing mask with diffusion, else a segmentation that needs "
+        "no weights. The region used is kept as head_region.png in --workdir.",
+        show_default=False,
+    ),
     detector: str = typer.Option(
         "auto",
         "--detector",
@@ -119,11 +127,12 @@ def reconstruct_command(
     from avatarcli.landmarks.choose import DETECTORS
     from avatarcli.progress import console, info, progress, warn
     from avatarcli.reconstruct import STAGES, ReconstructConfig, expand_images, plan_batch, run_batch
+    from avatarcli.reconstruct.plan import attach_masks
 
     if detector not in DETECTORS:
         raise InputError(f"--detector {detector!r}: expected one of {', '.join(DETECTORS)}")
     notes: list[str] = []
-    jobs = plan_batch(images, output, landmarks, notes)
+    jobs = attach_masks(plan_batch(images, output, landmarks, notes), mask)
     _, batch = expand_images(images)
     for n in notes:
         info(n)

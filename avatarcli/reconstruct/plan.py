@@ -52,6 +52,7 @@ class Job:
     image: Path
     output: Path  # the head's .ply
     landmarks: Path | None = None  # the user's landmarks.npz (skip detection)
+    mask: Path | None = None  # the user's head-region matte (white = head), instead of the computed one
 
 
 def _is_image_name(p: Path) -> bool:
@@ -90,6 +91,24 @@ def expand_images(images: Sequence[str | Path], notes: list[str] | None = None) 
     if not files:
         raise InputError("no input photos given")
     return files, batch
+
+
+def attach_masks(jobs: list[Job], mask: str | Path | None) -> list[Job]:
+    """`--mask`: one image for one photo, or a folder of NAME.png (a photo without one gets the computed
+    region). InputError when the path is missing or one file is given for several photos."""
+    if mask is None:
+        return jobs
+    mp = Path(mask)
+    if not mp.exists():
+        raise InputError("--mask: file or folder not found", path=mp)
+    if mp.is_dir():
+        for j in jobs:
+            j.mask = mp / f"{j.name}.png" if (mp / f"{j.name}.png").is_file() else None
+    elif len(jobs) > 1:
+        raise InputError("--mask is one file but there are several photos: give a folder of NAME.png", path=mp)
+    else:
+        jobs[0].mask = mp
+    return jobs
 
 
 def plan_batch(

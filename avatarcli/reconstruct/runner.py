@@ -17,12 +17,13 @@ from avatarcli.reconstruct.models import ENCODE_MODELS, Models, load_models
 from avatarcli.reconstruct.plan import Job, ReconstructConfig, check_outputs, plan_batch, validate_inputs
 from avatarcli.workdir import WorkDir, stage_key
 
-STAGES = ("landmarks", "fit-flame", "encode", "init-gaussians", "denoise")
+STAGES = ("landmarks", "fit-flame", "encode", "head-region", "init-gaussians", "denoise")
 # intermediate artifact of each stage in WORKDIR/NAME/
 ARTIFACTS = {
     "landmarks": "landmarks.npz",
     "fit-flame": "flame.npz",
     "encode": "features.safetensors",
+    "head-region": "head_region.png",
     "init-gaussians": "init.ply",
 }
 T = TypeVar("T")
@@ -234,8 +235,9 @@ class _JobRunner:
         lm_work, lm_key = self.landmarks(img)
         fit, fit_key = self.fit_flame(img, lm_work, lm_key)
         features = self.encode(img, lm_work, lm_key) if cfg.use_diffusion else None
-        ply = self.init_gaussians(img, fit, fit_key)
-        self.denoise(img, ply, features)
+        region, region_key = self.head_region(img, lm_work, lm_key, features)
+        ply = self.init_gaussians(img, fit, f"{fit_key}:{region_key}", region)
+        self.denoise(img, ply, features, region)
         self.result.status = "done"
         return self.result
 
@@ -311,7 +313,23 @@ class _JobRunner:
         )[0]
         return self.stage("encode", key, read_features, compute, write_features)
 
-    def init_gaussians(self, img, fit, fit_key: str):
+    def head_region(self, img, lm_work, lm_key: str, features):
+        """The head region at the working size (avatarcli.segment.head_region: face-parsing, else the
+        job's --mask, else the weight-free segmentation), kept in the work folder as head_region.png."""
+        from avatarcli.segment.head_region import choose_head_region, read_region, write_region
+
+        job = self.job
+        src = "face-parsing" if features is not None else ("user" if job.mask is not None else "grabcut")
+        key = stage_key(
+            stage="head-region", v=1, image=img.sha256, size=list(img.size), landmarks=lm_key, source=src,
+            mask=job.mask, features=None if features is None else self.artifact_key("encode", "", "f"),
+        )  # fmt: skip
+        compute = lambda: choose_head_region(img.rgb, lm_work.landmarks, features=features, user_mask=job.mask).mask  # noqa: E731
+        region = self.stage("head-region", key, lambda p: read_region(p, img.size), compute, write_region)
+        self.result.stats["head_region"] = src
+        return region, self.artifact_key("head-region", key, "region")
+
+    def init_gaussians(self, img, fit, fit_key: str, region=None):
         from avatarcli.gaussians.init import init_gaussians
         from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
 
@@ -320,10 +338,10 @@ class _JobRunner:
             stage="init-gaussians", v=1, fit=fit_key, image=img.sha256, size=list(img.size),
             init=_settings_repr(init_cfg),
         )  # fmt: skip
-        compute = lambda: init_gaussians(self.models.flame, fit, img.rgb, init_cfg)  # noqa: E731
+        compute = lambda: init_gaussians(self.models.flame, fit, img.rgb, init_cfg, region=region)  # noqa: E731
         return self.stage("init-gaussians", key, read_gaussian_ply, compute, write_gaussian_ply)
 
-    def denoise(self, img, ply, features) -> None:
+    def denoise(self, img, ply, features, region=None) -> None:
         """The head, written atomically to the job's output (never cached)."""
         from avatarcli.gaussians.ply import write_gaussian_ply
         from avatarcli.stages.denoise import denoise_head
@@ -338,8 +356,9 @@ class _JobRunner:
                 self.emit("step", stage="denoise", info={"step": step["n"]})
 
             head, stats = denoise_head(
-                ply, models.flame, img.rgb, features=features, denoiser=models.denoiser, config=den_cfg, on_step=on_step
-            )
+                ply, models.flame, img.rgb, features=features, denoiser=models.denoiser, config=den_cfg,
+                on_step=on_step, mask=region,
+            )  # fmt: skip
             write_gaussian_ply(self.job.output, head)
         self.result.stats = {k: v for k, v in (stats or {}).items() if isinstance(v, (int, float, str, bool))}
 

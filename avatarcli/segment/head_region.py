@@ -1,0 +1,218 @@
+"""The head region of a photo (face, hair, ears, neck down to the collar) without downloaded weights.
+
+Order of sources (`choose_head_region`): the face-parsing model's mask when the features carry one;
+else the user's matte (`--mask FILE`, white = head); else `segment_head`, a classical segmentation
+seeded from what the pipeline already knows:
+
+  * sure head: the face inside the 68 landmarks (their hull, shrunk a little) and a band of forehead
+    above the brows;
+  * probably head: the fitted FLAME mesh's projection when given (skull, ears, neck), and an ellipse
+    around the face sized from the landmarks that reaches the crown, where hair is;
+  * sure background: the image border and everything far from the face (beside it by more than one
+    face width, above the crown, below the collar: more than NECK_DROP face heights below the chin);
+  * probably background: the rest.
+
+OpenCV's GrabCut (colour GMMs + graph cut) then labels the pixels; the result keeps the connected
+piece that holds the face, with holes filled and the outline smoothed. Everything runs on a copy with
+a long side of at most `work_side` px (a second or so on one CPU core) and is scaled back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+WORK_SIDE = 320  # px: GrabCut's working resolution (long side)
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    work_side: int = WORK_SIDE
+    iterations: int = 5  # GrabCut iterations
+    side_reach: float = 0.5  # sure background beyond this many face widths left/right of the face
+    crown_reach: float = 1.1  # ... above the brows by more than this many face heights
+    neck_drop: float = 0.45  # ... below the chin by more than this many face heights (the collar)
+    ellipse_scale: float = 1.0  # the "probably head" ellipse around face + hair
+    border_px: int = 2  # sure-background band along the image border (work px)
+    skin_sigma: float = 3.0  # below the jaw only skin is head: Mahalanobis distance (Lab) to the face's skin
+
+
+@dataclass
+class HeadRegion:
+    mask: np.ndarray  # [H, W] float32 0..1, 1 = head
+    source: str  # "face-parsing" | "user" | "grabcut"
+
+
+def _face_geometry(lm: np.ndarray) -> dict[str, float]:
+    """Sizes from the 68 iBUG points [68, 2] (x, y): face width, face height, brow line, chin, centre x."""
+    jaw, brows = lm[0:17], lm[17:27]
+    width = float(np.linalg.norm(jaw[16] - jaw[0]))
+    brow_y = float(brows[:, 1].mean())
+    chin_y = float(jaw[8, 1])
+    height = max(chin_y - brow_y, 1.0) * 1.5  # brow-to-chin is ~2/3 of hairline-to-chin
+    return {"w": max(width, 1.0), "h": height, "brow_y": brow_y, "chin_y": chin_y, "cx": float(lm[27:31, 0].mean())}
+
+
+def _seed_labels(shape: tuple[int, int], lm: np.ndarray, prior: np.ndarray | None, cfg: RegionConfig) -> np.ndarray:
+    """[h, w] uint8 GrabCut labels (cv2.GC_BGD / GC_FGD / GC_PR_BGD / GC_PR_FGD) at the work size."""
+    import cv2
+
+    h, w = shape
+    g = _face_geometry(lm)
+    lab = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
+    # probably head: an ellipse from below the chin to the crown, a little wider than the jaw
+    top = g["brow_y"] - 0.75 * g["h"]
+    bottom = g["chin_y"] + 0.25 * g["h"]
+    centre = (int(round(g["cx"])), int(round((top + bottom) / 2)))
+    axes = (int(round(0.75 * g["w"] * cfg.ellipse_scale)), int(round((bottom - top) / 2 * cfg.ellipse_scale)))
+    cv2.ellipse(lab, centre, axes, 0, 0, 360, int(cv2.GC_PR_FGD), -1)
+    if prior is not None:
+        lab[prior] = cv2.GC_PR_FGD
+    # sure background: far beside, above, below (the collar), and the border
+    yy, xx = np.mgrid[0:h, 0:w]
+    far = (np.abs(xx - g["cx"]) > (0.5 + cfg.side_reach) * g["w"]) | (yy < g["brow_y"] - cfg.crown_reach * g["h"])
+    far |= yy > g["chin_y"] + cfg.neck_drop * g["h"]
+    lab[far] = cv2.GC_BGD
+    b = cfg.border_px
+    lab[:b], lab[-b:], lab[:, :b], lab[:, -b:] = cv2.GC_BGD, cv2.GC_BGD, cv2.GC_BGD, cv2.GC_BGD
+    # sure head: the landmarks' hull shrunk towards its centre, and a forehead band above the brows
+    hull = cv2.convexHull(lm.astype(np.float32)).reshape(-1, 2)
+    c = hull.mean(0)
+    cv2.fillPoly(lab, [np.round(c + 0.85 * (hull - c)).astype(np.int32)], int(cv2.GC_FGD))
+    brows = lm[17:27]
+    band = np.concatenate([brows, brows[::-1] - [0, 0.15 * g["h"]]]).astype(np.int32)
+    cv2.fillPoly(lab, [band], int(cv2.GC_FGD))
+    return lab
+
+
+def _skin_distance(img: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """[h, w] Mahalanobis distance (CIE Lab) of every pixel to the skin of the face: pixels inside the
+    landmark hull, without the eyes, brows and mouth."""
+    import cv2
+
+    h, w = img.shape[:2]
+    face = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(face, [cv2.convexHull(lm[:17].astype(np.float32)).astype(np.int32).reshape(-1, 2)], 1)
+    for part in (lm[17:22], lm[22:27], lm[36:42], lm[42:48], lm[48:60]):
+        hull = cv2.convexHull(part.astype(np.float32)).astype(np.int32).reshape(-1, 2)
+        cv2.fillPoly(face, [hull], 0)
+        cv2.polylines(face, [hull], True, 0, thickness=max(1, int(round(h / 150))))
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
+    sk = lab[face.reshape(-1) > 0]
+    if len(sk) < 10:
+        return np.zeros((h, w))
+    mu, cov = sk.mean(0), np.cov(sk.T) + np.eye(3) * 4.0  # +4: a little slack (grey photos have flat a, b)
+    d = lab - mu
+    return np.sqrt(np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d)).reshape(h, w)
+
+
+def _below_jaw(shape: tuple[int, int], lm: np.ndarray) -> np.ndarray:
+    """[h, w] bool: pixels below the jaw line (iBUG 2..14), continued flat beyond its ends."""
+    h, w = shape
+    jaw = lm[2:15]
+    xs = np.arange(w)
+    order = np.argsort(jaw[:, 0])
+    ys = np.interp(xs, jaw[order, 0], jaw[order, 1])  # flat beyond the ends
+    return np.arange(h)[:, None] > ys[None, :]
+
+
+def _clean(fg: np.ndarray, lm: np.ndarray) -> np.ndarray:
+    """The connected piece holding the face (nose tip), holes filled, outline smoothed: [h, w] bool."""
+    import cv2
+    from scipy import ndimage
+
+    n, comp = cv2.connectedComponents(fg.astype(np.uint8), connectivity=4)
+    x, y = np.clip(np.round(lm[30]).astype(int), 0, [fg.shape[1] - 1, fg.shape[0] - 1])
+    keep = comp == comp[y, x] if comp[y, x] > 0 else fg
+    keep = ndimage.binary_fill_holes(keep)
+    k = max(3, int(round(max(fg.shape) / 100)) | 1)
+    keep = cv2.morphologyEx(keep.astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8)) > 0
+    return ndimage.binary_fill_holes(keep)
+
+
+def segment_head(
+    rgb: np.ndarray,  # [H, W, 3] uint8
+    landmarks: np.ndarray,  # [68, 2] (x, y) in rgb's pixels
+    prior: np.ndarray | None = None,  # [H, W] bool: the fitted FLAME mesh's projection (optional)
+    cfg: RegionConfig = RegionConfig(),
+) -> np.ndarray:
+    """[H, W] float32 0..1 head region of a portrait (see the module docstring). Deterministic."""
+    import cv2
+
+    H, W = rgb.shape[:2]
+    s = min(1.0, cfg.work_side / max(H, W))
+    w, h = max(1, round(W * s)), max(1, round(H * s))
+    img = cv2.resize(np.ascontiguousarray(rgb), (w, h), interpolation=cv2.INTER_AREA) if s < 1 else rgb.copy()
+    lm = (np.asarray(landmarks, np.float64) + 0.5) * [w / W, h / H] - 0.5
+    pri = None
+    if prior is not None:
+        pri = cv2.resize(np.asarray(prior, np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    lab = _seed_labels((h, w), lm, pri, cfg)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), lab, None, bgd, fgd, cfg.iterations, cv2.GC_INIT_WITH_MASK)
+    fg = (lab == cv2.GC_FGD) | (lab == cv2.GC_PR_FGD)
+    fg &= ~(_below_jaw((h, w), lm) & (_skin_distance(img, lm) > cfg.skin_sigma))  # the neck stops at the collar
+    mask = _clean(fg, lm).astype(np.float32)
+    if s < 1:
+        mask = cv2.resize(mask, (W, H), interpolation=cv2.INTER_LINEAR)
+    return (mask > 0.5).astype(np.float32)
+
+
+def write_region(path, mask: np.ndarray) -> None:
+    """The region as an 8-bit grey PNG (white = head), written atomically."""
+    import io
+
+    from PIL import Image
+
+    from avatarcli.io.atomic import atomic_write_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(np.asarray(mask, np.float32), 0, 1) * 255).round().astype(np.uint8)).save(buf, "PNG")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_region(path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """A matte (any image; grey level / 255, white = head) -> [H, W] float32 0..1, resized (bilinear)
+    to `size` (H, W) when given. InputError when unreadable or empty."""
+    from PIL import Image, UnidentifiedImageError
+
+    from avatarcli.errors import InputError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
+            m = np.asarray(im, dtype=np.float32) / 255.0
+    except FileNotFoundError:
+        raise InputError("head-region mask not found", path=path) from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"cannot read the head-region mask ({type(e).__name__})", path=path) from None
+    if not (m > 0.5).any():
+        raise InputError("the head-region mask is empty (white = head)", path=path)
+    return m
+
+
+def choose_head_region(
+    rgb: np.ndarray,  # [H, W, 3] uint8 (the working photo)
+    landmarks: np.ndarray,  # [68, 2] in rgb's pixels
+    *,
+    features=None,  # avatarcli.diffusion.features.Features with a face-parsing mask, or None
+    user_mask=None,  # path of the user's matte, or None
+    prior: np.ndarray | None = None,
+    cfg: RegionConfig = RegionConfig(),
+) -> HeadRegion:
+    """The head region by the module's order: face-parsing, else the user's matte, else segment_head."""
+    H, W = rgb.shape[:2]
+    if features is not None and getattr(features, "mask_image", None) is not None:
+        from avatarcli.stages.denoise import features_mask
+
+        return HeadRegion(features_mask(features, (H, W))[..., 0].numpy().astype(np.float32), "face-parsing")
+    if user_mask is not None:
+        return HeadRegion(read_region(user_mask, (H, W)), "user")
+    return HeadRegion(segment_head(rgb, landmarks, prior, cfg), "grabcut")
+
+
+__all__ = ["RegionConfig", "HeadRegion", "segment_head", "choose_head_region", "read_region", "write_region"]
