@@ -32,7 +32,15 @@ def denoise_command(
     no_diffusion: bool = typer.Option(False, "--no-diffusion", help="Same as --rounds 0 (no diffusion model needed)."),
     steps: int = typer.Option(200, "--steps", min=0, help="Input-view fit steps (fewer: faster, less exact)."),
     round_steps: int = typer.Option(100, "--round-steps", min=0, help="Fit steps per diffusion round."),
-    sh_degree: int = typer.Option(1, "--sh-degree", min=0, max=3, help="Spherical-harmonics degree of the colours."),
+    sh_degree: Optional[int] = typer.Option(
+        None,
+        "--sh-degree",
+        min=0,
+        max=3,
+        help="Spherical-harmonics degree of the colours (default: 0 with --no-diffusion, 1 with diffusion rounds; "
+        "a degree above 0 given with --no-diffusion is fitted from the photo alone).",
+        show_default=False,
+    ),
     size: int = typer.Option(
         512, "--size", min=16, max=4096, help="Working resolution: the photo's long side is fitted at most this big."
     ),

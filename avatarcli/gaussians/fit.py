@@ -9,6 +9,10 @@ Per view and step:
     target' = mask * image + (1 - mask) * background          (the head over the render background)
     w       = mask + outside_weight * (1 - mask)               (pixel weights)
     L_view  = weight * [(1 - l) L1_w + l (1 - SSIM_w)] + weight * alpha_out * mean(alpha * (1 - mask))
+              + weight * opaque * mean_{interior}(1 - alpha)
+The last term is the prior against semi-transparency: inside the head region (eroded by
+`opaque_erode_px`, so the soft silhouette is free) the front surface stays opaque, so hidden
+Gaussians neither show through nor soak up residuals.
 Regularisers keep each Gaussian near its triangle (tangent offset beyond
 `offset_cap` and normal offset beyond `normal_cap` triangle sizes cost a
 quadratic penalty) and its local scale below `log_scale_cap`.
@@ -16,12 +20,19 @@ Target 0 is in every step; the other targets are cycled through,
 `views_per_step - 1` at a time. Densify/prune follows 3DGS through a strategy
 (avatarcli.gaussians.densify: `DefaultStrategy` from the config's densify_* fields,
 `NoDensify` for a fixed set).
+
+Unseen sides stay as they are (avatarcli.gaussians.visibility): each Gaussian's Adam update is
+scaled by a gate of its visibility from the targets' cameras (transmittance-weighted
+contribution / footprint), refreshed every `visibility.every` steps and after densification, so
+only what some target sees changes. Spherical-harmonics bands above 0 are fitted only when more
+than one target constrains them (`fit_sh_rest`; the input view alone cannot tell
+view-dependent colour from texture); with one target they keep their values.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -29,8 +40,9 @@ from torch import Tensor
 
 from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.densify import DefaultStrategy, DensifyState, NoDensify, Strategy
-from avatarcli.gaussians.losses import dssim_l1, masked_ssim, psnr
+from avatarcli.gaussians.losses import dssim_l1, erode, masked_ssim, psnr, transparency
 from avatarcli.gaussians.model import BoundGaussians, Gaussians, sh_coeffs
+from avatarcli.gaussians.visibility import VisibilityConfig, update_gate, visibility
 from avatarcli.render.camera import Camera
 
 RenderFn = Callable[..., object]  # render(gaussians, camera, background, backend=..., sh_degree=...) -> RenderOutput
@@ -59,6 +71,8 @@ class FitConfig:
     lambda_dssim: float = 0.2
     outside_weight: float = 0.3  # weight of pixels outside the mask (target there = background)
     lambda_alpha_out: float = 0.1  # penalty on rendered alpha outside the mask
+    lambda_opaque: float = 0.1  # penalty on (1 - alpha) inside the eroded mask (opaque front surface)
+    opaque_erode_px: int = 2  # erosion of the mask for the opacity prior (the silhouette stays soft)
     # regularisers (binding frames: 1 = one triangle size)
     reg_offset: float = 1.0
     offset_cap: float = 1.0  # tangent offset allowed for free
@@ -68,6 +82,9 @@ class FitConfig:
     # colour
     sh_degree: int = 1
     sh_increase_every: int | None = None  # steps per extra SH band; None: steps // (sh_degree + 1)
+    fit_sh_rest: bool | None = None  # fit SH bands > 0; None: only with more than one target
+    # unseen sides: updates gated by visibility from the targets' cameras
+    visibility: VisibilityConfig = field(default_factory=VisibilityConfig)
     # adaptive density control
     densify_from: int = 50
     densify_until: float = 0.6  # fraction of steps
@@ -113,6 +130,7 @@ class FitStats:
     n_pruned: int
     steps: int
     seconds: float
+    n_frozen: int = 0  # Gaussians no target saw at the last visibility refresh (gate 0: they kept their values)
 
 
 _GROUPS = ("local_xyz", "local_rot", "local_log_scale", "opacity_logit", "sh0", "sh_rest")
@@ -141,7 +159,7 @@ def _pad_sh(sh: Tensor, degree: int) -> Tensor:
 class _Params:
     """The optimised leaf tensors and their Adam, with state surgery for densification."""
 
-    def __init__(self, bound: BoundGaussians, cfg: FitConfig):
+    def __init__(self, bound: BoundGaussians, cfg: FitConfig, fit_sh_rest: bool = True):
         self.binding = bound.binding.clone()
         sh = _pad_sh(bound.sh.detach(), cfg.sh_degree)
         self.t = {
@@ -160,7 +178,7 @@ class _Params:
             "local_log_scale": cfg.lr_scale,
             "opacity_logit": cfg.lr_opacity,
             "sh0": cfg.lr_sh0,
-            "sh_rest": cfg.lr_sh_rest,
+            "sh_rest": cfg.lr_sh_rest if fit_sh_rest else 0.0,
         }
         self.opt = torch.optim.Adam(
             [{"params": [self.t[k]], "lr": lrs[k], "name": k} for k in _GROUPS], lr=1e-3, eps=1e-15
@@ -175,6 +193,19 @@ class _Params:
             opacity_logit=self.t["opacity_logit"],
             sh=torch.cat([self.t["sh0"], self.t["sh_rest"]], dim=1),
         )
+
+    def step(self, gate: Tensor | None) -> None:
+        """One Adam step; with `gate` [N] in [0, 1], row i moves gate[i] of its Adam update."""
+        if gate is None:
+            self.opt.step()
+            return
+        with torch.no_grad():
+            before = {k: v.detach().clone() for k, v in self.t.items()}
+        self.opt.step()
+        with torch.no_grad():
+            for k, v in self.t.items():
+                gk = gate.view(-1, *([1] * (v.ndim - 1))).to(v.dtype)
+                v.copy_(before[k] + gk * (v - before[k]))
 
     def set_lr(self, name: str, lr: float) -> None:
         for g in self.opt.param_groups:
@@ -239,6 +270,7 @@ class _Scene:
     cams: list[Camera]
     comp: list[tuple[Tensor, Tensor, Tensor]]  # per target: target over bg [H, W, 3], mask [H, W, 1], outside [H, W, 1]
     weights: list[float]
+    interior: list[Tensor]  # per target: eroded mask [H, W, 1] (where the front must be opaque)
 
     @classmethod
     def build(
@@ -251,7 +283,8 @@ class _Scene:
             for c, t in zip(cams, targets)
         ]
         verts = vertices.detach().to(dev, torch.float32)
-        return cls(verts, faces.to(dev), bg, cams, comp, [float(t.weight) for t in targets])
+        interior = [erode(m, cfg.opaque_erode_px) for _, m, _ in comp]
+        return cls(verts, faces.to(dev), bg, cams, comp, [float(t.weight) for t in targets], interior)
 
     @property
     def radius(self) -> float:
@@ -276,6 +309,30 @@ class _ViewOrder:
         return views
 
 
+class _Gate:
+    """Per-Gaussian update gate from the targets' visibility; refreshed every `visibility.every`
+    steps and whenever the set is replaced (densification)."""
+
+    def __init__(self, cfg: FitConfig, sc: _Scene, render: RenderFn):
+        self.cfg, self.sc, self.render = cfg, sc, render
+        self.gate: Tensor | None = None
+        self.binding: Tensor | None = None
+
+    def get(self, step: int, g: Gaussians, binding: Tensor) -> Tensor | None:
+        vc = self.cfg.visibility
+        if not vc.enabled:
+            return None
+        stale = self.gate is None or binding is not self.binding or (vc.every > 0 and (step - 1) % vc.every == 0)
+        if stale:
+            vis = visibility(g.detach(), self.sc.cams, self.render, self.cfg.backend)
+            self.gate, self.binding = update_gate(vis, vc), binding
+        return self.gate
+
+    @property
+    def n_frozen(self) -> int:
+        return 0 if self.gate is None else int((self.gate <= 0).sum())
+
+
 def _views_loss(
     g: Gaussians, views: list[int], sc: _Scene, cfg: FitConfig, sh: int, render: RenderFn, strategy: Strategy,
     state: DensifyState,
@@ -290,6 +347,8 @@ def _views_loss(
         lv = dssim_l1(out.rgb, target, m + cfg.outside_weight * outside, cfg.lambda_dssim)
         if cfg.lambda_alpha_out > 0:
             lv = lv + cfg.lambda_alpha_out * (out.alpha * outside).mean()
+        if cfg.lambda_opaque > 0:
+            lv = lv + cfg.lambda_opaque * transparency(out.alpha, sc.interior[v])
         loss = loss + sc.weights[v] * lv
         if v == 0:
             with torch.no_grad():
@@ -335,7 +394,10 @@ def fit_gaussians(
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(cfg.seed)
     sc = _Scene.build(vertices, faces, targets, cfg, dev)
-    params = _Params(bound.to(dev), cfg)
+    cfg.visibility.validate()
+    fit_rest = cfg.fit_sh_rest if cfg.fit_sh_rest is not None else len(targets) > 1
+    params = _Params(bound.to(dev), cfg, fit_sh_rest=fit_rest)
+    gates = _Gate(cfg, sc, render)
     state = strategy.initialize_state(params.binding.shape[0], sc.radius, dev)
     sh_every = cfg.sh_increase_every or max(1, cfg.steps // (cfg.sh_degree + 1))
     order = _ViewOrder(len(targets), cfg.views_per_step, gen)
@@ -346,11 +408,12 @@ def fit_gaussians(
         active_sh = min(cfg.sh_degree, (step - 1) // sh_every)
         b = params.bound()
         g = world_gaussians(b, sc.verts, sc.faces)
+        gate = gates.get(step, g, params.binding)
         loss, step_psnr = _views_loss(g, order.next(), sc, cfg, active_sh, render, strategy, state)
         loss = loss + _regularisers(b, cfg)
         params.opt.zero_grad(set_to_none=True)
         loss.backward()
-        params.opt.step()
+        params.step(gate)
         strategy.step_post_backward(params, state, step, g, gen)
         last = {
             "loss": float(loss.detach()),
@@ -370,6 +433,7 @@ def fit_gaussians(
         n_pruned=state.n_pruned,
         steps=cfg.steps,
         seconds=time.perf_counter() - t0,
+        n_frozen=gates.n_frozen,
     )
 
 

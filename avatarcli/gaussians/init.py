@@ -10,12 +10,17 @@
    spacing = sqrt(total area / n) everywhere; in-plane sigma = `scale_factor` x spacing,
    normal sigma = `thickness` x that. Opacity `opacity`.
 4. Colour (SH DC; higher bands zero), from the photo where the point is seen:
-   * visibility = inside the image, facing the camera (normal . (camera - point) > 0) and not
+   * visibility = inside the image, facing the camera enough (n . v > `min_facing`, v the unit
+     vector from the point to the camera: 0.35, i.e. within ~70 degrees of the view axis; photo
+     colours on triangles seen more obliquely smear into streaks from the side) and not
      occluded. Occlusion is a depth test against a depth map of the head rendered by the
      torch rasterizer (these same Gaussians, opaque, at `depth_size` px on the long side,
      gsplat-style expected depth): visible when z_point <= depth(pixel) + `depth_tol` x the
      head radius (and the pixel is covered, alpha > 0.5);
-   * seen: the photo's colour at the projected point (bilinear, pixel centres at integers);
+   * seen: the photo's colour at the projected point (bilinear, pixel centres at integers), from
+     the photo's foreground along the head's silhouette in the photo (the opaque head's rendered
+     alpha > 0.5 as the mask; avatarcli.segment.foreground, band `edge_band` x the long side), so
+     the backdrop mixed into edge pixels does not become head colour;
    * not seen: the colour of the mirrored point (x -> -x in the canonical FLAME frame, which
      is left/right symmetric) when that one is seen, with the mirrored normal;
    * neither: the skin prior (`skin_rgb`, or when None the median colour of all seen points).
@@ -60,6 +65,8 @@ class InitConfig:
     opacity: float = 0.9
     depth_size: int = 256  # long side (px) of the depth map used for the visibility test
     depth_tol: float = 0.08  # depth-test tolerance, fraction of the head radius
+    min_facing: float = 0.35  # photo colours only where n . v > this (cos of ~70 degrees)
+    edge_band: float = 0.01  # foreground estimation band at the silhouette, x the photo's long side (0: off)
     skin_rgb: tuple[float, float, float] | None = None  # None: median of the seen colours
     deform: DeformConfig | None = field(default_factory=DeformConfig)  # with a region; None: plain FLAME
     cut_outside: bool = True  # with a region: drop samples projecting outside it
@@ -136,7 +143,8 @@ def visibility(
     uv, z = _project(dcam, points)
     W, H = dcam.width, dcam.height
     inside = (uv[:, 0] >= -0.5) & (uv[:, 0] <= W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= H - 0.5) & (z > 0)
-    facing = (normals * (cam.position[None] - points)).sum(-1) > 0
+    to_cam = cam.position[None] - points  # [N, 3]
+    facing = (normals * to_cam).sum(-1) > config.min_facing * to_cam.norm(dim=-1)
     # nearest pixel's depth and coverage
     ix = uv[:, 0].round().clamp(0, W - 1).long()
     iy = uv[:, 1].round().clamp(0, H - 1).long()
@@ -144,6 +152,23 @@ def visibility(
     a = out.alpha[iy, ix, 0]
     unoccluded = (a > 0.5) & (z <= d + config.depth_tol * radius)
     return inside & facing & unoccluded
+
+
+def edge_foreground(gaussians: Gaussians, cam: Camera, image: Tensor, config: InitConfig) -> Tensor:
+    """The photo [H, W, 3] with the backdrop taken out along the head's silhouette (the opaque
+    head's alpha > 0.5, rendered at `depth_size` and resized to the photo) -> [H, W, 3]."""
+    from avatarcli.render.api import render
+    from avatarcli.segment.foreground import foreground
+
+    H, W = image.shape[:2]
+    dcam = scaled_camera(cam, config.depth_size)
+    opaque = Gaussians(gaussians.means, gaussians.quats, gaussians.scales,
+                       torch.full_like(gaussians.opacities, 0.99), gaussians.sh[:, :1])  # fmt: skip
+    with torch.no_grad():
+        alpha = render(opaque, dcam, None, backend="torch", sh_degree=0).alpha  # [h, w, 1]
+    a = F.interpolate(alpha.permute(2, 0, 1)[None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]
+    band = max(1.5, config.edge_band * max(H, W))
+    return torch.from_numpy(foreground(image.numpy(), a.numpy() > 0.5, band))
 
 
 def colour_points(
@@ -159,6 +184,8 @@ def colour_points(
     mirror = torch.tensor([-1.0, 1.0, 1.0], dtype=points.dtype, device=points.device)
     vis = visibility(gaussians, normals, points, cam, config, radius)
     vis_m = visibility(gaussians, normals * mirror, points * mirror, cam, config, radius)
+    if config.edge_band > 0:
+        image = edge_foreground(gaussians, cam, image, config)
     uv, _ = _project(cam, points)
     uv_m, _ = _project(cam, points * mirror)
     rgb = torch.empty_like(points)

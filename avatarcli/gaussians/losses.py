@@ -113,10 +113,36 @@ def psnr(img1: Tensor, img2: Tensor, mask: Tensor | None = None, data_range: flo
     return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
 
 
+def transparency(alpha: Tensor, region: Tensor) -> Tensor:
+    """Mean of (1 - alpha) over `region` [.., H, W, 1] (weights): the prior against a see-through head.
+
+    alpha [.., H, W, 1] rendered; 0 when the region is empty."""
+    return ((1.0 - alpha) * region).sum() / region.sum().clamp_min(1e-8)
+
+
+def erode(mask: Tensor, px: int) -> Tensor:
+    """Grey-scale erosion of mask [H, W, 1] by a (2 px + 1)-square (a pixel keeps the minimum around it)."""
+    if px <= 0:
+        return mask
+    x = mask.permute(2, 0, 1)[None]  # [1, 1, H, W]
+    return -F.max_pool2d(-x, 2 * px + 1, stride=1, padding=px)[0].permute(1, 2, 0)
+
+
 def psnr_value(img1: Tensor, img2: Tensor, mask: Tensor | None = None) -> float:
     """psnr() as a Python float (no gradient)."""
     with torch.no_grad():
         return float(psnr(img1, img2, mask))
 
 
-__all__ = ["gaussian_window", "ssim_map", "ssim", "masked_ssim", "l1", "dssim_l1", "psnr", "psnr_value"]
+__all__ = [
+    "gaussian_window",
+    "ssim_map",
+    "ssim",
+    "masked_ssim",
+    "l1",
+    "dssim_l1",
+    "psnr",
+    "psnr_value",
+    "transparency",
+    "erode",
+]

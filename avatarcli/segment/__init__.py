@@ -1,0 +1,1 @@
+"""Image-space segmentation: the head region and its edge colours."""

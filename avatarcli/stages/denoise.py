@@ -9,6 +9,8 @@
 3. Head region (where the loss counts fully): `mask` if given; else the features' face-parsing
    regions (face, hair, neck: mask_image != background) resized to the working size; else the
    init head's rendered alpha (> 0.5), dilated by `mask_dilate` x the image side (default 0).
+   Along the region's edge the photo's foreground colour replaces the photo (edge_colours), so
+   the backdrop mixed into the silhouette's pixels never becomes head colour.
 4. Input-view fit: avatarcli.gaussians.fit.fit_gaussians with the photo as the only target
    (`steps`, SH degree, densify/prune).
 5. Gaussians whose centre projects outside the head region (a given or features region; not the
@@ -44,7 +46,7 @@ class DenoiseConfig:
     steps: int = (
         200  # input-view fit steps (bench_fit_head: 200 reaches ~40 dB at 256 px; fewer trade quality for time)
     )
-    sh_degree: int = 1
+    sh_degree: int | None = None  # None: 0 for the input-view fit alone, 1 with diffusion rounds
     rounds: int = 4  # diffusion rounds (0: input-view fit only)
     round_steps: int = 100  # fit steps per round
     strength_start: float = 0.7
@@ -57,13 +59,24 @@ class DenoiseConfig:
     max_side: int = 512  # working resolution: the photo's long side is at most this
     max_gaussians: int = 30_000
     mask_dilate: float = 0.0  # fallback head region: init alpha dilated by this x the image side
+    edge_band: float = (
+        0.01  # the photo's foreground is estimated this x the long side inside the region's edge (0: off)
+    )
     backend: str = "auto"  # render backend
     device: str = "auto"
     fit: FitConfig = field(default_factory=FitConfig)  # base settings (steps / sh / seed / backend overridden)
 
-    def fit_config(self) -> FitConfig:
-        return replace(self.fit, steps=self.steps, sh_degree=self.sh_degree, seed=self.seed, backend=self.backend,
-                       max_gaussians=self.max_gaussians)  # fmt: skip
+    def fit_config(self, rounds: int | None = None) -> FitConfig:
+        """The input-view fit's settings; `rounds`: the rounds that will run (default: self.rounds).
+
+        SH bands above 0 are fitted only when views beyond the photo constrain them: with
+        sh_degree None the head has degree 0 without rounds and 1 with them (the input-view fit
+        leaves bands > 0 alone either way); an explicit sh_degree is fitted from the photo too."""
+        n_rounds = self.rounds if rounds is None else rounds
+        sh = self.sh_degree if self.sh_degree is not None else (1 if n_rounds > 0 else 0)
+        return replace(self.fit, steps=self.steps, sh_degree=sh, seed=self.seed, backend=self.backend,
+                       max_gaussians=self.max_gaussians,
+                       fit_sh_rest=True if self.sh_degree is not None else self.fit.fit_sh_rest)  # fmt: skip
 
     def rounds_config(self):
         from avatarcli.diffusion.rounds import RoundsConfig
@@ -76,7 +89,7 @@ class DenoiseConfig:
     def validate(self) -> None:
         if self.steps < 0 or self.round_steps < 0 or self.rounds < 0:
             raise InputError("steps, round steps and rounds must be >= 0")
-        if not 0 <= self.sh_degree <= 3:
+        if self.sh_degree is not None and not 0 <= self.sh_degree <= 3:
             raise InputError(f"sh_degree must be 0..3, got {self.sh_degree}")
         if self.max_side < 16:
             raise InputError(f"max_side (the working resolution) must be >= 16, got {self.max_side}")
@@ -93,6 +106,18 @@ def working_photo(rgb: np.ndarray, camera: Camera, max_side: int) -> tuple[Tenso
             0
         ].permute(1, 2, 0)
     return img.clamp(0, 1).contiguous(), cam
+
+
+def edge_colours(image: Tensor, region: Tensor, band_frac: float) -> Tensor:
+    """The working photo [h, w, 3] with the backdrop taken out along the edge of the head region
+    [h, w, 1] (avatarcli.segment.foreground, band = band_frac x the long side, at least 1.5 px)."""
+    if band_frac <= 0:
+        return image
+    from avatarcli.segment.foreground import foreground
+
+    band = max(1.5, band_frac * max(image.shape[0], image.shape[1]))
+    fg = foreground(image.cpu().numpy(), region[..., 0].cpu().numpy() > 0.5, band)
+    return torch.from_numpy(fg).to(image.device)
 
 
 def features_mask(features, size: tuple[int, int]) -> Tensor:
@@ -229,9 +254,10 @@ def denoise_head(
     if float(region.sum()) < 1:
         raise InputError("the head region is empty in the photo (check the FLAME fit / features)")
 
+    image = edge_colours(image, region, cfg.edge_band)
     verts, faces, bound = verts.to(dev), faces.to(dev), bound.to(dev)
     target = ViewTarget(cam.to(dev), image.to(dev), region.to(dev), 1.0)
-    fcfg = cfg.fit_config()
+    fcfg = cfg.fit_config(rounds)
     psnr_init = input_view_psnr(bound, verts, faces, target, fcfg)
 
     def step_cb(offset: int, phase: str):
@@ -311,4 +337,4 @@ def denoise_head(
     return head, stats
 
 
-__all__ = ["DenoiseConfig", "denoise_head", "working_photo", "features_mask", "alpha_mask"]
+__all__ = ["DenoiseConfig", "denoise_head", "working_photo", "features_mask", "alpha_mask", "edge_colours"]
