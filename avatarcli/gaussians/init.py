@@ -154,20 +154,26 @@ def visibility(
     return inside & facing & unoccluded
 
 
-def edge_foreground(gaussians: Gaussians, cam: Camera, image: Tensor, config: InitConfig) -> Tensor:
-    """The photo [H, W, 3] with the backdrop taken out along the head's silhouette (the opaque
-    head's alpha > 0.5, rendered at `depth_size` and resized to the photo) -> [H, W, 3]."""
+def edge_foreground(
+    gaussians: Gaussians, cam: Camera, image: Tensor, config: InitConfig, region: Tensor | None = None
+) -> Tensor:
+    """The photo [H, W, 3] with the backdrop taken out along the head's silhouette -> [H, W, 3].
+
+    The silhouette: `region` [H, W] (> 0.5) when given, else the opaque head's alpha > 0.5
+    (rendered at `depth_size`, resized to the photo)."""
     from avatarcli.render.api import render
     from avatarcli.segment.foreground import foreground
 
     H, W = image.shape[:2]
-    dcam = scaled_camera(cam, config.depth_size)
+    band = max(1.5, config.edge_band * max(H, W))
+    if region is not None:
+        return torch.from_numpy(foreground(image.numpy(), region.cpu().numpy() > 0.5, band))
+    dcam = scaled_camera(cam, config.depth_size, upscale=False)
     opaque = Gaussians(gaussians.means, gaussians.quats, gaussians.scales,
                        torch.full_like(gaussians.opacities, 0.99), gaussians.sh[:, :1])  # fmt: skip
     with torch.no_grad():
         alpha = render(opaque, dcam, None, backend="torch", sh_degree=0).alpha  # [h, w, 1]
     a = F.interpolate(alpha.permute(2, 0, 1)[None], size=(H, W), mode="bilinear", align_corners=False)[0, 0]
-    band = max(1.5, config.edge_band * max(H, W))
     return torch.from_numpy(foreground(image.numpy(), a.numpy() > 0.5, band))
 
 
@@ -178,6 +184,7 @@ def colour_points(
     cam: Camera,
     image: Tensor,  # [H, W, 3] float 0..1
     config: InitConfig,
+    region: Tensor | None = None,  # [H, W] head region, for the edge colours
 ) -> ColourInfo:
     """Photo colour per point, mirrored-side fallback, skin prior (see the module docstring)."""
     radius = float((points - points.mean(0)).norm(dim=-1).max())
@@ -185,7 +192,7 @@ def colour_points(
     vis = visibility(gaussians, normals, points, cam, config, radius)
     vis_m = visibility(gaussians, normals * mirror, points * mirror, cam, config, radius)
     if config.edge_band > 0:
-        image = edge_foreground(gaussians, cam, image, config)
+        image = edge_foreground(gaussians, cam, image, config, region)
     uv, _ = _project(cam, points)
     uv_m, _ = _project(cam, points * mirror)
     rgb = torch.empty_like(points)
@@ -324,7 +331,7 @@ def init_gaussians(
     sh = torch.zeros(n, K, 3)
     g = Gaussians(pts, quats, scales, torch.full((n,), float(cfg.opacity)), sh)
     image = torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0
-    colour = colour_points(pts, normals, g, cam, image, cfg)
+    colour = colour_points(pts, normals, g, cam, image, cfg, reg)
     if hairy is not None:
         inner = inner_points(pts, cam, reg, 0.015 * max(H, W))
         colour = hair_colours(colour, pts, hairy.float()[faces[face]].mean(1), inner | ~colour.visible)

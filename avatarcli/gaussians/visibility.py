@@ -38,10 +38,10 @@ RenderFn = Callable[..., object]
 class VisibilityConfig:
     enabled: bool = True
     every: int = 50  # steps between refreshes (also refreshed whenever densification changes the set)
-    # On a fresh init head (opacity 0.9, neighbours overlapping) the front surface has v ~ 0.1-0.3
-    # (each Gaussian is partly behind its coplanar neighbours), the far side v < 0.005.
-    floor: float = 0.02  # visibility at or below this: the Gaussian does not move
-    full: float = 0.15  # visibility at or above this: full Adam steps
+    # On a fresh init head (opacity 0.9, neighbours overlapping) the front surface has v ~ 0.05-0.3
+    # (each Gaussian is partly behind its coplanar neighbours), the far side v ~ 0.001.
+    floor: float = 0.005  # visibility at or below this: the Gaussian does not move
+    full: float = 0.03  # visibility at or above this: full Adam steps
 
     def validate(self) -> None:
         if not 0.0 <= self.floor < self.full <= 1.0:
