@@ -71,8 +71,10 @@ def test_input_view_fit_improves_the_photo_match(photo, init_ply, fitted):
     for yaw in (-20.0, 20.0):
         assert photo_psnr(head, photo, photo.orbit(yaw)) > 22.0
     # still a bound head with the fit's metadata
+    # no diffusion rounds: SH degree 0 (bands > 0 are not fitted from the photo alone)
+    assert head.meta.sh_degree == 0 and head.gaussians.sh_degree == 0
     assert head.binding is not None and head.meta.to_json().replace(
-        '"sh_degree":1', ""
+        '"sh_degree":0', ""
     ) == init_ply.meta.to_json().replace('"sh_degree":1', "")
 
 

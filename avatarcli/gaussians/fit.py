@@ -324,7 +324,8 @@ class _Gate:
             return None
         stale = self.gate is None or binding is not self.binding or (vc.every > 0 and (step - 1) % vc.every == 0)
         if stale:
-            vis = visibility(g.detach(), self.sc.cams, self.render, self.cfg.backend)
+            cams = [c for c, w in zip(self.sc.cams, self.sc.weights) if w > 0]  # a weight-0 view sees nothing
+            vis = visibility(g.detach(), cams, self.render, self.cfg.backend)
             self.gate, self.binding = update_gate(vis, vc), binding
         return self.gate
 
@@ -395,7 +396,8 @@ def fit_gaussians(
     gen = torch.Generator().manual_seed(cfg.seed)
     sc = _Scene.build(vertices, faces, targets, cfg, dev)
     cfg.visibility.validate()
-    fit_rest = cfg.fit_sh_rest if cfg.fit_sh_rest is not None else len(targets) > 1
+    n_views = sum(1 for t in targets if t.weight > 0)
+    fit_rest = cfg.fit_sh_rest if cfg.fit_sh_rest is not None else n_views > 1
     params = _Params(bound.to(dev), cfg, fit_sh_rest=fit_rest)
     gates = _Gate(cfg, sc, render)
     state = strategy.initialize_state(params.binding.shape[0], sc.radius, dev)

@@ -254,6 +254,7 @@ def denoise_head(
     if float(region.sum()) < 1:
         raise InputError("the head region is empty in the photo (check the FLAME fit / features)")
 
+    photo_target = ViewTarget(cam.to(dev), image.to(dev), region.to(dev), 1.0)  # for the printed figures
     image = edge_colours(image, region, cfg.edge_band)
     verts, faces, bound = verts.to(dev), faces.to(dev), bound.to(dev)
     target = ViewTarget(cam.to(dev), image.to(dev), region.to(dev), 1.0)
@@ -317,7 +318,7 @@ def denoise_head(
         tgt = target.mask * target.image + (1 - target.mask) * bg
         ssim = float(masked_ssim(out.rgb, tgt, target.mask))
     final_psnr = input_view_psnr(bound, verts, faces, target, fcfg)
-    figures = region_figures(out, target, fcfg)
+    figures = region_figures(out, photo_target, fcfg)
     head = GaussianPly.from_bound(bound.to("cpu"), verts.cpu(), faces.cpu(), meta)
     stats = {
         "psnr_init": psnr_init,
