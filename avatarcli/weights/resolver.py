@@ -72,12 +72,15 @@ def override_path(entry: ModelEntry) -> Path | None:
 # encode / denoise that make the model unnecessary). One place: the missing-model errors, doctor
 # and `weights list` all say it.
 WITHOUT_DOWNLOAD = {
-    "fan-2d": "--landmarks FILE (your own 68 points)",
-    "s3fd": "--landmarks FILE (your own 68 points)",
+    "fan-2d": "--landmarks FILE (your own 68 points) or --detector dlib (pip install 'avatarcli[dlib]')",
+    "s3fd": "--landmarks FILE (your own 68 points) or --detector dlib (pip install 'avatarcli[dlib]')",
     "sd-image-variations": "--no-diffusion",
     "face-parsing": "--no-diffusion",
 }
-WEIGHT_FREE_ROUTE = "avatar reconstruct photo.jpg -o head.ply --landmarks photo.txt --no-diffusion --flame ~/flame"
+WEIGHT_FREE_ROUTE = (
+    "avatar reconstruct photo.jpg -o head.ply --no-diffusion --flame ~/flame, with --detector dlib "
+    "(pip install 'avatarcli[dlib]') or --landmarks photo.txt"
+)
 
 
 def without_download(names) -> str:
