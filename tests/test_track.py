@@ -137,7 +137,13 @@ def flame_model_disk(flame_dir):
 
 @pytest.mark.parametrize(
     "case, needle",
-    [("not_video", "not a video"), ("bad_video", "video"), ("count", "frames"), ("suffix", ".npz")],
+    [
+        ("not_video", "not a video"),
+        ("bad_video", "video"),
+        ("count", "frames"),
+        ("suffix", ".npz"),
+        ("both", "face index"),
+    ],
 )
 def test_cli_bad_input_one_line_no_output(tmp_path, flame_dir, capsys, case, needle):
     video = _video(tmp_path / "v.mp4", 5)
@@ -154,7 +160,8 @@ def test_cli_bad_input_one_line_no_output(tmp_path, flame_dir, capsys, case, nee
         np.save(lm, np.zeros((3, 68, 2)))
     elif case == "suffix":
         out = tmp_path / "o.mp4"
-    rc = main(["track", str(video), "-o", str(out), "--landmarks", str(lm), "--flame", str(flame_dir)])
+    extra = ["--face-index", "1"] if case == "both" else []
+    rc = main(["track", str(video), "-o", str(out), "--landmarks", str(lm), "--flame", str(flame_dir), *extra])
     err = capsys.readouterr().err
     assert rc == 2
     assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -85,6 +85,8 @@ def track_video(
     out = check_output_path(Path(output))
     if out.suffix.lower() != ".npz":
         raise InputError("the output is an expression file: give a name ending in .npz", path=out)
+    if landmarks is not None and (face_index is not None or detector is not None):
+        raise InputError("the landmark file gives the points: it cannot be combined with a face index or a detector")
     frames = clock("read", lambda: open_frames(source))
     rate = float(fps or frames.fps or 30.0)
     if not (rate > 0 and np.isfinite(rate)):
