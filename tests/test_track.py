@@ -215,3 +215,30 @@ def test_block_solver_matches_a_dense_solve(T):
     want = torch.linalg.solve(dense, rhs.reshape(T * Q, R)).reshape(T, Q, R)
     got = _block_tridiagonal_solve(*_frame_bands(H, W, lam), rhs)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_detector_with_its_own_points_is_followed(tmp_path):
+    """A detector that boxes and places the points itself (the dlib one's interface): the track
+    keeps the first frame's face while a bigger second face appears, and skips frames without it."""
+    from avatarcli.track.frames import open_frames
+    from avatarcli.track.landmarks import detect_clip
+
+    class TwoFaces:
+        def faces(self, image):
+            t = int(image.rgb[0, 0, 0])  # the frame number, written into the pixels
+            me = [20.0 + 2 * t, 20, 60 + 2 * t, 60, 0.9]
+            other = [70.0, 10, 125, 70, 0.99]
+            if t == 3:
+                return np.array([other])  # only the other face: lost
+            return np.array([me] if t == 0 else [other, me])
+
+        def points(self, image, box):
+            return np.tile((box[:2] + box[2:4]) / 2, (68, 1)), np.ones(68)
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for t in range(6):
+        iio.imwrite(folder / f"{t:02d}.png", np.full((128, 128, 3), t, np.uint8))
+    cl = detect_clip(open_frames(folder), TwoFaces())
+    assert cl.lost_frames() == [3]
+    np.testing.assert_allclose(cl.points[:, 0, 0], 40 + 2 * np.arange(6))  # frame 3 interpolated

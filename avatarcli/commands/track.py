@@ -38,6 +38,12 @@ def track_command(
         help="The face to follow, by size in the first frame (0 = largest).",
         show_default=False,
     ),
+    detector_kind: str = typer.Option(
+        "auto",
+        "--detector",
+        help="auto: FAN when its weights are present, else dlib when installed. fan: face-alignment's FAN + S3FD. "
+        "dlib: dlib's HOG + 68-point predictor (`pip install 'avatarcli[dlib]'`).",
+    ),
     smooth: float = typer.Option(
         1.0, "--smooth", min=0.0, help="Strength of the temporal prior (0: frames fitted independently)."
     ),
@@ -61,6 +67,7 @@ def track_command(
       avatar animate head.ply --expr me.npz -o me_as_head.mp4 --flame ~/flame
       avatar track frames/ -o clip.npz --fps 25 --landmarks frames_landmarks/
       avatar track talk.mov -o talk.npz --json > talk.json
+      avatar track me.mp4 -o me.npz --detector dlib                  # no hub weights needed
     """
     import json
 
@@ -79,6 +86,7 @@ def track_command(
 
         result = track_video(
             source, output, flame=flame, landmarks=landmarks, fps=fps, face_index=face_index, config=cfg,
+            detector=None if landmarks is not None else detector_kind,
             device=device, progress=tick,
         )  # fmt: skip
     s = result.summary()

@@ -71,8 +71,8 @@ def track_video(
 ) -> TrackResult:
     """Track the face of `source` and write the expression file `output` (see the module doc).
 
-    flame: a FlameModel or a path (None: $AVATAR_FLAME). detector: a loaded LandmarkDetector (None:
-    loaded here unless `landmarks` are given). fps: overrides the video's (needed for a folder: 30).
+    flame: a FlameModel or a path (None: $AVATAR_FLAME). detector: auto | fan | dlib or a loaded detector
+    (None: auto), loaded here unless `landmarks` are given. fps: overrides the video's (needed for a folder: 30).
     progress: a callable (stage, done, total) for progress bars."""
     from avatarcli.flame.model import FlameModel, load_flame
     from avatarcli.io.atomic import check_output_path
@@ -95,10 +95,10 @@ def track_video(
     model = flame if isinstance(flame, FlameModel) else load_flame(flame)
     tick = progress or (lambda stage, done, total: None)
     if clip is None:
-        if detector is None:
-            from avatarcli.landmarks.detect import load_landmark_detector
+        if detector is None or isinstance(detector, str):
+            from avatarcli.landmarks.choose import load_detector
 
-            detector = load_landmark_detector(device)
+            detector = load_detector(detector or "auto", device)
         done = [0]
 
         def on_frame() -> None:

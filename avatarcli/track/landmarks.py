@@ -88,7 +88,8 @@ def follow(boxes: np.ndarray, last: np.ndarray | None, face_index: int | None = 
 def detect_clip(
     frames, detector, *, face_index: int | None = None, batch: int = 16, on_frame: Callable[[], None] | None = None
 ) -> ClipLandmarks:
-    """Detect, follow and landmark the face through `frames` (a FrameSource) with a LandmarkDetector."""
+    """Detect, follow and landmark the face through `frames` (a FrameSource) with a LandmarkDetector
+    (FAN, batched) or a DlibDetector (its own boxes and points, frame by frame)."""
     from avatarcli.io.images import LoadedImage
     from avatarcli.landmarks.detect import (
         crop_image,
@@ -115,14 +116,19 @@ def detect_clip(
             pts[t], sc[t], lost[t] = heatmap_to_image(p_hm, centre, side), np.nan_to_num(s), False
         pending.clear()
 
+    own_points = hasattr(detector, "points")  # dlib (avatarcli.landmarks.dlib_detector): boxes and points itself
     for t, rgb in enumerate(frames.frames()):
         image = LoadedImage(rgb, Path(frames.path), "", (rgb.shape[0], rgb.shape[1]), 1.0)
-        boxes = detect_faces(image, detector)
+        boxes = detector.faces(image) if own_points else detect_faces(image, detector)
         k = follow(boxes, last, face_index)
         if k is not None:
             last = boxes[k, :4]
-            centre, side = crop_transform(last)
-            pending.append((t, crop_image(rgb, centre, side), centre, side))
+            if own_points:
+                p, s = detector.points(image, last)
+                pts[t], sc[t], lost[t] = p, s, False
+            else:
+                centre, side = crop_transform(last)
+                pending.append((t, crop_image(rgb, centre, side), centre, side))
         if len(pending) >= batch:
             flush()
         if on_frame is not None:
