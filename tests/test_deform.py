@@ -273,3 +273,21 @@ def test_render_camera_and_animate_a_haired_head(flame_dir, tmp_path):
     last = read_gaussian_ply(seq / "frame_00002.ply").gaussians.means
     torch.testing.assert_close(last[hair], first[hair], atol=1e-5, rtol=0)  # hair ignores the jaw
     assert float((last - first).norm(dim=-1).max()) > 1e-3  # the chin does open
+
+
+def test_unseen_hair_takes_the_seen_hair_colour():
+    from avatarcli.gaussians.init import ColourInfo, hair_colours
+
+    g = torch.Generator().manual_seed(0)
+    pts = torch.nn.functional.normalize(torch.randn(2000, 3, generator=g), dim=-1)  # a unit sphere
+    seen = pts[:, 2] > 0  # the front half is seen
+    hair = (pts[:, 1] > 0).float()  # the upper half is hair
+    rgb = torch.where(seen[:, None], torch.tensor([0.4, 0.2, 0.1]), torch.tensor([0.8, 0.6, 0.5]))  # seen: brown
+    c = ColourInfo(
+        rgb=rgb, visible=seen, mirrored=torch.zeros_like(seen), prior=~seen, skin=torch.tensor([0.8, 0.6, 0.5])
+    )
+    out = hair_colours(c, pts, hair, torch.ones_like(seen))
+    back_hair = ~seen & (hair > 0.5)
+    torch.testing.assert_close(out.rgb[back_hair], rgb[seen][0].expand(int(back_hair.sum()), 3))  # no bald cap
+    assert torch.equal(out.rgb[~back_hair], rgb[~back_hair])  # the rest (face, unseen skin) unchanged
+    assert torch.equal(out.hair, back_hair) and not (out.prior & back_hair).any()

@@ -238,8 +238,8 @@ def inner_points(points: Tensor, cam: Camera, region: Tensor, margin_px: float) 
 def hair_colours(colour: ColourInfo, points: Tensor, hair: Tensor, source: Tensor, k: int = 24) -> ColourInfo:
     """Unseen hair points (hair-ness [N] > 0.5, neither seen nor mirrored) take the mean colour of
     the k nearest seen hair points [N, 3] (among `source` [N] bool: clear of the outline, where the
-    photo's pixels mix with the backdrop) instead of the skin prior: the back of the hair continues
-    the hair the photo shows, never a bald cap."""
+    photo's pixels mix with the backdrop), averaged half and half with the median of all seen hair,
+    instead of the skin prior: the back of the hair continues the hair the photo shows, never a bald cap."""
     from scipy.spatial import cKDTree
 
     seen = (colour.visible | colour.mirrored) & (hair > 0.5) & source
@@ -249,7 +249,8 @@ def hair_colours(colour: ColourInfo, points: Tensor, hair: Tensor, source: Tenso
     src = points[seen].double().numpy()
     _, idx = cKDTree(src).query(points[fill].double().numpy(), k=k)  # [M, k]
     rgb = colour.rgb.clone()
-    rgb[fill] = colour.rgb[seen][torch.as_tensor(idx)].mean(1)
+    near = colour.rgb[seen][torch.as_tensor(idx)].mean(1)  # [M, 3]
+    rgb[fill] = 0.5 * near + 0.5 * colour.rgb[seen].median(dim=0).values  # half the whole hair's median: no patches
     return ColourInfo(rgb=rgb, visible=colour.visible, mirrored=colour.mirrored, prior=colour.prior & ~fill,
                       skin=colour.skin, hair=fill)  # fmt: skip
 
