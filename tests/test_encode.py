@@ -124,17 +124,17 @@ def test_encode_cli_end_to_end(tmp_path, tiny_models, capsys):
 
 def test_encode_downscaled_photo_uses_working_pixels(tmp_path, tiny_models, monkeypatch):
     """Landmarks are in original pixels; the photo is downscaled when loaded: the crop must still sit on the face."""
-    import avatarcli.io.images as images
-    from avatarcli.commands.encode import _Job, encode_loaded
+    import avatarcli.stages.encode as stage
     from avatarcli.landmarks.artifact import read_landmarks
+    from avatarcli.stages.encode import EncodeJob, encode_job
 
     img, lmp, lm = _photo_and_landmarks(tmp_path, H=240, W=200)
-    real = images.load_image
-    monkeypatch.setattr(images, "load_image", lambda p, **kw: real(p, max_side=120))
+    real = stage.load_image
+    monkeypatch.setattr(stage, "load_image", lambda p, **kw: real(p, max_side=120))
     loaded = real(img, max_side=120)
     assert loaded.scale == 0.5
-    f = encode_loaded(
-        _Job(img, lmp, tmp_path / "x.safetensors", read_landmarks(lmp), sha256_file(img)),
+    f = encode_job(
+        EncodeJob(img, lmp, tmp_path / "x.safetensors", read_landmarks(lmp), sha256_file(img)),
         load_encode_models("cpu"),
         SIZE,
         False,

@@ -1,5 +1,5 @@
 """FLAME forward against independent oracles: smplx.lbs (vertices, joints), a numpy barycentric
-reference (landmarks), scipy's Euler angles (the dynamic contour's yaw bin)."""
+reference (landmarks), smplx's dynamic-contour lookup (the contour's triangles per head rotation)."""
 
 from __future__ import annotations
 
@@ -78,24 +78,23 @@ def test_pose_matters_and_rotation_about_root(model64):
     np.testing.assert_allclose(v1, expect, rtol=0, atol=1e-9)
 
 
-def _expected_bin(R_head: np.ndarray) -> int:
-    """DECA's bin layout, with the yaw from scipy (intrinsic ZYX: the middle angle is the yaw)."""
-    yaw = np.degrees(Rotation.from_matrix(R_head).as_euler("ZYX")[1])
-    a = int(np.round(min(-yaw, 39.0)))
-    if a >= 0:
-        return a
-    return 78 if a < -39 else 39 - a
+def _smplx_contour(model, p: FlameParams) -> tuple[np.ndarray, np.ndarray]:
+    """smplx's own dynamic-contour lookup (lbs.find_dynamic_lmk_idx_and_bcoords, neck chain: neck then
+    global) on the model's tables -> faces [B, 17], barycentrics [B, 17, 3]."""
+    emb = model.landmarks
+    pose = torch.cat([p.global_pose, p.neck_pose], 1)  # [B, 2 * 3]: joints 0 (global) and 1 (neck)
+    faces, bary = smplx_lbs.find_dynamic_lmk_idx_and_bcoords(
+        torch.zeros(pose.shape[0], 1, 3, dtype=pose.dtype), pose, emb.dynamic_faces,
+        emb.dynamic_bary.to(pose.dtype), torch.tensor([1, 0]),
+    )  # fmt: skip
+    return faces.numpy(), bary.numpy()
 
 
 def _numpy_landmarks(model, verts: np.ndarray, p: FlameParams, b: int) -> np.ndarray:
     emb = model.landmarks
-    R_head = (
-        Rotation.from_rotvec(p.global_pose[b].numpy()).as_matrix()
-        @ Rotation.from_rotvec(p.neck_pose[b].numpy()).as_matrix()
-    )
-    k = _expected_bin(R_head)
-    faces = np.concatenate([emb.dynamic_faces[k].numpy(), emb.static_faces.numpy()])
-    bary = np.concatenate([emb.dynamic_bary[k].numpy(), emb.static_bary.numpy()])
+    dyn_faces, dyn_bary = _smplx_contour(model, p)
+    faces = np.concatenate([dyn_faces[b], emb.static_faces.numpy()])
+    bary = np.concatenate([dyn_bary[b], emb.static_bary.numpy()])
     tri = verts[model.faces.numpy()[faces]]  # [68, 3, 3]
     return np.einsum("lk,lkc->lc", bary, tri)
 
@@ -120,8 +119,8 @@ def test_dynamic_contour_follows_the_yaw(model64):
     p.global_pose[:, 0] = 0.1  # some pitch: the bin must come from the yaw only
     R = torch.stack([torch.as_tensor(Rotation.from_rotvec(g).as_matrix()) for g in p.global_pose.numpy()])
     bins = contour_bins(R).numpy()
-    expect = np.array([_expected_bin(r) for r in R.numpy()])
-    np.testing.assert_array_equal(bins, expect)
+    # the same contour triangles as smplx's own lookup on the same tables
+    np.testing.assert_array_equal(model64.landmarks.dynamic_faces[bins].numpy(), _smplx_contour(model64, p)[0])
     assert bins[yaws == 0][0] == 0 and bins[0] == 39 and bins[-1] == 78  # clamped at +-39 degrees
     assert len(set(bins.tolist())) >= 30
     out = flame_forward(model64, p)

@@ -2,68 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List
 
 import typer
 
 from avatarcli.commands.common import DeviceOpt, existing_inputs, output_for
-
-LANDMARK_SUFFIXES = (
-    ".npz",
-    ".landmarks.npz",
-)  # NAME.npz (what `avatar landmarks` writes for a folder), NAME.landmarks.npz
-
-
-@dataclass
-class _Job:
-    image: Path
-    landmarks_path: Path
-    output: Path
-    landmarks: object  # avatarcli.landmarks.artifact.Landmarks
-    sha256: str
-
-
-def landmarks_for(image: Path, landmarks: Path, several: bool) -> Path:
-    """The landmarks file of `image`: `landmarks` itself when it is a file (one image only),
-    else NAME.npz or NAME.landmarks.npz in the folder `landmarks`."""
-    from avatarcli.errors import InputError
-
-    if not landmarks.exists():
-        raise InputError("landmarks file or folder not found", path=landmarks)
-    if landmarks.is_file():
-        if several:
-            raise InputError("several images need --landmarks to be a folder of NAME.npz files", path=landmarks)
-        return landmarks
-    for suffix in LANDMARK_SUFFIXES:
-        p = landmarks / f"{image.stem}{suffix}"
-        if p.is_file():
-            return p
-    from avatarcli.landmarks.points import find_points_file
-
-    try:
-        return find_points_file(landmarks, image.stem)  # NAME.npy / .txt / .csv / .pts
-    except InputError:
-        raise InputError(
-            f"no landmarks for {image.name} in this folder (expected {image.stem}.npz, .npy, .txt, .csv or .pts)",
-            path=landmarks,
-        ) from None
-
-
-def check_landmarks_match(job_image: Path, lm_path: Path, lm, image_sha: str, force: bool) -> None:
-    """The landmarks must have been computed on this very image file (sha256), unless --force."""
-    from avatarcli.errors import InputError
-    from avatarcli.progress import warn
-
-    if lm.image_sha256 and lm.image_sha256 != image_sha:
-        msg = (
-            f"landmarks were computed on another image (sha256 {lm.image_sha256[:12]}..., "
-            f"{job_image.name} has {image_sha[:12]}...)"
-        )
-        if not force:
-            raise InputError(f"{msg}; re-run `avatar landmarks` or pass --force", path=lm_path)
-        warn(f"{lm_path}: {msg}; used anyway (--force)")
+from avatarcli.stages.encode import EncodeJob, check_landmarks_match, encode_job, landmarks_for
 
 
 def encode_command(
@@ -126,7 +71,7 @@ def encode_command(
         if several:  # one photo: its error is raised at the end (cli.main prints it)
             console.print(f"[red]error:[/red] {one_line(e)}", soft_wrap=True)
 
-    def check(img: Path, out: Path) -> _Job:
+    def check(img: Path, out: Path) -> EncodeJob:
         check_image(img)
         lm_path = landmarks_for(img, landmarks, several)
         sha = sha256_file(img)
@@ -142,7 +87,7 @@ def encode_command(
             align_face(lm.landmarks, size)  # degenerate points (eyes and mouth coincide) fail here, not later
         except ValueError as e:
             raise InputError(f"cannot align the face crop: {e}", path=lm_path) from None
-        return _Job(img, lm_path, out, lm, sha)
+        return EncodeJob(img, lm_path, out, lm, sha)
 
     policy = Batch(images, on_failure=report)
     jobs = {i: policy.check(i, lambda: check(img, out), path=img) for i, (img, out) in enumerate(zip(images, outs))}
@@ -156,8 +101,8 @@ def encode_command(
     models = load_encode_models(resolve_device(device)) if todo else None
 
     # 3. encode and write, one atomic file per photo, going on past failures
-    def one(job: _Job):
-        feats = encode_loaded(job, models, size, force)
+    def one(job: EncodeJob):
+        feats = encode_job(job, models, size, force)
         write_features(job.output, feats)
         return feats
 
@@ -176,29 +121,6 @@ def encode_command(
     if policy.failed and several:
         console.print(f"{len(policy.failed)} of {len(images)} photo(s) failed")
     return exit_code(list(policy.failed.values()), single=not several)
-
-
-def encode_loaded(job: _Job, models, size: int, force: bool):
-    """Decode the photo, map the landmarks into the working image, encode the face."""
-    from avatarcli.diffusion.encode import encode_face
-    from avatarcli.errors import InputError
-    from avatarcli.io.images import load_image
-    from avatarcli.progress import warn
-
-    image = load_image(job.image)
-    lm = job.landmarks
-    points = lm.landmarks.astype("float64")  # [68, 2] original-image pixels
-    if tuple(lm.image_size) != tuple(image.original_size):
-        msg = f"landmarks are for a {lm.image_size[1]}x{lm.image_size[0]} image, {job.image.name} is {image.original_size[1]}x{image.original_size[0]}"
-        if not force:
-            raise InputError(f"{msg}; re-run `avatar landmarks` or pass --force", path=job.landmarks_path)
-        warn(f"{job.landmarks_path}: {msg}; points rescaled (--force)")
-        sy = image.original_size[0] / lm.image_size[0]
-        sx = image.original_size[1] / lm.image_size[1]
-        points = (points + 0.5) * [sx, sy] - 0.5
-    working = image.to_working(points)  # [68, 2] working-image pixels
-    feats, _ = encode_face(image.rgb, working, models, size=size, image_sha256=image.sha256)
-    return feats
 
 
 def register(app: typer.Typer) -> None:
