@@ -102,6 +102,7 @@ def encode_command(
 
     # 3. encode and write, one atomic file per photo, going on past failures
     def one(job: EncodeJob):
+        assert models is not None  # loaded: some job is left
         feats = encode_job(job, models, size, force)
         write_features(job.output, feats)
         return feats

@@ -148,8 +148,9 @@ def landmarks_command(
     def one(i: int):
         image = load_image(inputs[i], max_side=max_side)
         if landmarks is not None:
-            lm = landmarks_from_points(image, points[i])
+            lm = landmarks_from_points(image, points[i])  # type: ignore[arg-type]  # read_points checked it
         else:
+            assert detector is not None  # loaded: detection is needed
             lm = detect_landmarks(image, detector, bbox=box, face_index=face_index)
         write_landmarks(outs[i], lm)
         return lm

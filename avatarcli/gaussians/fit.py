@@ -43,9 +43,10 @@ from avatarcli.gaussians.densify import DefaultStrategy, DensifyState, NoDensify
 from avatarcli.gaussians.losses import dssim_l1, erode, masked_ssim, psnr, transparency
 from avatarcli.gaussians.model import BoundGaussians, Gaussians, sh_coeffs
 from avatarcli.gaussians.visibility import VisibilityConfig, update_gate, visibility
+from avatarcli.render.api import RenderOutput
 from avatarcli.render.camera import Camera
 
-RenderFn = Callable[..., object]  # render(gaussians, camera, background, backend=..., sh_degree=...) -> RenderOutput
+RenderFn = Callable[..., RenderOutput]  # render(gaussians, camera, background, backend=..., sh_degree=...)
 
 
 @dataclass

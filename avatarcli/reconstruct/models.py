@@ -59,12 +59,9 @@ def resolve_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
     from avatarcli.weights.resolver import without_download
 
     resolve_device(config.device)
-    try:
-        from avatarcli.flame.locate import locate_flame
-    except ImportError:  # pragma: no cover - older layout: load_flame checks on load
-        locate_flame = None
-    if locate_flame is not None:
-        locate_flame(config.flame)
+    from avatarcli.flame.locate import locate_flame
+
+    locate_flame(config.flame)
     names = needed_models(jobs, config)
     missing: list[str] = []
     for n in names:

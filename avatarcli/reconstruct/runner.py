@@ -151,7 +151,7 @@ class _Stage:
         self.runner.emit("stage_start", stage=self.name)
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         dt = time.perf_counter() - self.t0
         if exc_type is None:
             r = self.runner.result
@@ -160,7 +160,6 @@ class _Stage:
                 r.reused.append(self.name)
             r.error_stage = None
             self.runner.emit("stage_end", stage=self.name, seconds=dt, reused=self.reused)
-        return False
 
 
 class _JobRunner:
@@ -209,10 +208,10 @@ class _JobRunner:
         """One cached stage: the work folder's artifact when fresh (and `reuse`), else compute() and
         store it there; timed and reported."""
         with _Stage(self, name) as st:
-            value = self.cached(name, key, read) if reuse else None
-            st.reused = value is not None
-            if value is None:
-                value = compute()
+            cached = self.cached(name, key, read) if reuse else None
+            st.reused = cached is not None
+            value = cached if cached is not None else compute()
+            if cached is None:
                 self.store(name, key, lambda p: write(p, value))
         return value
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -115,6 +116,6 @@ def render_views(
     return [render(gaussians, c, background, name, deg) for c in cameras]
 
 
-def to_uint8(rgb: Tensor) -> "np.ndarray":  # noqa: F821
+def to_uint8(rgb: Tensor) -> np.ndarray:
     """[H, W, 3] float in [0, 1] -> numpy uint8 [H, W, 3] (clamped, rounded)."""
     return (rgb.detach().clamp(0, 1) * 255.0 + 0.5).to(torch.uint8).cpu().numpy()

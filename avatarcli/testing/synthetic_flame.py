@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avatarcli.flame.model import FlameModel
+
 N_RINGS = 62
 N_COLS = 81
 THETA_MAX = 150.0
@@ -332,7 +334,7 @@ def _synthetic_arrays_cached(seed: int) -> dict:
     }
 
 
-def make_synthetic_flame(seed: int = 0, dtype=torch.float32) -> "FlameModel":  # noqa: F821
+def make_synthetic_flame(seed: int = 0, dtype=torch.float32) -> FlameModel:
     """The synthetic model in memory (what loading its written files gives, minus path/sha256)."""
     from avatarcli.flame.embedding import embedding_from_mapping
     from avatarcli.flame.model import flame_from_arrays

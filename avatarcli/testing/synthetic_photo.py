@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avatarcli.flame.artifact import FlameFit
+from avatarcli.flame.model import FlameModel
 from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.model import BoundGaussians
 from avatarcli.render.camera import Camera, orbit_camera
@@ -41,14 +43,14 @@ __all__ = ["SyntheticPhoto", "make_synthetic_photo", "PHOTO_BACKGROUND"]
 class SyntheticPhoto:
     rgb: np.ndarray  # [H, W, 3] uint8
     landmarks: np.ndarray  # [68, 2] float64 pixels
-    fit: "FlameFit"  # noqa: F821 - avatarcli.flame.artifact.FlameFit, the true parameters and camera
+    fit: FlameFit  # the true parameters and camera
     camera: Camera  # the photo's camera for the canonical head
     truth: BoundGaussians  # ground truth, bound to (vertices, faces)
     vertices: Tensor  # [V, 3] canonical mesh (global pose and translation not applied)
     faces: Tensor  # [F, 3] long
     root_joint: Tensor  # [3]
     mask: Tensor  # [H, W, 1] float, the truth's alpha in the photo
-    model: "FlameModel"  # noqa: F821
+    model: FlameModel
     background: tuple[float, float, float] = PHOTO_BACKGROUND
 
     @property
