@@ -47,7 +47,7 @@ def head_region_command(
     mask = segment_head(photo.rgb, photo.to_working(lm.landmarks))  # [h, w] at the working size
     H, W = photo.original_size
     if mask.shape != (H, W):
-        mask = np.asarray(Image.fromarray(mask).resize((W, H), Image.BILINEAR)) > 0.5
+        mask = np.asarray(Image.fromarray(mask).resize((W, H), Image.Resampling.BILINEAR)) > 0.5
     write_region(outs[0], mask)
     if overlay is not None:
         full = load_image(image, max_side=max(H, W)).rgb.astype(np.float32)

@@ -151,12 +151,12 @@ def segment_head(
     lab = _seed_labels((h, w), lm, pri, cfg)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)
-    cv2.grabCut(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), lab, None, bgd, fgd, cfg.iterations, cv2.GC_INIT_WITH_MASK)
+    cv2.grabCut(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), lab, None, bgd, fgd, cfg.iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]  # rect unused with a mask
     fg = (lab == cv2.GC_FGD) | (lab == cv2.GC_PR_FGD)
     fg &= ~(_below_jaw((h, w), lm) & (_skin_distance(img, lm) > cfg.skin_sigma))  # the neck stops at the collar
     mask = _clean(fg, lm).astype(np.float32)
     if s < 1:
-        mask = cv2.resize(mask, (W, H), interpolation=cv2.INTER_LINEAR)
+        mask = cv2.resize(mask, (W, H), interpolation=cv2.INTER_LINEAR)  # type: ignore[assignment]  # float32 in, float32 out
     return (mask > 0.5).astype(np.float32)
 
 
@@ -184,7 +184,7 @@ def read_region(path, size: tuple[int, int] | None = None) -> np.ndarray:
         with Image.open(path) as im:
             im = im.convert("L")
             if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
+                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             m = np.asarray(im, dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise InputError("head-region mask not found", path=path) from None
