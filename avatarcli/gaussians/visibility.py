@@ -29,9 +29,10 @@ import torch
 from torch import Tensor
 
 from avatarcli.gaussians.model import SH_C0, Gaussians
+from avatarcli.render.api import RenderOutput
 from avatarcli.render.camera import Camera
 
-RenderFn = Callable[..., object]
+RenderFn = Callable[..., RenderOutput]
 
 
 @dataclass
