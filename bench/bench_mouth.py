@@ -44,7 +44,7 @@ def main() -> None:
     model = make_synthetic_flame_with_mouth()
     photo = make_synthetic_photo(model, size=96, yaw_deg=0.0, pitch_deg=0.0, jaw_open=0.0, expr_scale=0.0)
     info: dict = {}
-    ply = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=20000), info=info)
+    ply = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=20000, mouth_fraction=0.04), info=info)
     faces = model.faces.long()
     full = bind_to_mesh(ply.gaussians, ply.binding, photo.vertices, faces)
     plain = full.subset(torch.arange(info["points"].shape[0]))

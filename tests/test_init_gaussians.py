@@ -25,7 +25,11 @@ def photo(flame_model):
 def seeded(photo):
     info: dict = {}
     ply = init_gaussians(
-        photo.model, photo.fit, photo.rgb, InitConfig(n_gaussians=N, skin_rgb=(0.1, 0.9, 0.2)), info=info
+        photo.model,
+        photo.fit,
+        photo.rgb,
+        InitConfig(n_gaussians=N, skin_rgb=(0.1, 0.9, 0.2), mouth_fraction=0.04),
+        info=info,
     )
     return ply, info
 
@@ -162,7 +166,9 @@ def test_ply_round_trip_and_determinism(seeded, photo, tmp_path):
     for name in ("means", "quats", "scales", "opacities", "sh"):
         assert torch.allclose(getattr(back.gaussians, name), getattr(ply.gaussians, name), atol=1e-6), name
     assert back.meta.to_json() == ply.meta.to_json()
-    again = init_gaussians(photo.model, photo.fit, photo.rgb, InitConfig(n_gaussians=N, skin_rgb=(0.1, 0.9, 0.2)))
+    again = init_gaussians(
+        photo.model, photo.fit, photo.rgb, InitConfig(n_gaussians=N, skin_rgb=(0.1, 0.9, 0.2), mouth_fraction=0.04)
+    )
     assert torch.equal(again.gaussians.means, ply.gaussians.means)
     other = init_gaussians(photo.model, photo.fit, photo.rgb, InitConfig(n_gaussians=N, seed=5))
     assert not torch.equal(other.gaussians.means, ply.gaussians.means)

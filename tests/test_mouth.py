@@ -25,7 +25,7 @@ def head():
     model = make_synthetic_flame_with_mouth()
     photo = make_synthetic_photo(model, size=SIZE, yaw_deg=0.0, pitch_deg=0.0, jaw_open=0.0, expr_scale=0.0)
     info: dict = {}
-    ply = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=20000), info=info)
+    ply = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=20000, mouth_fraction=0.04), info=info)
     bound = bind_to_mesh(ply.gaussians, ply.binding, photo.vertices, model.faces.long())
     ns = info["points"].shape[0]
     return model, photo, bound, bound.subset(torch.arange(ns))  # with the mouth, surface only

@@ -45,6 +45,11 @@ def init_gaussians_command(
         help="Head region (white = face, hair, ears, neck; any image, e.g. from `avatar head-region`): the mesh is deformed to its outline and nothing is seeded outside it.",
         show_default=False,
     ),
+    mouth: bool = typer.Option(
+        False,
+        "--mouth",
+        help="Add a mouth interior (dark cavity, teeth, tongue; 4 % of the Gaussians) for open-mouth animation. Experimental: check side views.",
+    ),
     force: bool = typer.Option(False, "--force", help="Use --flame even if it is not the model the fit was made with."),
 ) -> int:
     """Seed Gaussians on the fitted FLAME head, each bound to its triangle, coloured from the photo.
@@ -73,7 +78,7 @@ def init_gaussians_command(
     model = load_flame(flame)
     if not check_model_hash(fit.flame_model_sha256, model, flame_fit, force):
         warn(f"{flame_fit}: made with another FLAME model (sha256 differs); continuing (--force)")
-    cfg = InitConfig(n_gaussians=n_gaussians, sh_degree=sh_degree, seed=seed)
+    cfg = InitConfig(n_gaussians=n_gaussians, sh_degree=sh_degree, seed=seed, mouth_fraction=0.04 if mouth else 0.0)
     details: dict = {}
     region = None
     if mask is not None:

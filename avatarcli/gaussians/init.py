@@ -70,7 +70,9 @@ class InitConfig:
     skin_rgb: tuple[float, float, float] | None = None  # None: median of the seen colours
     deform: DeformConfig | None = field(default_factory=DeformConfig)  # with a region; None: plain FLAME
     cut_outside: bool = True  # with a region: drop samples projecting outside it
-    mouth_fraction: float = 0.04  # share of n_gaussians given to the mouth interior (gaussians/mouth.py); 0: none
+    # share of n_gaussians given to the mouth interior (gaussians/mouth.py); 0: none. Off by default: on
+    # real portraits fitted with an open mouth the interior can sit in front of the lips (seen at yaw 60-90).
+    mouth_fraction: float = 0.0
 
     def validate(self) -> None:
         if self.n_gaussians < 1:
