@@ -1,0 +1,148 @@
+"""Tri-plane / tri-grid features and a small volume renderer (EG3D / PanoHead papers).
+
+Convention (EG3D's): world points lie in a cube of side `box_warp` centred on the origin; the
+three feature planes are indexed by the coordinate pairs (x, y), (x, z) and (z, y); a tri-grid
+(PanoHead) gives each plane `depth` slices along its remaining axis (z, y and x respectively).
+Cameras are OpenCV-style (x right, y down, z forward), cam2world [N, 4, 4], intrinsics [N, 3, 3]
+normalised by the image size (fx = focal / width, cx = 0.5 for a centred principal point).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avatarcli.gan.layers import FullyConnected
+
+# for each plane: the (u, v) coordinate indices and the depth axis
+PLANE_AXES = ((0, 1, 2), (0, 2, 1), (2, 1, 0))
+
+
+def sample_planes(
+    planes: torch.Tensor,  # [N, 3, D, C, H, W]
+    points: torch.Tensor,  # [N, M, 3] world coordinates
+    box_warp: float,
+) -> torch.Tensor:  # [N, 3, M, C]
+    """Bilinear (D == 1) or trilinear (D > 1) features of each plane at each point; zero outside
+    the box (grid_sample, align_corners=False, zero padding)."""
+    n, p, d, c, h, w = planes.shape
+    q = points * (2.0 / box_warp)  # [-1, 1] inside the box
+    out = []
+    for i, (a, b, dep) in enumerate(PLANE_AXES):
+        if d == 1:
+            grid = torch.stack([q[..., a], q[..., b]], dim=-1)[:, :, None]  # [N, M, 1, 2]
+            f = F.grid_sample(planes[:, i, 0], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        else:
+            grid = torch.stack([q[..., a], q[..., b], q[..., dep]], dim=-1)[:, :, None, None]  # [N, M, 1, 1, 3]
+            vol = planes[:, i].permute(0, 2, 1, 3, 4)  # [N, C, D, H, W]
+            f = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=False)[..., 0]
+        out.append(f[..., 0].permute(0, 2, 1))  # [N, M, C]
+    return torch.stack(out, dim=1)
+
+
+class Decoder(nn.Module):
+    """Mean of the plane features -> small MLP -> (raw density, features); the first 3 features
+    are the raw colour. rgb is sigmoid-squashed to (-0.001, 1.001) when `sigmoid`."""
+
+    def __init__(self, cin: int, hidden: int = 64, cout: int = 32, sigmoid: bool = True):
+        super().__init__()
+        self.sigmoid = sigmoid
+        self.fc0 = FullyConnected(cin, hidden, act="softplus")
+        self.fc1 = FullyConnected(hidden, 1 + cout)
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # [N, 3, M, C]
+        n, _, m, c = feats.shape
+        x = self.fc1(self.fc0(feats.mean(dim=1).reshape(n * m, c))).reshape(n, m, -1)
+        rgb = x[..., 1:]
+        if self.sigmoid:
+            rgb = torch.sigmoid(rgb) * (1 + 2 * 0.001) - 0.001
+        return x[..., :1], rgb  # [N, M, 1], [N, M, cout]
+
+
+def camera_rays(
+    cam2world: torch.Tensor,  # [N, 4, 4]
+    intrinsics: torch.Tensor,  # [N, 3, 3] normalised
+    resolution: int,
+) -> tuple[torch.Tensor, torch.Tensor]:  # origins [N, R*R, 3], unit directions [N, R*R, 3]
+    """One ray per pixel centre ((i + 0.5) / R), row-major, through a pinhole camera."""
+    n = cam2world.shape[0]
+    t = (torch.arange(resolution, dtype=cam2world.dtype, device=cam2world.device) + 0.5) / resolution
+    v, u = torch.meshgrid(t, t, indexing="ij")
+    u, v = u.reshape(1, -1), v.reshape(1, -1)
+    fx, fy = intrinsics[:, 0, 0, None], intrinsics[:, 1, 1, None]
+    cx, cy, sk = intrinsics[:, 0, 2, None], intrinsics[:, 1, 2, None], intrinsics[:, 0, 1, None]
+    y_cam = (v - cy) / fy
+    x_cam = (u - cx - sk * y_cam) / fx
+    d_cam = torch.stack([x_cam, y_cam, torch.ones_like(x_cam)], dim=-1)  # [N, R*R, 3]
+    dirs = F.normalize(d_cam @ cam2world[:, :3, :3].transpose(1, 2), dim=-1)
+    origins = cam2world[:, None, :3, 3].expand(n, dirs.shape[1], 3)
+    return origins, dirs
+
+
+def stratified_depths(
+    n: int, rays: int, samples: int, start: float, end: float, jitter: bool, generator=None, device=None
+) -> torch.Tensor:  # [N, rays, samples]
+    """Evenly spaced depths in [start, end]; with `jitter`, each moved uniformly within its bin."""
+    d = torch.linspace(start, end, samples, device=device).expand(n, rays, samples).clone()
+    if jitter and samples > 1:
+        step = (end - start) / (samples - 1)
+        d = d + (torch.rand(d.shape, generator=generator, device=device) - 0.5) * step
+    return d
+
+
+@dataclass
+class Composite:
+    features: torch.Tensor  # [N, R, C]
+    depth: torch.Tensor  # [N, R, 1] expected depth of the visible surface
+    opacity: torch.Tensor  # [N, R, 1] 1 - transmittance through the whole ray
+    weights: torch.Tensor  # [N, R, S-1] per interval
+
+
+def composite(
+    colors: torch.Tensor,  # [N, R, S, C]
+    densities: torch.Tensor,  # [N, R, S, 1] non-negative
+    depths: torch.Tensor,  # [N, R, S] sorted
+    white_background: bool = False,
+) -> Composite:
+    """Quadrature of the volume rendering integral over S-1 intervals, each with the mean of its
+    end-point colour and density: alpha = 1 - exp(-sigma * delta), T = prod of (1 - alpha) before."""
+    delta = (depths[..., 1:] - depths[..., :-1])[..., None]  # [N, R, S-1, 1]
+    c_mid = (colors[..., 1:, :] + colors[..., :-1, :]) / 2
+    s_mid = (densities[..., 1:, :] + densities[..., :-1, :]) / 2
+    d_mid = ((depths[..., 1:] + depths[..., :-1]) / 2)[..., None]
+    alpha = 1 - torch.exp(-s_mid * delta)
+    trans = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1, :]), 1 - alpha + 1e-10], dim=-2), dim=-2)
+    w = alpha * trans[..., :-1, :]  # [N, R, S-1, 1]
+    opacity = w.sum(dim=-2)
+    feats = (w * c_mid).sum(dim=-2)
+    depth = (w * d_mid).sum(dim=-2) / opacity.clamp(min=1e-8)
+    depth = torch.where(opacity > 1e-8, depth, d_mid[..., -1, :]).clamp(depths.min(), depths.max())
+    if white_background:
+        feats = feats + (1 - opacity)
+    return Composite(feats, depth, opacity, w[..., 0])
+
+
+def sample_pdf(
+    bins: torch.Tensor,  # [N, R, B+1] interval edges
+    weights: torch.Tensor,  # [N, R, B]
+    samples: int,
+    deterministic: bool = True,
+    generator=None,
+) -> torch.Tensor:  # [N, R, samples]
+    """Inverse-CDF sampling of the piecewise-constant pdf given by `weights` over `bins`."""
+    w = weights + 1e-5
+    pdf = w / w.sum(dim=-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[..., :1]), torch.cumsum(pdf, dim=-1)], dim=-1)  # [N, R, B+1]
+    shape = (*cdf.shape[:-1], samples)
+    if deterministic:
+        u = torch.linspace(0, 1, samples + 2, dtype=cdf.dtype, device=cdf.device)[1:-1].expand(shape).contiguous()
+    else:
+        u = torch.rand(shape, generator=generator, dtype=cdf.dtype, device=cdf.device)
+    idx = torch.searchsorted(cdf, u, right=True).clamp(1, cdf.shape[-1] - 1)
+    c0, c1 = cdf.gather(-1, idx - 1), cdf.gather(-1, idx)
+    b0, b1 = bins.gather(-1, idx - 1), bins.gather(-1, idx)
+    t = (u - c0) / (c1 - c0).clamp(min=1e-8)
+    return b0 + t * (b1 - b0)
