@@ -42,6 +42,10 @@ def test_bare_machine_lists_every_missing_piece_with_its_fix(capsys):
         if entry.kind == "pip":  # installed (or not) by pip, with the test extras: optional either way
             assert c["status"] in ("ok", "missing") and (c["status"] == "ok" or c["fix"] == entry.install)
             continue
+        if entry.kind == "manual":  # downloaded by hand, then converted; optional
+            assert c["status"] == "missing" and not c["required"]
+            assert c["fix"] == f"avatar weights convert {name} --from {entry.source_file}"
+            continue
         assert c["status"] == "missing" and c["fix"].startswith(f"avatar weights fetch {name}")
         # and the option that makes it unnecessary (issue 13, item 1)
         assert ("--landmarks FILE" if name in ("fan-2d", "s3fd") else "--no-diffusion") in c["fix"], c["fix"]
@@ -65,7 +69,8 @@ def test_ready_when_flame_and_every_model_are_there(flame_file, all_models, caps
     by = {c["name"]: c for c in d["checks"]}
     assert by["flame"]["status"] == "ok" and "generic_model.pkl" in by["flame"]["detail"]
     assert "sha256" in by["flame"]["detail"] and "landmark_embedding" in by["flame"]["detail"]
-    assert all(by[n]["status"] == "ok" for n in by if n.startswith("model "))
+    assert all(by[n]["status"] == "ok" for n in by if n.startswith("model ") and by[n]["required"])
+    assert by["model panohead"]["status"] == "missing" and not by["model panohead"]["required"]  # optional prior
     assert "hashes not checked" in by["model fan-2d"]["detail"]
     rc = main(["doctor", "--flame", str(flame_file)])
     assert rc == 0 and "ready" in capsys.readouterr().out

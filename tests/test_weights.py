@@ -126,6 +126,8 @@ def test_shipped_lock_is_valid(monkeypatch):
             assert re.fullmatch(r"[0-9a-f]{40}", e.revision), e.name  # pinned to a commit, not a branch
         elif e.kind == "pip":
             assert e.files[0].sha256 and e.install and e.package and e.module, e.name
+        elif e.kind == "manual":
+            assert e.source_file and e.url.startswith("https://") and e.files[0].path.endswith(".safetensors")
         else:
             assert e.sha256_prefix and e.files[0].path.find(e.sha256_prefix) >= 0
     sd = entries["sd-image-variations"]

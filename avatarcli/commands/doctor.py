@@ -170,6 +170,7 @@ def check_weights(verify: bool) -> list[Check]:
         return [Check("weights.lock", "problem", " ".join(str(e).split()), "reinstall avatarcli", required=True)]
     out = []
     for name, entry in entries.items():
+        needed = entry.kind != "pip" and not entry.optional  # pip-installed and optional models never fail doctor
         try:
             st = status(name, check_hashes=verify)
         except Exception as e:  # noqa: BLE001
@@ -178,22 +179,26 @@ def check_weights(verify: bool) -> list[Check]:
                     f"model {name}",
                     "problem",
                     f"{type(e).__name__}: {e}",
-                    f"avatar weights fetch {name}",
-                    required=True,
+                    entry.fix,
+                    required=needed,
                 )
             )
             continue
         where = f"{st.source} {st.folder}"
         if st.state == "present":
             hashed = f", {st.hashes_checked} sha256 checked" if verify else " (hashes not checked: --verify)"
-            out.append(Check(f"model {name}", "ok", f"present, {_gib(st.size)} in {where}{hashed}", required=True))
+            out.append(Check(f"model {name}", "ok", f"present, {_gib(st.size)} in {where}{hashed}", required=needed))
         elif st.state == "missing":
-            fix = entry.fix if entry.kind == "pip" else f"avatar weights fetch {name}{without_download([name])}"
-            out.append(Check(f"model {name}", "missing", f"not found ({where})", fix, required=entry.kind != "pip"))
+            fix = (
+                entry.fix
+                if entry.kind in ("pip", "manual")
+                else f"avatar weights fetch {name}{without_download([name])}"
+            )
+            out.append(Check(f"model {name}", "missing", f"not found ({where})", fix, required=needed))
         else:
             probs = "; ".join(st.problems[:3])
             out.append(Check(f"model {name}", "problem", f"{st.state}: {probs}",
-                             f"{entry.fix} (or fix {entry.env_var})", required=entry.kind != "pip"))  # fmt: skip
+                             f"{entry.fix} (or fix {entry.env_var})", required=needed))  # fmt: skip
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -51,18 +52,21 @@ def list_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from avatarcli.weights import load_lock, status
+    from avatarcli.weights import get_entry, load_lock, status
 
     table = Table(title="avatarcli weights (weights.lock)")
     for col in ("name", "source", "revision", "licence", "status", "size"):
         table.add_column(col, overflow="fold", no_wrap=col in ("name", "revision", "status", "size"))
-    missing = []
+    missing: list[str] = []
+    manual: list[str] = []  # downloaded by hand, then converted
     for name, e in load_lock().items():
         st = status(name, check_hashes=check)
         if st.state != "present":
-            missing.append(name)
+            (manual if e.kind == "manual" else missing).append(name)
         state = st.state + (" (override)" if st.source == "override" else "")
-        src = {"hf": f"hf:{e.repo}", "pip": f"pip:{e.package}"}.get(e.kind, f"url:{e.files[0].path}")
+        src = {"hf": f"hf:{e.repo}", "pip": f"pip:{e.package}", "manual": f"manual:{e.source_file}"}.get(
+            e.kind, f"url:{e.files[0].path}"
+        )
         table.add_row(name, src, e.revision[:12], e.licence.split(" (")[0], state, _human(st.size) if st.size else "-")
     import sys
 
@@ -75,6 +79,9 @@ def list_cmd(
         console.print(f"not here: {', '.join(missing)}: `avatar weights fetch {' '.join(missing)}`"
                       f"{without_download(missing)}", markup=False, soft_wrap=True)  # fmt: skip
         console.print(f"without downloaded weights: {WEIGHT_FREE_ROUTE}", markup=False, soft_wrap=True)
+    if manual:
+        cmds = "; ".join(f"`{get_entry(n).fix}`" for n in manual)
+        console.print(f"optional, downloaded by hand: {', '.join(manual)}: {cmds}", markup=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -95,6 +102,10 @@ def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Models to 
 
     failed = 0
     todo = _names(names)
+    if not names:  # "everything" means everything that can be downloaded; say what is left
+        for n in [n for n in todo if get_entry(n).kind == "manual"]:
+            info(f"{n}: not downloadable; get {get_entry(n).source_file} yourself, then `{get_entry(n).fix}`")
+            todo.remove(n)
     with progress() as p:
         for name in todo:
             task = p.add_task(name, total=None, status="")
@@ -158,6 +169,42 @@ def path_cmd(name: str = typer.Argument(..., help="Model name from weights.lock.
     from avatarcli.weights import resolve
 
     typer.echo(str(resolve(name)))
+    return EXIT_OK
+
+
+@weights_app.command("convert")
+def convert_cmd(
+    name: str = typer.Argument(..., help="A manually downloaded model of weights.lock (e.g. panohead)."),
+    source: Path = typer.Option(..., "--from", help="The publisher's checkpoint (.pkl) you downloaded."),
+) -> int:
+    """Convert a downloaded GAN checkpoint (a code-bearing pickle) to safetensors in the cache.
+
+    The pickle is read with a restricted unpickler: nothing in it is executed (its embedded
+    source code is skipped), and any global outside the allowed data builders is refused.
+
+    \b
+    Examples:
+      avatar weights convert panohead --from ~/Downloads/easy-khair-180-gpc0.8-trans10-025000.pkl
+      avatar weights list
+    """
+    from avatarcli.errors import InputError
+    from avatarcli.progress import info
+    from avatarcli.weights import cache_folder, get_entry
+
+    entry = get_entry(name)
+    if entry.kind != "manual":
+        raise InputError(f"{name!r} is fetched, not converted: run `avatar weights fetch {name}`")
+    if not source.is_file():
+        raise InputError("no such checkpoint file", path=source)
+    from avatarcli.gan.convert import convert_checkpoint
+
+    out = cache_folder(entry) / entry.files[0].path
+    res = convert_checkpoint(source, out)
+    info(f"{name}: {res.tensors} tensors -> {out}")
+    if res.unmapped:
+        more = f" (+{len(res.unmapped) - 5} more)" if len(res.unmapped) > 5 else ""
+        info(f"not used ({len(res.unmapped)} checkpoint tensors): {', '.join(res.unmapped[:5])}{more}")
+    info(f"skipped {res.source_chars} characters of embedded source code (never run)")
     return EXIT_OK
 
 

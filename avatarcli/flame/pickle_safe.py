@@ -1,5 +1,10 @@
 """A restricted unpickler for FLAME files: a pickle never runs code here.
 
+The mechanism is shared: `RestrictedUnpickler(file, path, allowed, what)` and
+`loads_restricted(..., allowed=, post=)` take another allow-list, and `data_builders()` gives
+the data-only part of this one (numpy, torch tensors, OrderedDict, sets) to extend; the GAN
+checkpoint reader (avatarcli/gan/checkpoint.py) is built that way.
+
 The real FLAME files are Python-2-era pickles (protocol 2, latin1 byte strings) holding
 numpy arrays, `chumpy.ch.Ch` objects, a `scipy.sparse` J_regressor and, in DECA's
 landmark_embedding.npy, torch tensors. `find_class` allows exactly the globals those need
@@ -35,7 +40,7 @@ import collections
 import io
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -174,20 +179,34 @@ def allowed_globals() -> list[str]:
     return sorted(f"{m}.{n}" for m, names in _ALLOWED.items() for n in names)
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """pickle.Unpickler (encoding latin1) whose find_class allows only `allowed_globals()`."""
+def data_builders() -> dict[str, dict[str, Any]]:
+    """The data-only builders other restricted loaders extend (numpy arrays and scalars, torch
+    tensors via torch's own weights-only loader, OrderedDict, sets, bytes): a fresh copy."""
+    keep = ("numpy", "_codecs", "collections", "torch._utils", "torch.storage")
+    out = {m: dict(v) for m, v in _ALLOWED.items() if m in keep or m.startswith(("numpy.core", "numpy._core"))}
+    for m in ("__builtin__", "builtins"):
+        out[m] = {"set": set, "frozenset": frozenset}
+    return out
 
-    def __init__(self, file, path: str | Path):
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """pickle.Unpickler (encoding latin1) whose find_class allows only the globals in `allowed`
+    (default: the FLAME list, `allowed_globals()`); `what` names the file kind in the refusal."""
+
+    def __init__(self, file, path: str | Path, allowed: dict[str, dict[str, Any]] | None = None, what: str = ""):
         super().__init__(file, encoding="latin1", fix_imports=False)
         self.path = path
+        self.allowed = _ALLOWED if allowed is None else allowed
+        self.what = what or "a FLAME file"
 
     def find_class(self, module: str, name: str):
-        obj = _ALLOWED.get(module, {}).get(name)
-        if obj is None and (module == "chumpy" or module.startswith("chumpy.")) and name.isidentifier():
+        obj = self.allowed.get(module, {}).get(name)
+        is_flame = self.allowed is _ALLOWED
+        if obj is None and is_flame and (module == "chumpy" or module.startswith("chumpy.")) and name.isidentifier():
             obj = ChumpyExpressionStandIn  # some releases may pickle chumpy operation nodes: kept as inert data
         if obj is None:
             raise UnsafePickleError(
-                f"refused to load: the pickle asks for the global {module}.{name}, which a FLAME file "
+                f"refused to load: the pickle asks for the global {module}.{name}, which {self.what} "
                 "never needs (nothing in it was run)",
                 path=self.path,
             )
@@ -260,18 +279,26 @@ def resolve(obj, depth: int = 0):
 # ------------------------------------------------------------------ entry points
 
 
-def loads_restricted(data: bytes, path: str | Path) -> Any:
+def loads_restricted(
+    data: bytes,
+    path: str | Path,
+    allowed: dict[str, dict[str, Any]] | None = None,
+    what: str = "",
+    post: Callable[[Any], Any] | None = None,
+    label: str = "FLAME",
+) -> Any:
     """Unpickle `data` (the contents of `path`, named in errors) and resolve the stand-ins.
 
-    UnsafePickleError for a foreign global; ArtifactError for anything else that fails."""
+    `allowed` / `what` / `post` / `label` make another restricted loader (default: FLAME's list, then
+    `resolve`). UnsafePickleError for a foreign global; ArtifactError for anything else that fails."""
     try:
-        obj = RestrictedUnpickler(io.BytesIO(data), path).load()
-        return resolve(obj)
+        obj = RestrictedUnpickler(io.BytesIO(data), path, allowed, what).load()
+        return (post or resolve)(obj)
     except UnsafePickleError:
         raise
     except Exception as e:  # noqa: BLE001 - any malformed pickle is a bad file
         msg = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise ArtifactError(f"not a readable FLAME pickle ({type(e).__name__}: {msg})", path=path) from None
+        raise ArtifactError(f"not a readable {label} pickle ({type(e).__name__}: {msg})", path=path) from None
 
 
 def load_pickle(path: str | Path) -> Any:

@@ -1,5 +1,9 @@
 """A 3D-aware StyleGAN full-head prior (PanoHead-style tri-grid EG3D generator), plain torch.
 
 ops.py        upfirdn2d, bias_act, modulated convolution (StyleGAN2 / EG3D papers)
-generator.py  mapping network, tri-plane synthesis, volume renderer, super-resolution
+layers.py     equalised-lr fully connected, mapping network, StyleGAN2 synthesis layers / blocks
+volume.py     tri-plane / tri-grid sampling, decoder, camera rays, compositing, importance sampling
+generator.py  GanConfig (panohead / tiny), TriplaneGenerator (planes -> render -> super-resolution)
+checkpoint.py EG3D / PanoHead training pickles read as data (restricted unpickler, nothing runs)
+convert.py    checkpoint -> safetensors (`avatar weights convert panohead --from FILE.pkl`), load_generator
 """

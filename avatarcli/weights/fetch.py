@@ -119,6 +119,11 @@ def fetch(name: str, progress: Progress | None = None, force: bool = False) -> P
         return resolve(name)
     if _cache_complete(entry, folder) and not force:
         return folder
+    if entry.kind == "manual":
+        raise MissingModelError(
+            f"{name!r} cannot be downloaded automatically: download {entry.source_file} from {entry.url} "
+            f"(see {entry.homepage}), then run `avatar weights convert {name} --from {entry.source_file}`"
+        )
     if offline():
         raise MissingModelError(
             f"cannot download {name!r} ({entry.source}): offline (HF_HUB_OFFLINE/AVATAR_OFFLINE is set); "

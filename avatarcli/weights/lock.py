@@ -21,7 +21,7 @@ from avatarcli.errors import EnvironmentProblem, InputError
 
 DEFAULT_LOCK = Path(__file__).resolve().parent.parent / "weights.lock"
 LOCK_ENV = "AVATAR_WEIGHTS_LOCK"
-KINDS = ("hf", "url", "pip")
+KINDS = ("hf", "url", "pip", "manual")  # manual: the publisher's files cannot be fetched; `avatar weights convert`
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
@@ -51,6 +51,8 @@ class ModelEntry:
     module: str | None = None  # pip only: its import name (located with find_spec, never imported)
     requires: tuple[str, ...] = ()  # pip only: modules that must be importable to use the model
     install: str | None = None  # pip only: the command that installs it
+    source_file: str | None = None  # manual only: what the user downloads (converted into `files`)
+    optional: bool = False  # not needed by the default pipeline (doctor does not fail without it)
 
     @property
     def source(self) -> str:
@@ -61,6 +63,8 @@ class ModelEntry:
     @property
     def fix(self) -> str:
         """The one command that makes this model present."""
+        if self.kind == "manual":
+            return f"avatar weights convert {self.name} --from {self.source_file}"
         return self.install or f"avatar weights fetch {self.name}"
 
     @property
@@ -94,6 +98,13 @@ def _entry(path: Path, name: str, d: dict) -> ModelEntry:
         raise _bad(path, f"model {name!r}: kind {kind!r}, expected one of {KINDS}")
     licence, homepage, revision = need("licence"), need("homepage"), need("revision")
     used_by = tuple(d.get("used_by", ()))
+    optional = bool(d.get("optional", False))
+    if kind == "manual":
+        return ModelEntry(
+            name, kind, revision, licence, homepage, (LockFile(need("file"), d.get("sha256")),),
+            d.get("description", ""), url=need("url"), used_by=used_by, source_file=need("source_file"),
+            optional=optional,
+        )  # fmt: skip
     if kind == "hf":
         repo = need("repo")
         raw = d.get("files")
@@ -108,7 +119,16 @@ def _entry(path: Path, name: str, d: dict) -> ModelEntry:
                 raise _bad(path, f"model {name!r}: file {f['path']!r}: sha256 must be 64 lower-case hex digits")
             files.append(LockFile(f["path"], sha, f.get("size")))
         return ModelEntry(
-            name, kind, revision, licence, homepage, tuple(files), d.get("description", ""), repo=repo, used_by=used_by
+            name,
+            kind,
+            revision,
+            licence,
+            homepage,
+            tuple(files),
+            d.get("description", ""),
+            repo=repo,
+            used_by=used_by,
+            optional=optional,
         )
     if kind == "pip":
         return _pip_entry(path, name, d, need)
@@ -128,6 +148,7 @@ def _entry(path: Path, name: str, d: dict) -> ModelEntry:
         url=url,
         sha256_prefix=prefix,
         used_by=used_by,
+        optional=optional,
     )
 
 

@@ -96,8 +96,9 @@ def _missing_error(entry: ModelEntry, why: str) -> MissingModelError:
         return MissingModelError(
             f"model {entry.name!r} ({entry.source}) {why}; run `{entry.install}` (or set {entry.env_var} to a local copy)"
         )
+    get = f"download {entry.source_file} from {entry.url}, then " if entry.kind == "manual" else ""
     return MissingModelError(
-        f"model {entry.name!r} ({entry.source}) {why}; run `avatar weights fetch {entry.name}` "
+        f"model {entry.name!r} ({entry.source}) {why}; {get}run `{entry.fix}` "
         f"(or set {entry.env_var} to a local copy){without_download([entry.name])}"
     )
 
@@ -105,7 +106,7 @@ def _missing_error(entry: ModelEntry, why: str) -> MissingModelError:
 def _override_folder(entry: ModelEntry, p: Path) -> Path:
     if not p.exists():
         raise MissingModelError(f"{entry.env_var} points to {p}, which does not exist")
-    if entry.kind in ("url", "pip"):
+    if entry.kind in ("url", "pip", "manual"):
         return p.parent if p.is_file() else p
     if not p.is_dir():
         raise MissingModelError(f"{entry.env_var} points to {p}, which is not a folder")
@@ -140,7 +141,7 @@ def resolve_file(name: str, path: str | None = None) -> Path:
     entry = get_entry(name)
     rel = path or entry.files[0].path
     ov = override_path(entry)
-    if ov is not None and entry.kind in ("url", "pip") and ov.is_file():
+    if ov is not None and entry.kind in ("url", "pip", "manual") and ov.is_file():
         return ov
     folder = resolve(name)
     f = folder / rel
@@ -186,7 +187,7 @@ def status(name: str, check_hashes: bool = False) -> ModelStatus:
         source = "override"
         if not ov.exists():
             return ModelStatus(name, "missing", source, ov, problems=[f"{entry.env_var}={ov} does not exist"])
-        if entry.kind in ("url", "pip") and ov.is_file():
+        if entry.kind in ("url", "pip", "manual") and ov.is_file():
             files = {entry.files[0].path: ov}
             folder = ov.parent
         else:
