@@ -6,4 +6,5 @@ volume.py     tri-plane / tri-grid sampling, decoder, camera rays, compositing, 
 generator.py  GanConfig (panohead / tiny), TriplaneGenerator (planes -> render -> super-resolution)
 checkpoint.py EG3D / PanoHead training pickles read as data (restricted unpickler, nothing runs)
 convert.py    checkpoint -> safetensors (`avatar weights convert panohead --from FILE.pkl`), load_generator
+invert.py     gan_camera, W-space inversion + PTI on a masked L2, the inversion safetensors artifact
 """

@@ -1,0 +1,166 @@
+"""GAN inversion: a latent w for one photo (W-space optimisation), then pivotal tuning (PTI:
+Roich et al. 2022) of the generator's weights around that pivot, both on an L2 loss inside a
+head-region mask.
+
+    c = gan_camera(yaw=0.0, pitch=0.0)             # [1, 25] in the generator's convention
+    inv = invert(G, image, mask, c, InversionConfig(), on_step=...)
+    write_inversion("gan.safetensors", inv)
+
+Camera convention (EG3D's, which PanoHead keeps): OpenCV axes (x right, y down, z forward),
+the head at the origin looking along +z, world +y up; yaw 0 / pitch 0 puts the camera on +z at
+`radius` looking at `pivot`; intrinsics are normalised by the image size.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from avatarcli.gan.generator import TriplaneGenerator
+
+FOCAL = 4.2647  # EG3D / PanoHead: 18.837 mm lens on a 1-unit sensor, normalised
+
+
+def gan_camera(
+    yaw: float, pitch: float, radius: float = 2.7, focal: float = FOCAL, pivot=(0.0, 0.0, 0.0)
+) -> torch.Tensor:  # [1, 25]
+    """Camera on a sphere around `pivot`: yaw turns about world +y (positive: towards +x),
+    pitch raises it towards +y; looking at the pivot, image-down = world -y at pitch 0."""
+    p = torch.tensor(pivot, dtype=torch.float64)
+    origin = p + radius * torch.tensor(
+        [math.cos(pitch) * math.sin(yaw), math.sin(pitch), math.cos(pitch) * math.cos(yaw)], dtype=torch.float64
+    )
+    fwd = torch.nn.functional.normalize(p - origin, dim=0)
+    up = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    right = torch.nn.functional.normalize(torch.linalg.cross(fwd, up), dim=0)
+    down = torch.linalg.cross(fwd, right)
+    pose = torch.eye(4, dtype=torch.float64)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, down, fwd, origin
+    intr = torch.tensor([[focal, 0, 0.5], [0, focal, 0.5], [0, 0, 1]], dtype=torch.float64)
+    return torch.cat([pose.flatten(), intr.flatten()])[None].float()
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    w_steps: int = 500
+    pti_steps: int = 350
+    w_lr: float = 0.01
+    pti_lr: float = 3e-4
+    w_avg_samples: int = 2000  # when the generator has no tracked w_avg
+    seed: int = 0
+
+
+@dataclass
+class Inversion:
+    ws: torch.Tensor  # [1, num_ws, w_dim] the pivot
+    camera: torch.Tensor  # [1, 25]
+    generator: TriplaneGenerator  # fine-tuned copy (the input generator is left unchanged)
+    w_losses: list[float] = field(default_factory=list)
+    pti_losses: list[float] = field(default_factory=list)
+
+
+def masked_l2(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the pixels where mask [N, 1, H, W] > 0 (all channels)."""
+    w = (mask > 0).to(pred.dtype).expand_as(pred)
+    return ((pred - target).square() * w).sum() / w.sum().clamp(min=1)
+
+
+def _start_w(G: TriplaneGenerator, c: torch.Tensor, cfg: InversionConfig) -> torch.Tensor:  # [1, w_dim]
+    if G.mapping.w_avg.abs().sum() > 0:
+        return G.mapping.w_avg[None].clone()
+    g = torch.Generator().manual_seed(cfg.seed)
+    z = torch.randn(cfg.w_avg_samples, G.cfg.z_dim, generator=g)
+    with torch.no_grad():
+        return G.map(z, c.expand(len(z), -1))[:, 0].mean(0, keepdim=True)
+
+
+def invert(
+    G: TriplaneGenerator,
+    image: torch.Tensor,  # [1, 3, R, R] in [-1, 1], R = G.cfg.img_resolution
+    mask: torch.Tensor,  # [1, 1, R, R] head region
+    c: torch.Tensor,  # [1, 25]
+    cfg: InversionConfig = InversionConfig(),
+    on_step: Callable[[str, int, float], None] | None = None,
+) -> Inversion:
+    """W-space optimisation, then PTI on a copy of G; `on_step(stage, step, loss)` after each step."""
+    torch.manual_seed(cfg.seed)
+    G.requires_grad_(False)
+    w = _start_w(G, c, cfg).requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=cfg.w_lr, betas=(0.9, 0.999))
+    out = Inversion(ws=w.detach(), camera=c, generator=G)
+    for step in range(cfg.w_steps):
+        ws = w[:, None].expand(-1, G.num_ws, -1)
+        loss = masked_l2(G.synthesis(ws, c).image, image, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        out.w_losses.append(float(loss))
+        if on_step:
+            on_step("w", step, float(loss))
+    pivot = w.detach()[:, None].expand(-1, G.num_ws, -1).clone()
+    tuned = copy.deepcopy(G).requires_grad_(True)
+    opt = torch.optim.Adam(tuned.parameters(), lr=cfg.pti_lr)
+    for step in range(cfg.pti_steps):
+        loss = masked_l2(tuned.synthesis(pivot, c).image, image, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        out.pti_losses.append(float(loss))
+        if on_step:
+            on_step("pti", step, float(loss))
+    out.ws, out.generator = pivot, tuned.eval().requires_grad_(False)
+    return out
+
+
+INVERSION_FORMAT = "avatarcli.gan-inversion"
+
+
+def write_inversion(path, inv: Inversion) -> None:
+    """One safetensors file: ws [1, num_ws, w_dim], camera [1, 25] and the tuned generator's
+    tensors under "G."; metadata: format, version 1, the GanConfig (JSON), the last losses."""
+    import json
+
+    from safetensors.torch import save
+
+    from avatarcli.io.atomic import atomic_write_bytes
+
+    tensors = {"ws": inv.ws.contiguous(), "camera": inv.camera.contiguous()}
+    tensors.update({f"G.{k}": v.contiguous() for k, v in inv.generator.state_dict().items()})
+    meta = {
+        "format": INVERSION_FORMAT,
+        "version": "1",
+        "config": json.dumps(inv.generator.cfg.to_dict()),
+        "w_loss": f"{inv.w_losses[-1]:.6g}" if inv.w_losses else "",
+        "pti_loss": f"{inv.pti_losses[-1]:.6g}" if inv.pti_losses else "",
+    }
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def read_inversion(path) -> tuple[torch.Tensor, torch.Tensor, TriplaneGenerator]:
+    """(ws [1, num_ws, w_dim], camera [1, 25], tuned generator) from `write_inversion`'s file."""
+    import json
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from avatarcli.errors import ArtifactError
+    from avatarcli.gan.generator import GanConfig
+
+    p = Path(path)
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            t = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - any unreadable file is a bad artifact
+        raise ArtifactError(f"not a readable safetensors file ({type(e).__name__})", path=p) from None
+    if meta.get("format") != INVERSION_FORMAT or meta.get("version") != "1":
+        raise ArtifactError(f"not a GAN inversion file (format {meta.get('format')!r})", path=p)
+    raw = json.loads(meta["config"])
+    raw["sr_channels"] = tuple(raw["sr_channels"])
+    G = TriplaneGenerator(GanConfig(**raw))
+    G.load_state_dict({k[2:]: v for k, v in t.items() if k.startswith("G.")}, strict=True)
+    return t["ws"], t["camera"], G.eval().requires_grad_(False)
