@@ -75,12 +75,9 @@ def animate_command(
     from avatarcli.animate.expressions import load_expressions
     from avatarcli.animate.run import AnimateConfig, animate, plan_outputs
     from avatarcli.commands.common import existing_inputs
-    from avatarcli.errors import InputError
     from avatarcli.progress import info, progress
     from avatarcli.render.views import parse_background
 
-    if backend not in ("auto", "gsplat", "torch"):
-        raise InputError(f"--backend {backend!r}: expected auto, gsplat or torch")
     config = AnimateConfig(
         camera=camera,
         yaw=yaw,
