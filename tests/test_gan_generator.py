@@ -156,3 +156,19 @@ def test_sample_pdf_follows_the_weights():
     assert ((s >= 0.6 - 1e-3) & (s <= 0.7 + 1e-3)).float().mean() > 0.99
     s = sample_pdf(bins, torch.ones(1, 1, 10), 9)
     np.testing.assert_allclose(s[0, 0].numpy(), np.linspace(0.1, 0.9, 9), atol=1e-3)
+
+
+def test_box_limits_slab_intersection():
+    from avatarcli.gan.volume import box_limits
+
+    o = torch.tensor([[[0.0, 0.0, 2.7], [0.0, 0.0, 2.7], [0.0, 0.0, 2.7], [0.0, 0.0, 0.0]]])
+    s = 1 / math.sqrt(2)
+    d = torch.tensor([[[0.0, 0.0, -1.0], [0.0, s, -s], [1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])
+    near, far = box_limits(o, d, 1.0)
+    # straight in: faces z = 0.5 and z = -0.5; the 45-degree ray misses (y = 2.2 at z = 0.5)
+    assert near[0, 0] == pytest.approx(2.2) and far[0, 0] == pytest.approx(3.2)
+    # from inside the box (the last ray): near clamped at 0, far at x = 0.5
+    assert near[0, 3] == pytest.approx(0.0) and far[0, 3] == pytest.approx(0.5)
+    # the two misses get the hits' smallest near and largest far
+    for i in (1, 2):
+        assert near[0, i] == pytest.approx(0.0) and far[0, i] == pytest.approx(3.2)

@@ -99,20 +99,34 @@ def test_modulated_conv2d_matches_per_sample_conv(demodulate):
     torch.testing.assert_close(got, _ref_modconv(x, weight, styles, demodulate))
 
 
-def test_modulated_conv2d_upsampling_is_upsample_then_conv():
+def _ref_upconv(x: np.ndarray, w: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """StyleGAN2's x2 upsampling conv written out for one sample x [Cin, H, W], w [Cout, Cin, 3, 3]
+    (already modulated): zero insertion (x[i] at 2i, size 2H-1), correlation with each 3x3 kernel
+    over its full support (size 2H+1; the orientation of the up = 1 layers), then the 4-tap blur
+    x4 (a full convolution, size 2H+4) cropped by 2 on each side to 2H."""
+    cin, h, wd = x.shape
+    z = np.zeros((cin, 2 * h - 1, 2 * wd - 1))
+    z[:, ::2, ::2] = x
+    out = []
+    for wo in w:
+        c = sum(scipy.signal.correlate2d(z[i], wo[i], mode="full") for i in range(cin))
+        out.append(scipy.signal.convolve2d(c, 4.0 * f, mode="full")[2 : 2 + 2 * h, 2 : 2 + 2 * wd])
+    return np.stack(out)
+
+
+def test_modulated_conv2d_upsampling_matches_zero_insertion_then_full_correlation_then_blur():
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
+    x = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
     weight = torch.randn(5, 3, 3, 3, generator=g, dtype=torch.float64)
+    weight[..., 0, :] += 2.0  # asymmetric kernels: a flip or transpose changes the result
     styles = torch.randn(2, 3, generator=g, dtype=torch.float64)
     f = setup_filter([1, 3, 3, 1]).double()
     got = modulated_conv2d(x, weight, styles, up=2, resample_filter=f)
-    u = torch.tensor(
-        np.stack(
-            [np.stack([_ref_upfirdn(c, f.numpy(), 2, 1, (2, 1, 2, 1), 4.0, False) for c in im]) for im in x.numpy()]
-        )
-    )
-    assert got.shape == (2, 5, 8, 8)
-    torch.testing.assert_close(got, _ref_modconv(u, weight, styles, True))
+    assert got.shape == (2, 5, 8, 10)
+    mod = weight[None] * styles[:, None, :, None, None]
+    mod = mod / torch.sqrt(mod.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8)
+    want = np.stack([_ref_upconv(x[i].numpy(), mod[i].numpy(), f.numpy()) for i in range(2)])
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-10)  # border pixels included
 
 
 def test_demodulation_removes_the_style_scale():

@@ -110,6 +110,10 @@ def fake_modules(tmp_path, monkeypatch):
     return marker, EasyDict
 
 
+def _auto(v):
+    return "auto" if v is None else v
+
+
 def _write_snapshot(path: Path, g: TriplaneGenerator, marker: Path, easydict, extra=None) -> None:
     cfg = g.cfg
     flat = {_their_name(k): v for k, v in g.state_dict().items()}
@@ -121,7 +125,7 @@ def _write_snapshot(path: Path, g: TriplaneGenerator, marker: Path, easydict, ex
         rendering_kwargs=easydict(
             triplane_size=cfg.backbone_resolution, triplane_depth=cfg.triplane_depth,
             depth_resolution=cfg.depth_samples, depth_resolution_importance=cfg.importance_samples,
-            ray_start=cfg.ray_start, ray_end=cfg.ray_end, box_warp=cfg.box_warp, decoder_activation="none",
+            ray_start=_auto(cfg.ray_start), ray_end=_auto(cfg.ray_end), box_warp=cfg.box_warp, decoder_activation="none",
             c_scale=cfg.c_scale, c_gen_conditioning_zero=False,
         ),
     )  # fmt: skip
@@ -167,6 +171,29 @@ def test_snapshot_is_read_as_data_and_converts_to_the_same_generator(tmp_path, f
     # the fixture really is code-bearing: a plain pickle.load (never done by avatarcli) runs it
     pickle.loads(pkl.read_bytes())
     assert marker.read_text() == "the embedded source ran"
+
+
+def test_auto_ray_bounds_convert_and_render_inside_the_box(tmp_path, fake_modules):
+    """PanoHead's ray_start = ray_end = 'auto': converted, not a crash; depths lie in the box."""
+    import dataclasses
+
+    marker, easydict = fake_modules
+    torch.manual_seed(4)
+    src = TriplaneGenerator(dataclasses.replace(GanConfig.tiny(), ray_start=None, ray_end=None))
+    pkl = tmp_path / "auto.pkl"
+    _write_snapshot(pkl, src, marker, easydict)
+    out = tmp_path / "auto.safetensors"
+    res = convert_checkpoint(pkl, out)
+    assert res.config.ray_start is None and res.config.ray_end is None
+    g = load_generator(out)
+    with torch.no_grad():
+        o = g(torch.randn(1, 16), _camera(1))
+    # the camera sits 2.7 from the unit box's centre: every depth is within [2.2, 2.7 + sqrt(3)/2]
+    assert float(o.depth.min()) >= 2.2 - 1e-4 and float(o.depth.max()) <= 2.7 + 3**0.5 / 2 + 1e-4
+    bad = tmp_path / "bad.pkl"
+    _write_snapshot(bad, TriplaneGenerator(dataclasses.replace(GanConfig.tiny(), ray_start=None)), marker, easydict)
+    with pytest.raises(ArtifactError, match="must both be numbers or both 'auto'"):
+        convert_checkpoint(bad, tmp_path / "bad.safetensors")
 
 
 def test_foreign_globals_are_refused_before_anything_runs(tmp_path, fake_modules):

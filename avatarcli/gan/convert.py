@@ -47,11 +47,24 @@ def map_key(name: str) -> str | None:
     return None
 
 
+def _ray_limit(rk: dict, key: str, default: float | None) -> float | None:
+    """A rendering ray bound: a number, or "auto" (None: the ray's entry / exit of the box)."""
+    v = rk.get(key, default)
+    if v is None or (isinstance(v, str) and v.strip().lower() == "auto"):
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ArtifactError(f"rendering_kwargs {key}={v!r} is neither a number nor 'auto'") from None
+
+
 def config_from_checkpoint(ck: Checkpoint) -> GanConfig:
     """GanConfig from the pickle's constructor arguments, with the sizes read off the tensors."""
     ik, rk, st = ck.init_kwargs, ck.rendering_kwargs, ck.state
     sr = sorted({int(m[1]) for k in st if (m := re.match(r"superresolution\.block(\d+)\.conv1\.weight$", k))})
     base = GanConfig()
+    if (_ray_limit(rk, "ray_start", 0.0) is None) != (_ray_limit(rk, "ray_end", 0.0) is None):
+        raise ArtifactError("rendering_kwargs: ray_start and ray_end must both be numbers or both 'auto'")
     act = rk.get("decoder_activation", "sigmoid")
     if act not in ("sigmoid", "none"):
         raise ArtifactError(f"decoder_activation {act!r} is not supported (sigmoid or none)")
@@ -74,8 +87,8 @@ def config_from_checkpoint(ck: Checkpoint) -> GanConfig:
         neural_resolution=int(ik.get("img_resolution", 512)) >> len(sr),
         depth_samples=int(rk.get("depth_resolution", base.depth_samples)),
         importance_samples=int(rk.get("depth_resolution_importance", base.importance_samples)),
-        ray_start=float(rk.get("ray_start", base.ray_start)),
-        ray_end=float(rk.get("ray_end", base.ray_end)),
+        ray_start=_ray_limit(rk, "ray_start", base.ray_start),
+        ray_end=_ray_limit(rk, "ray_end", base.ray_end),
         box_warp=float(rk.get("box_warp", base.box_warp)),
         white_background=bool(rk.get("white_back", False)),
         use_torgb_raw=any(k.startswith("torgb.") for k in st),

@@ -22,7 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from avatarcli.gan.layers import MappingNetwork, SynthesisBlock, SynthesisNetwork, ToRGBLayer
-from avatarcli.gan.volume import Decoder, camera_rays, composite, sample_pdf, sample_planes, stratified_depths
+from avatarcli.gan.volume import (
+    Decoder,
+    box_limits,
+    camera_rays,
+    composite,
+    sample_pdf,
+    sample_planes,
+    stratified_depths,
+)
 
 
 @dataclass(frozen=True)
@@ -44,8 +52,8 @@ class GanConfig:
     sr_channels: tuple[int, ...] = (128, 64, 32)  # one block per x2 from neural_resolution
     depth_samples: int = 48
     importance_samples: int = 48
-    ray_start: float = 2.25
-    ray_end: float = 3.3
+    ray_start: float | None = 2.25  # None (a checkpoint's "auto"): per ray, where it enters the box
+    ray_end: float | None = 3.3  # None: where it leaves the box
     box_warp: float = 1.0
     density_shift: float = -1.0  # sigma = softplus(raw + shift)
     white_background: bool = False
@@ -145,9 +153,13 @@ class TriplaneGenerator(nn.Module):
         cam2world, intr = c[:, :16].reshape(-1, 4, 4), c[:, 16:25].reshape(-1, 3, 3)
         origins, dirs = camera_rays(cam2world, intr, res)
         n, rays = origins.shape[:2]
-        d = stratified_depths(
-            n, rays, cfg.depth_samples, cfg.ray_start, cfg.ray_end, generator is not None, generator, c.device
-        ).to(c.dtype)
+        if cfg.ray_start is None or cfg.ray_end is None:
+            start, end = box_limits(origins, dirs, cfg.box_warp)  # [N, R] each
+            ray_range: tuple[float | torch.Tensor, float | torch.Tensor] = (start, end)
+        else:
+            ray_range = (cfg.ray_start, cfg.ray_end)
+        d = stratified_depths(n, rays, cfg.depth_samples, *ray_range, generator is not None, generator, c.device)
+        d = d.to(c.dtype)
         col, sig = self._march(planes, origins, dirs, d)
         if cfg.importance_samples:
             coarse = composite(col, sig, d)

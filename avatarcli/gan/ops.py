@@ -156,16 +156,27 @@ def modulated_conv2d(
 ) -> torch.Tensor:  # [N, Cout, H*up, W*up]
     """A k x k convolution ('same' size) with per-sample modulated weights, as a grouped conv.
 
-    up > 1: the input is first upsampled by `upsample2d` (zero insertion + `resample_filter`),
-    then convolved; a linear, shift-invariant reordering of the transposed-conv-then-blur the
-    paper describes (same response up to sub-pixel alignment of the filter)."""
+    up > 1 (StyleGAN2's upsampling layer: a stride-`up` transposed convolution, then a blur):
+    the input is zero-inserted (x[i] at position up*i), correlated with the kernel over its full
+    support (the same kernel orientation as the up = 1 layers: a transposed convolution with
+    the flipped kernel), then FIR-filtered with `resample_filter` x up^2 and cropped to H*up.
+    The intermediate is never truncated, so border pixels match the fused layer exactly."""
     n, cin, h, w = x.shape
     cout, _, kh, kw = weight.shape
     wts = modulate_weights(weight, styles, demodulate).to(x.dtype)  # [N, Cout, Cin, k, k]
-    if up > 1:
-        if resample_filter is None:
-            raise ValueError("up > 1 needs a resample_filter")
-        x = upsample2d(x, resample_filter, up)
-        h, w = h * up, w * up
-    y = F.conv2d(x.reshape(1, n * cin, h, w), wts.reshape(n * cout, cin, kh, kw), padding=(kh // 2, kw // 2), groups=n)
-    return y.reshape(n, cout, h, w)
+    if up == 1:
+        y = F.conv2d(
+            x.reshape(1, n * cin, h, w), wts.reshape(n * cout, cin, kh, kw), padding=(kh // 2, kw // 2), groups=n
+        )
+        return y.reshape(n, cout, h, w)
+    if resample_filter is None:
+        raise ValueError("up > 1 needs a resample_filter")
+    wt = wts.transpose(1, 2).reshape(n * cin, cout, kh, kw).flip([2, 3])  # [N*Cin, Cout, k, k]
+    y = F.conv_transpose2d(x.reshape(1, n * cin, h, w), wt, stride=up, groups=n)  # [1, N*Cout, up(H-1)+k, ...]
+    y = y.reshape(n, cout, *y.shape[2:])
+    fh, fw = resample_filter.shape
+    # full-support size up*(H-1)+k -> H*up after the filter: pad so that the 'same' conv's centre
+    # (k // 2) and the upsampler's centre ((f + up - 1) // 2) line up
+    px0, px1 = (fw + up - 1) // 2 + kw // 2 - (kw - 1), (fw - up) // 2 + kw // 2 - (kw - up)
+    py0, py1 = (fh + up - 1) // 2 + kh // 2 - (kh - 1), (fh - up) // 2 + kh // 2 - (kh - up)
+    return upfirdn2d(y, resample_filter, padding=(px0, px1, py0, py1), gain=up**2)

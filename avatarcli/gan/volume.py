@@ -82,14 +82,45 @@ def camera_rays(
     return origins, dirs
 
 
+def box_limits(
+    origins: torch.Tensor,  # [N, R, 3]
+    dirs: torch.Tensor,  # [N, R, 3] unit
+    box_warp: float,
+) -> tuple[torch.Tensor, torch.Tensor]:  # near [N, R], far [N, R]
+    """Where each ray enters and leaves the cube [-box_warp/2, box_warp/2]^3 (slab method, the
+    near end clamped at the origin). Rays that miss the cube get the hitting rays' smallest near
+    and largest far (or, when none hits, the cube's bounding sphere around the camera distance)."""
+    half = box_warp / 2
+    inv = 1.0 / torch.where(dirs.abs() < 1e-12, torch.full_like(dirs, 1e-12), dirs)
+    t0, t1 = (-half - origins) * inv, (half - origins) * inv
+    near = torch.minimum(t0, t1).amax(dim=-1).clamp(min=0)
+    far = torch.maximum(t0, t1).amin(dim=-1)
+    hit = far > near
+    if hit.any():
+        lo, hi = near[hit].min(), far[hit].max()
+    else:
+        dist = origins.norm(dim=-1).mean()
+        lo, hi = (dist - half * 3**0.5).clamp(min=0), dist + half * 3**0.5
+    return torch.where(hit, near, lo), torch.where(hit, far, hi)
+
+
 def stratified_depths(
-    n: int, rays: int, samples: int, start: float, end: float, jitter: bool, generator=None, device=None
+    n: int,
+    rays: int,
+    samples: int,
+    start: float | torch.Tensor,  # a float or per ray [N, rays]
+    end: float | torch.Tensor,
+    jitter: bool,
+    generator=None,
+    device=None,
 ) -> torch.Tensor:  # [N, rays, samples]
     """Evenly spaced depths in [start, end]; with `jitter`, each moved uniformly within its bin."""
-    d = torch.linspace(start, end, samples, device=device).expand(n, rays, samples).clone()
+    t = torch.linspace(0, 1, samples, device=device)
+    s = torch.as_tensor(start, device=device, dtype=t.dtype).expand(n, rays)[..., None]
+    e = torch.as_tensor(end, device=device, dtype=t.dtype).expand(n, rays)[..., None]
+    d = (s + (e - s) * t).clone()  # [N, rays, samples]
     if jitter and samples > 1:
-        step = (end - start) / (samples - 1)
-        d = d + (torch.rand(d.shape, generator=generator, device=device) - 0.5) * step
+        d = d + (torch.rand(d.shape, generator=generator, device=device) - 0.5) * (e - s) / (samples - 1)
     return d
 
 
