@@ -6,5 +6,7 @@ volume.py     tri-plane / tri-grid sampling, decoder, camera rays, compositing, 
 generator.py  GanConfig (panohead / tiny), TriplaneGenerator (planes -> render -> super-resolution)
 checkpoint.py EG3D / PanoHead training pickles read as data (restricted unpickler, nothing runs)
 convert.py    checkpoint -> safetensors (`avatar weights convert panohead --from FILE.pkl`), load_generator
-invert.py     gan_camera, W-space inversion + PTI on a masked L2, the inversion safetensors artifact
+camera.py     gan_camera (EG3D convention), gan_view: the FLAME fit's photo camera through the crop
+align.py      the GAN's aligned crop from 68 landmarks (5-point scale + translation), uncrop
+invert.py     W-space inversion + PTI on a masked L2, the inversion safetensors artifact
 """

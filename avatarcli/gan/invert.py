@@ -6,42 +6,19 @@ head-region mask.
     inv = invert(G, image, mask, c, InversionConfig(), on_step=...)
     write_inversion("gan.safetensors", inv)
 
-Camera convention (EG3D's, which PanoHead keeps): OpenCV axes (x right, y down, z forward),
-the head at the origin looking along +z, world +y up; yaw 0 / pitch 0 puts the camera on +z at
-`radius` looking at `pivot`; intrinsics are normalised by the image size.
+Cameras: avatarcli.gan.camera (EG3D's convention; the FLAME fit's camera mapped by gan_view).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
+from avatarcli.gan.camera import FOCAL, gan_camera  # noqa: F401  (re-exported)
 from avatarcli.gan.generator import TriplaneGenerator
-
-FOCAL = 4.2647  # EG3D / PanoHead: 18.837 mm lens on a 1-unit sensor, normalised
-
-
-def gan_camera(
-    yaw: float, pitch: float, radius: float = 2.7, focal: float = FOCAL, pivot=(0.0, 0.0, 0.0)
-) -> torch.Tensor:  # [1, 25]
-    """Camera on a sphere around `pivot`: yaw turns about world +y (positive: towards +x),
-    pitch raises it towards +y; looking at the pivot, image-down = world -y at pitch 0."""
-    p = torch.tensor(pivot, dtype=torch.float64)
-    origin = p + radius * torch.tensor(
-        [math.cos(pitch) * math.sin(yaw), math.sin(pitch), math.cos(pitch) * math.cos(yaw)], dtype=torch.float64
-    )
-    fwd = torch.nn.functional.normalize(p - origin, dim=0)
-    up = torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
-    right = torch.nn.functional.normalize(torch.linalg.cross(fwd, up), dim=0)
-    down = torch.linalg.cross(fwd, right)
-    pose = torch.eye(4, dtype=torch.float64)
-    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, down, fwd, origin
-    intr = torch.tensor([[focal, 0, 0.5], [0, focal, 0.5], [0, 0, 1]], dtype=torch.float64)
-    return torch.cat([pose.flatten(), intr.flatten()])[None].float()
 
 
 @dataclass(frozen=True)
@@ -98,9 +75,9 @@ def invert(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        out.w_losses.append(float(loss))
+        out.w_losses.append(float(loss.detach()))
         if on_step:
-            on_step("w", step, float(loss))
+            on_step("w", step, float(loss.detach()))
     pivot = w.detach()[:, None].expand(-1, G.num_ws, -1).clone()
     tuned = copy.deepcopy(G).requires_grad_(True)
     opt = torch.optim.Adam(tuned.parameters(), lr=cfg.pti_lr)
@@ -109,9 +86,9 @@ def invert(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        out.pti_losses.append(float(loss))
+        out.pti_losses.append(float(loss.detach()))
         if on_step:
-            on_step("pti", step, float(loss))
+            on_step("pti", step, float(loss.detach()))
     out.ws, out.generator = pivot, tuned.eval().requires_grad_(False)
     return out
 
