@@ -28,6 +28,7 @@ class InversionConfig:
     w_lr: float = 0.01
     pti_lr: float = 3e-4
     w_avg_samples: int = 2000  # when the generator has no tracked w_avg
+    lpips_weight: float = 1.0  # loss = masked L2 + lpips_weight * masked LPIPS (when given one)
     seed: int = 0
 
 
@@ -46,6 +47,20 @@ def masked_l2(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
     return ((pred - target).square() * w).sum() / w.sum().clamp(min=1)
 
 
+def inversion_loss(
+    pred: torch.Tensor,  # [1, 3, R, R]
+    target: torch.Tensor,
+    mask: torch.Tensor,  # [1, 1, R, R]
+    perceptual: Callable[..., torch.Tensor] | None,
+    weight: float,
+) -> torch.Tensor:
+    """Masked L2, plus `weight` x the masked perceptual distance when `perceptual` is given."""
+    loss = masked_l2(pred, target, mask)
+    if perceptual is not None and weight > 0:
+        loss = loss + weight * perceptual(pred, target, mask).mean()
+    return loss
+
+
 def _start_w(G: TriplaneGenerator, c: torch.Tensor, cfg: InversionConfig) -> torch.Tensor:  # [1, w_dim]
     if G.mapping.w_avg.abs().sum() > 0:
         return G.mapping.w_avg[None].clone()
@@ -62,8 +77,10 @@ def invert(
     c: torch.Tensor,  # [1, 25]
     cfg: InversionConfig = InversionConfig(),
     on_step: Callable[[str, int, float], None] | None = None,
+    perceptual: Callable[..., torch.Tensor] | None = None,  # e.g. gan.lpips.Lpips: (x, y, mask) -> [N]
 ) -> Inversion:
-    """W-space optimisation, then PTI on a copy of G; `on_step(stage, step, loss)` after each step."""
+    """W-space optimisation, then PTI on a copy of G; `on_step(stage, step, loss)` after each step.
+    The loss: masked L2 (+ cfg.lpips_weight x `perceptual`; None: L2 only, the caller warns)."""
     torch.manual_seed(cfg.seed)
     G.requires_grad_(False)
     w = _start_w(G, c, cfg).requires_grad_(True)
@@ -71,7 +88,7 @@ def invert(
     out = Inversion(ws=w.detach(), camera=c, generator=G)
     for step in range(cfg.w_steps):
         ws = w[:, None].expand(-1, G.num_ws, -1)
-        loss = masked_l2(G.synthesis(ws, c).image, image, mask)
+        loss = inversion_loss(G.synthesis(ws, c).image, image, mask, perceptual, cfg.lpips_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -82,7 +99,7 @@ def invert(
     tuned = copy.deepcopy(G).requires_grad_(True)
     opt = torch.optim.Adam(tuned.parameters(), lr=cfg.pti_lr)
     for step in range(cfg.pti_steps):
-        loss = masked_l2(tuned.synthesis(pivot, c).image, image, mask)
+        loss = inversion_loss(tuned.synthesis(pivot, c).image, image, mask, perceptual, cfg.lpips_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

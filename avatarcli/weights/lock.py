@@ -170,6 +170,7 @@ def _pip_entry(path: Path, name: str, d: dict, need) -> ModelEntry:
         module=need("module"),
         requires=tuple(d.get("requires", ())),
         install=need("install"),
+        optional=bool(d.get("optional", False)),
     )
 
 
