@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from avatarcli.animate.expressions import clip_from_arrays
-from avatarcli.animate.pose import HeadPoser, head_params
+from avatarcli.animate.pose import HeadPoser
 from avatarcli.animate.run import AnimateConfig, BackgroundWriter, animate, frame_name, plan_outputs
 from avatarcli.animate.sequence import build_sequence
 from avatarcli.errors import InputError
@@ -157,7 +157,7 @@ def test_global_pose_rotates_about_root_and_translation_adds(model, head, tmp_pa
     poser = HeadPoser.from_ply(model, head)
     g0, g1 = poser.posed(build_sequence([clip], model.n_expr, fps=10))
     R = axis_angle_to_matrix(torch.tensor(aa, dtype=torch.float64))
-    J0 = root_joint(model, head_params(head.meta.fit, model).shape)[0].double()
+    J0 = root_joint(model, head.meta.fit.canonical_params(model).shape)[0].double()
     x0 = g0.means.double()
     want = (x0 - J0) @ R.T + J0 + torch.tensor(t, dtype=torch.float64)
     torch.testing.assert_close(g1.means.double(), want, atol=2e-6, rtol=0)

@@ -47,7 +47,6 @@ def _fit(model):
 
 def _write_head(path, model, fit, n=400, sha=None):
     """A head PLY as init-gaussians writes one: canonical Gaussians on the fit's mesh + binding + meta."""
-    from avatarcli.animate.pose import head_params
     from avatarcli.flame.forward import canonical_vertices, root_joint
     from avatarcli.gaussians.binding import world_gaussians
     from avatarcli.gaussians.model import BoundGaussians
@@ -63,7 +62,7 @@ def _write_head(path, model, fit, n=400, sha=None):
         opacity_logit=torch.full((n,), 2.0),
         sh=0.5 * torch.randn(n, 1, 3, generator=g),
     )
-    params = head_params(fit, model)
+    params = fit.canonical_params(model)
     verts = canonical_vertices(model, params)[0]
     root = root_joint(model, params.shape)[0]
     meta = HeadMeta.from_fit(fit, root, n_faces=F, sh_degree=0)

@@ -11,7 +11,7 @@ import torch
 from scipy.ndimage import binary_dilation
 from scipy.spatial.transform import Rotation
 
-from avatarcli.animate.pose import HeadPoser, head_params
+from avatarcli.animate.pose import HeadPoser
 from avatarcli.errors import ArtifactError
 from avatarcli.flame.deform import DeformConfig, face_hold, outside_region, pose_deformed
 from avatarcli.flame.forward import flame_forward, shaped_joints
@@ -66,7 +66,7 @@ def test_deformed_head_covers_the_region_and_stays_inside(haired, flame_model):
 def test_face_is_held_and_hair_grows_behind(haired, flame_model):
     photo, _, ply, info = haired
     d = torch.as_tensor(ply.meta.offsets).norm(dim=-1)
-    hold = face_hold(flame_model, head_params(ply.meta.fit, flame_model), photo.vertices, photo.faces)
+    hold = face_hold(flame_model, ply.meta.fit.canonical_params(flame_model), photo.vertices, photo.faces)
     assert float(d[hold > 0.99].max()) < 1e-3  # the landmark-fitted face moves < 1 mm
     v = photo.vertices
     c = 0.5 * (v.amin(0) + v.amax(0))
@@ -142,14 +142,14 @@ def test_bad_offsets_are_an_artifact_error(haired, tmp_path):
 
 
 def _frames(meta, model, **pose):
-    p = head_params(meta.fit, model)
+    p = meta.fit.canonical_params(model)
     return dataclasses.replace(p, **{k: torch.tensor([v], dtype=torch.float32) for k, v in pose.items()})
 
 
 def test_posing_at_the_canonical_parameters_is_the_stored_head(haired, flame_model):
     photo, _, ply, _ = haired
     poser = HeadPoser.from_ply(flame_model, ply)
-    canon = head_params(ply.meta.fit, flame_model)
+    canon = ply.meta.fit.canonical_params(flame_model)
     base = flame_forward(flame_model, canon, with_landmarks=False).vertices
     off, hair = torch.as_tensor(ply.meta.offsets), torch.as_tensor(ply.meta.hair)
     v = pose_deformed(flame_model, canon, canon, photo.vertices, base, off, hair)[0]
@@ -161,7 +161,7 @@ def test_posing_at_the_canonical_parameters_is_the_stored_head(haired, flame_mod
 def test_hair_turns_with_the_head_and_ignores_the_jaw(haired, flame_model):
     photo, _, ply, _ = haired
     meta = ply.meta
-    canon = head_params(meta.fit, flame_model)
+    canon = meta.fit.canonical_params(flame_model)
     off, hair = torch.as_tensor(meta.offsets), torch.as_tensor(meta.hair)
     p = photo.vertices + off
     w = flame_model.lbs_weights

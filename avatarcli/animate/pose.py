@@ -22,37 +22,12 @@ import torch
 from torch import Tensor
 
 from avatarcli.animate.sequence import FrameSequence
-from avatarcli.errors import ArtifactError, InputError
-from avatarcli.flame.artifact import FlameFit
+from avatarcli.errors import InputError
 from avatarcli.flame.model import check_model_hash
 from avatarcli.flame.params import FlameParams
 from avatarcli.gaussians.model import BoundGaussians, Gaussians
 
 DEFAULT_BATCH = 32
-
-
-def _pad(t: Tensor, n: int, what: str, path) -> Tensor:
-    """[B, k] -> [B, n] zero-padded (k <= n)."""
-    if t.shape[-1] > n:
-        raise ArtifactError(f"the head's {what} has {t.shape[-1]} coefficients, the FLAME model only {n}", path=path)
-    return torch.nn.functional.pad(t, (0, n - t.shape[-1]))
-
-
-def head_params(fit: FlameFit, model, path=None) -> FlameParams:
-    """A fit's FLAME parameters (a head's: meta.fit), batch 1, padded to `model`,
-    with global pose and translation zero (the canonical head, for animating it)."""
-    p = fit.params()
-    p = p.to(dtype=torch.float32)
-    z = torch.zeros(1, 3)
-    return FlameParams(
-        shape=_pad(p.shape.reshape(1, -1).float(), model.shapedirs.shape[-1], "shape", path),
-        expr=_pad(p.expr.reshape(1, -1).float(), model.exprdirs.shape[-1], "expression", path),
-        global_pose=z.clone(),
-        neck_pose=p.neck_pose.reshape(1, 3).float(),
-        jaw_pose=p.jaw_pose.reshape(1, 3).float(),
-        eyes_pose=p.eyes_pose.reshape(1, 6).float(),
-        translation=z.clone(),
-    )
 
 
 def sequence_params(seq: FrameSequence, shape: Tensor, device) -> FlameParams:
@@ -108,7 +83,7 @@ class HeadPoser:
             )
         device = torch.device(device)
         model = model.to(device) if hasattr(model, "to") else model
-        params = head_params(ply.meta.fit, model, path).to(device)
+        params = ply.meta.fit.canonical_params(model, device, torch.float32, path)
         offsets = hair = None
         with torch.no_grad():
             plain = canonical_vertices(model, params)[0]  # [V, 3]

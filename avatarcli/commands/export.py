@@ -33,10 +33,10 @@ def export_command(
       avatar export head.ply -o web/head.bin --format splat
     """
     from avatarcli.commands.common import existing_inputs
+    from avatarcli.gaussians.export import export_file, format_for_path
     from avatarcli.gaussians.ply import read_gaussian_ply
     from avatarcli.io.atomic import check_output_path
     from avatarcli.progress import info
-    from avatarcli.render.export import export_file, format_for_path
 
     existing_inputs([ply])
     kind = format_for_path(output, fmt)

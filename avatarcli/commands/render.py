@@ -75,8 +75,8 @@ def render_command(
     """
     from avatarcli.commands.common import existing_inputs
     from avatarcli.progress import info, progress
-    from avatarcli.render.run import RenderConfig, parse_yaws, plan_render, render_file
     from avatarcli.render.views import parse_background
+    from avatarcli.stages.render import RenderConfig, parse_yaws, plan_render, render_file
 
     yaws = parse_yaws(yaw)
     config = RenderConfig(

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from avatarcli.errors import ArtifactError
-from avatarcli.flame.forward import canonical_head
+from avatarcli.flame.forward import canonical_head, canonical_params
 from avatarcli.flame.params import FlameParams
 
 if TYPE_CHECKING:
@@ -72,6 +72,12 @@ class FlameFit:
             t(self.eyes_pose),
             t(self.translation),
         )
+
+    def canonical_params(
+        self, model: FlameModel, device: torch.device | str | None = None, dtype: torch.dtype | None = None, path=None
+    ) -> FlameParams:
+        """The canonical parameters (global pose, translation zero; flame.forward.canonical_params)."""
+        return canonical_params(model, self, device, dtype, path)
 
     def canonical(self, model: FlameModel) -> tuple[Tensor, Tensor, Tensor]:
         """The canonical head: vertices [V, 3], faces [F, 3], root joint [3] (flame.forward.canonical_head)."""

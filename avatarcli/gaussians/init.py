@@ -217,11 +217,9 @@ def colour_points(
 def _deform(model, fit, meta: HeadMeta, verts: Tensor, faces: Tensor, cam: Camera, region: Tensor, cfg: InitConfig):
     """-> (deformed vertices [V, 3], meta carrying the offsets, the HeadDeformation or None,
     hair-able vertices [V] bool: scalp or grown into hair)."""
-    from avatarcli.animate.pose import head_params
-
     if cfg.deform is None:
         return verts, meta, None, None
-    params = head_params(meta.fit, model)
+    params = meta.fit.canonical_params(model, "cpu", torch.float32)
     hold = face_hold(model, params, verts, faces)
     d = deform_to_region(verts, faces, cam, region, hold, cfg.deform)
     hairy = scalp(model, params, verts, hold) | (d.hair > 0.5)

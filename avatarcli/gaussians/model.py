@@ -16,11 +16,17 @@ from dataclasses import dataclass, fields, replace
 import torch
 from torch import Tensor
 
-SH_C0 = 0.28209479177387814  # Y_0^0; rgb = SH_C0 * f_dc + 0.5 (3DGS convention)
+from avatarcli.render.sh import SH_C0, sh_coeffs  # the SH convention lives with the renderer
 
-
-def sh_coeffs(degree: int) -> int:
-    return (degree + 1) ** 2
+__all__ = [
+    "SH_C0",
+    "sh_coeffs",
+    "sh_degree_of",
+    "rgb_to_sh0",
+    "sh0_to_rgb",
+    "Gaussians",
+    "BoundGaussians",
+]
 
 
 def sh_degree_of(n_coeffs: int) -> int:

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from avatarcli.errors import EnvironmentProblem, InputError
-from avatarcli.gaussians.model import Gaussians
 from avatarcli.render.camera import Camera
+from avatarcli.render.splats import Splats
 
 BACKENDS = ("auto", "torch", "gsplat")
 
@@ -51,7 +51,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return check_backend(backend, device)
 
 
-def _check(gaussians: Gaussians, sh_degree: int | None) -> int:
+def _check(gaussians: Splats, sh_degree: int | None) -> int:
     deg = gaussians.sh_degree if sh_degree is None else sh_degree
     if not 0 <= deg <= min(3, gaussians.sh_degree):
         raise ValueError(f"sh_degree {deg} is not available (the Gaussians have degree {gaussians.sh_degree}, max 3)")
@@ -59,7 +59,7 @@ def _check(gaussians: Gaussians, sh_degree: int | None) -> int:
 
 
 def render(
-    gaussians: Gaussians,
+    gaussians: Splats,
     camera: Camera,
     background: Tensor | None = None,  # [3]
     backend: str = "auto",
@@ -98,7 +98,7 @@ def render(
 
 
 def render_views(
-    gaussians: Gaussians,
+    gaussians: Splats,
     cameras: Sequence[Camera],
     background: Tensor | None = None,
     backend: str = "auto",

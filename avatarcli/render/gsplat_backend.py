@@ -14,8 +14,8 @@ import torch
 from torch import Tensor
 
 from avatarcli.errors import EnvironmentProblem
-from avatarcli.gaussians.model import Gaussians
 from avatarcli.render.camera import Camera
+from avatarcli.render.splats import Splats
 
 
 def gsplat_intrinsics(K: Tensor) -> Tensor:
@@ -37,7 +37,7 @@ def _import_gsplat():
 
 
 def render_gsplat(
-    gaussians: Gaussians,
+    gaussians: Splats,
     cameras: Sequence[Camera],  # C cameras of one size
     background: Tensor | None,  # [3]
     sh_degree: int,

@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from avatarcli.gaussians.model import SH_C0, sh_coeffs
-
+SH_C0 = 0.28209479177387814  # Y_0^0; rgb = SH_C0 * f_dc + 0.5 (3DGS convention)
 _C1 = 0.4886025119029199  # sqrt(3 / 4pi)
 _C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
 _C3 = (
@@ -25,6 +24,11 @@ _C3 = (
     1.445305721320277,
     -0.5900435899266435,
 )
+
+
+def sh_coeffs(degree: int) -> int:
+    """Coefficients per colour channel of an SH expansion of `degree`: (degree+1)^2."""
+    return (degree + 1) ** 2
 
 
 def sh_basis(degree: int, dirs: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 WORK_SIDE = 320  # px: GrabCut's working resolution (long side)
 
@@ -195,6 +196,15 @@ def read_region(path, size: tuple[int, int] | None = None) -> np.ndarray:
     return m
 
 
+def features_mask(features, size: tuple[int, int]) -> torch.Tensor:
+    """Face-parsing regions (face, hair, neck) of the features (avatarcli.diffusion.features.Features)
+    -> float [h, w, 1] at `size` (nearest)."""
+    m = torch.from_numpy(np.asarray(features.mask_image) != 0).float()[None, None]  # [1, 1, H, W]
+    if tuple(m.shape[-2:]) != tuple(size):
+        m = torch.nn.functional.interpolate(m, size=tuple(size), mode="nearest")
+    return m[0].permute(1, 2, 0).contiguous()
+
+
 def choose_head_region(
     rgb: np.ndarray,  # [H, W, 3] uint8 (the working photo)
     landmarks: np.ndarray,  # [68, 2] in rgb's pixels
@@ -207,12 +217,18 @@ def choose_head_region(
     """The head region by the module's order: face-parsing, else the user's matte, else segment_head."""
     H, W = rgb.shape[:2]
     if features is not None and getattr(features, "mask_image", None) is not None:
-        from avatarcli.stages.denoise import features_mask
-
         return HeadRegion(features_mask(features, (H, W))[..., 0].numpy().astype(np.float32), "face-parsing")
     if user_mask is not None:
         return HeadRegion(read_region(user_mask, (H, W)), "user")
     return HeadRegion(segment_head(rgb, landmarks, prior, cfg), "grabcut")
 
 
-__all__ = ["RegionConfig", "HeadRegion", "segment_head", "choose_head_region", "read_region", "write_region"]
+__all__ = [
+    "RegionConfig",
+    "HeadRegion",
+    "segment_head",
+    "features_mask",
+    "choose_head_region",
+    "read_region",
+    "write_region",
+]

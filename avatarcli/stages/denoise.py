@@ -39,6 +39,7 @@ from avatarcli.errors import InputError
 from avatarcli.gaussians.fit import FitConfig, ViewTarget, fit_gaussians
 from avatarcli.gaussians.ply import GaussianPly
 from avatarcli.render.camera import Camera, photo_camera, scaled_camera
+from avatarcli.segment.head_region import features_mask
 
 
 @dataclass
@@ -118,14 +119,6 @@ def edge_colours(image: Tensor, region: Tensor, band_frac: float) -> Tensor:
     band = max(1.5, band_frac * max(image.shape[0], image.shape[1]))
     fg = foreground(image.cpu().numpy(), region[..., 0].cpu().numpy() > 0.5, band)
     return torch.from_numpy(fg).to(image.device)
-
-
-def features_mask(features, size: tuple[int, int]) -> Tensor:
-    """Face-parsing regions (face, hair, neck) of the features -> float [h, w, 1] at `size` (nearest)."""
-    m = torch.from_numpy(np.asarray(features.mask_image) != 0).float()[None, None]  # [1, 1, H, W]
-    if tuple(m.shape[-2:]) != tuple(size):
-        m = F.interpolate(m, size=tuple(size), mode="nearest")
-    return m[0].permute(1, 2, 0).contiguous()
 
 
 def alpha_mask(
@@ -338,4 +331,4 @@ def denoise_head(
     return head, stats
 
 
-__all__ = ["DenoiseConfig", "denoise_head", "working_photo", "features_mask", "alpha_mask", "edge_colours"]
+__all__ = ["DenoiseConfig", "denoise_head", "working_photo", "alpha_mask", "edge_colours"]
