@@ -276,9 +276,9 @@ def _counting_stages(monkeypatch, fake_fit=None, fake_denoise=False) -> dict:
     """Count how often each expensive stage really runs (fake_fit: return it instead of fitting;
     fake_denoise: return the init head as it is: these tests are about the orchestration, the
     real stages run in `warm` and the single-photo tests)."""
-    import avatarcli.flame.fit as fit_mod
-    import avatarcli.gaussians.init as init_mod
     import avatarcli.stages.denoise as den_mod
+    import avatarcli.stages.fit_flame as fit_mod
+    import avatarcli.stages.init_gaussians as init_mod
 
     calls = {"fit": 0, "init": 0, "denoise": 0}
     real_den = den_mod.denoise_head
@@ -418,7 +418,7 @@ def test_batch_goes_on_when_one_photo_fails(tmp_path, photos, flame_file, warm, 
 @pytest.mark.slow
 def test_stage_failure_inside_a_job_is_recorded(tmp_path, photos, flame_file, warm, monkeypatch):
     """An unexpected exception in one photo's stage: that photo fails, the next one finishes."""
-    import avatarcli.gaussians.init as init_mod
+    import avatarcli.stages.init_gaussians as init_mod
     from avatarcli.reconstruct import Job, run_batch
 
     _counting_stages(monkeypatch, fake_denoise=True)

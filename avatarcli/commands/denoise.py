@@ -74,7 +74,6 @@ def denoise_command(
     """
     import math
 
-    from avatarcli.commands.init_gaussians import load_photo_for
     from avatarcli.device import resolve_device
     from avatarcli.errors import InputError
     from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
@@ -82,6 +81,7 @@ def denoise_command(
     from avatarcli.progress import info, progress, warn
     from avatarcli.render.api import check_backend
     from avatarcli.stages.denoise import DenoiseConfig, denoise_head
+    from avatarcli.stages.init_gaussians import load_photo_for
 
     n_rounds = 0 if no_diffusion else rounds
     existing_inputs([init_ply, image] + ([features] if features is not None else []))

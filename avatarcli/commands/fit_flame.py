@@ -39,12 +39,13 @@ def fit_flame_command(
       AVATAR_FLAME=~/flame avatar fit-flame a.npz b.npz -o fits/ --focal 1400
     """
     from avatarcli.device import resolve_device
-    from avatarcli.flame.artifact import fit_quality, write_flame_fit
-    from avatarcli.flame.fit import FitConfig, fit_flame
+    from avatarcli.flame.artifact import write_flame_fit
+    from avatarcli.flame.fit import FitConfig
     from avatarcli.flame.model import load_flame
     from avatarcli.io.atomic import check_output_path
     from avatarcli.landmarks.artifact import read_landmarks
     from avatarcli.progress import info, progress, warn
+    from avatarcli.stages.fit_flame import fit_photos
 
     existing_inputs(inputs)
     outs = [check_output_path(p) for p in output_for(inputs, output, ".npz")]
@@ -54,15 +55,14 @@ def fit_flame_command(
     cfg = FitConfig(n_shape=n_shape, n_expr=n_expr, fixed_focal_px=focal)
     with progress() as bar:
         task = bar.add_task("fit-flame", total=len(inputs), status=f"{len(inputs)} input(s)")
-        fits = fit_flame(model, marks, cfg, dev)
-        for src, dst, lm, fit in zip(inputs, outs, marks, fits):
+        fitted = fit_photos(model, marks, cfg, dev)
+        for dst, (fit, _) in zip(outs, fitted):
             write_flame_fit(dst, fit)
             bar.advance(task)
-    for src, dst, lm, fit in zip(inputs, outs, marks, fits):
-        err, poor = fit_quality(fit, lm.landmarks, cfg.poor_fit_px, cfg.poor_fit_frac)
-        info(f"{src} -> {dst}: mean landmark error {err:.2f} px (max {float(fit.landmark_error_px.max()):.2f} px)")
-        if poor:
-            warn(f"{src}: poor FLAME fit (mean landmark error {err:.1f} px); check the landmarks")
+    for src, dst, (_, q) in zip(inputs, outs, fitted):
+        info(f"{src} -> {dst}: mean landmark error {q.mean_error_px:.2f} px (max {q.max_error_px:.2f} px)")
+        if q.poor:
+            warn(f"{src}: poor FLAME fit (mean landmark error {q.mean_error_px:.1f} px); check the landmarks")
     return 0
 
 

@@ -10,23 +10,6 @@ import typer
 from avatarcli.commands.common import FlameOpt, existing_inputs
 
 
-def load_photo_for(image: Path, image_size: tuple[int, int], what: Path):
-    """Load `image` at the size the FLAME fit was made on (its original size); InputError if they differ."""
-    from avatarcli.errors import InputError
-    from avatarcli.io.images import check_image, load_image
-
-    H, W = (int(s) for s in image_size)
-    check_image(image)
-    loaded = load_image(image, max_side=max(H, W, 32))
-    if tuple(loaded.original_size) != (H, W) or loaded.size != (H, W):
-        raise InputError(
-            f"the image is {loaded.original_size[0]}x{loaded.original_size[1]} (HxW) but {what} was made "
-            f"on a {H}x{W} image: is it the same photo?",
-            path=image,
-        )
-    return loaded
-
-
 def init_gaussians_command(
     flame_fit: Path = typer.Argument(..., help="flame.npz (from `avatar fit-flame`).", show_default=False),
     image: Path = typer.Option(..., "--image", "-i", help="The photo the FLAME fit was made on.", show_default=False),
@@ -66,10 +49,12 @@ def init_gaussians_command(
     """
     from avatarcli.flame.artifact import read_flame_fit
     from avatarcli.flame.model import check_model_hash, load_flame
-    from avatarcli.gaussians.init import InitConfig, init_gaussians
+    from avatarcli.gaussians.init import InitConfig
     from avatarcli.gaussians.ply import write_gaussian_ply
     from avatarcli.io.atomic import check_output_path
     from avatarcli.progress import info, warn
+    from avatarcli.segment.head_region import read_region
+    from avatarcli.stages.init_gaussians import init_head, load_photo_for
 
     existing_inputs([flame_fit, image])
     check_output_path(output)
@@ -79,20 +64,13 @@ def init_gaussians_command(
     if not check_model_hash(fit.flame_model_sha256, model, flame_fit, force):
         warn(f"{flame_fit}: made with another FLAME model (sha256 differs); continuing (--force)")
     cfg = InitConfig(n_gaussians=n_gaussians, sh_degree=sh_degree, seed=seed, mouth_fraction=0.04 if mouth else 0.0)
-    details: dict = {}
-    region = None
-    if mask is not None:
-        from avatarcli.segment.head_region import read_region
-
-        region = read_region(mask, photo.rgb.shape[:2])
-    ply = init_gaussians(model, fit, photo.rgb, cfg, info=details, region=region)
+    region = read_region(mask, photo.rgb.shape[:2]) if mask is not None else None
+    ply, stats = init_head(model, fit, photo.rgb, cfg, region=region)
     write_gaussian_ply(output, ply)
-    c = details["colour"]
-    n = max(1, ply.gaussians.n)
     info(
-        f"{output}: {ply.gaussians.n} Gaussians; colours: {100 * float(c.visible.sum()) / n:.0f}% from the photo, "
-        f"{100 * float(c.mirrored.sum()) / n:.0f}% mirrored, {100 * float(c.prior.sum()) / n:.0f}% skin prior"
-        + (f", {100 * float(c.hair.sum()) / n:.0f}% unseen hair" if c.hair is not None else "")
+        f"{output}: {stats.n_gaussians} Gaussians; colours: {100 * stats.from_photo:.0f}% from the photo, "
+        f"{100 * stats.mirrored:.0f}% mirrored, {100 * stats.skin_prior:.0f}% skin prior"
+        + (f", {100 * stats.unseen_hair:.0f}% unseen hair" if stats.unseen_hair is not None else "")
     )
     return 0
 

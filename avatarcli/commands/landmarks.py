@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from avatarcli.commands.common import DeviceOpt, output_for
@@ -123,7 +124,7 @@ def landmarks_command(
 
     policy = Batch(inputs, on_failure=report)
 
-    def check(p: Path) -> object:
+    def check(p: Path) -> np.ndarray | None:
         check_image(p)
         if landmarks is None:
             return None
@@ -143,15 +144,11 @@ def landmarks_command(
         detector = load_detector(detector_kind, device, need_detector=box is None, flip=flip)
 
     # 3. the photos, going on past failures
-    from avatarcli.landmarks.detect import detect_landmarks, landmarks_from_points
+    from avatarcli.stages.landmarks import photo_landmarks
 
     def one(i: int):
         image = load_image(inputs[i], max_side=max_side)
-        if landmarks is not None:
-            lm = landmarks_from_points(image, points[i])  # type: ignore[arg-type]  # read_points checked it
-        else:
-            assert detector is not None  # loaded: detection is needed
-            lm = detect_landmarks(image, detector, bbox=box, face_index=face_index)
+        lm = photo_landmarks(image, detector, points=points[i], bbox=box, face_index=face_index)
         write_landmarks(outs[i], lm)
         return lm
 

@@ -11,11 +11,16 @@
 
 from __future__ import annotations
 
+from typing import Union
+
 from avatarcli.errors import MissingModelError
+from avatarcli.landmarks.detect import LandmarkDetector, load_landmark_detector
+from avatarcli.landmarks.dlib_detector import DlibDetector, load_dlib_detector
 
 DETECTORS = ("auto", "fan", "dlib")
 FAN_MODELS = ("fan-2d", "s3fd")
 DLIB_MODELS = ("dlib-68",)
+Detector = Union[LandmarkDetector, DlibDetector]  # what load_detector returns
 
 
 def _present(names: tuple[str, ...]) -> bool:
@@ -56,16 +61,12 @@ def detector_models(kind: str, need_detector: bool = True) -> tuple[str, ...]:
     return FAN_MODELS if need_detector else FAN_MODELS[:1]
 
 
-def load_detector(kind: str, device: str = "auto", need_detector: bool = True, *, flip: bool = False):
+def load_detector(kind: str, device: str = "auto", need_detector: bool = True, *, flip: bool = False) -> Detector:
     """The chosen detector, loaded: LandmarkDetector (FAN) or DlibDetector. Missing models: exit 3."""
     chosen = choose_detector(kind, need_detector)
     if chosen == "dlib":
-        from avatarcli.landmarks.dlib_detector import load_dlib_detector
-
         return load_dlib_detector()
-    from avatarcli.landmarks.detect import load_landmark_detector
-
     return load_landmark_detector(device, need_detector=need_detector, flip=flip)
 
 
-__all__ = ["DETECTORS", "choose_detector", "detector_models", "load_detector"]
+__all__ = ["DETECTORS", "Detector", "choose_detector", "detector_models", "load_detector"]

@@ -266,9 +266,9 @@ class _JobRunner:
             )  # fmt: skip
 
             def detect():
-                from avatarcli.landmarks.detect import detect_landmarks
+                from avatarcli.stages.landmarks import photo_landmarks
 
-                return detect_landmarks(img, models.detector, face_index=cfg.face_index)
+                return photo_landmarks(img, models.detector, face_index=cfg.face_index)
 
             lm = self.stage("landmarks", key, read_landmarks, detect, write_landmarks)
         lm_work = dataclasses.replace(
@@ -281,8 +281,9 @@ class _JobRunner:
 
     def fit_flame(self, img, lm_work, lm_key: str):
         """FLAME fit in working-image pixels -> the fit and its key (records the fit quality)."""
-        from avatarcli.flame.artifact import fit_quality, read_flame_fit, write_flame_fit
-        from avatarcli.flame.fit import FitConfig, fit_flame
+        from avatarcli.flame.artifact import read_flame_fit, write_flame_fit
+        from avatarcli.flame.fit import FitConfig
+        from avatarcli.stages.fit_flame import fit_photos, quality_of
 
         cfg, models = self.config, self.models
         fit_cfg = FitConfig(n_shape=cfg.n_shape, n_expr=cfg.n_expr)
@@ -290,11 +291,10 @@ class _JobRunner:
             stage="fit-flame", v=1, landmarks=lm_key, flame=models.flame.sha256, size=list(img.size),
             scale=img.scale, fit=_settings_repr(fit_cfg),
         )  # fmt: skip
-        compute = lambda: fit_flame(models.flame, [lm_work], fit_cfg, models.device)[0]  # noqa: E731
+        compute = lambda: fit_photos(models.flame, [lm_work], fit_cfg, models.device)[0][0]  # noqa: E731
         fit = self.stage("fit-flame", key, read_flame_fit, compute, write_flame_fit)
-        self.result.fit_error_px, self.result.poor_fit = fit_quality(
-            fit, lm_work.landmarks, fit_cfg.poor_fit_px, fit_cfg.poor_fit_frac
-        )
+        quality = quality_of(fit, lm_work, fit_cfg)
+        self.result.fit_error_px, self.result.poor_fit = quality.mean_error_px, quality.poor
         return fit, self.artifact_key("fit-flame", key, "fit")
 
     def encode(self, img, lm_work, lm_key: str):
@@ -329,15 +329,15 @@ class _JobRunner:
         return region, self.artifact_key("head-region", key, "region")
 
     def init_gaussians(self, img, fit, fit_key: str, region=None):
-        from avatarcli.gaussians.init import init_gaussians
         from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
+        from avatarcli.stages.init_gaussians import init_head
 
         init_cfg = _init_config(self.config)
         key = stage_key(
             stage="init-gaussians", v=1, fit=fit_key, image=img.sha256, size=list(img.size),
             init=_settings_repr(init_cfg),
         )  # fmt: skip
-        compute = lambda: init_gaussians(self.models.flame, fit, img.rgb, init_cfg, region=region)  # noqa: E731
+        compute = lambda: init_head(self.models.flame, fit, img.rgb, init_cfg, region=region)[0]  # noqa: E731
         return self.stage("init-gaussians", key, read_gaussian_ply, compute, write_gaussian_ply)
 
     def denoise(self, img, ply, features, region=None) -> None:
