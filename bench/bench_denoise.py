@@ -231,22 +231,22 @@ def run(mode: Mode, repeats: int) -> list[tuple[str, float, int | None, str]]:
     total = t2 - t0
     if dev.type == "cuda":
         mode.info["peak_gpu_memory_GiB"] = round(torch.cuda.max_memory_allocated(dev) / 2**30, 2)
-    n_views = rst["n_views"]
+    n_views = rst.n_views
     tm = den.timings
-    n_round_steps = mode.rounds * mode.round_steps + rst["final_input_steps"]
-    mode.info.update(n_views=n_views, psnr_input_fit=round(fst.psnr, 2), psnr_after_rounds=round(rst["psnr"], 2),
+    n_round_steps = mode.rounds * mode.round_steps + rst.final_input_steps
+    mode.info.update(n_views=n_views, psnr_input_fit=round(fst.psnr, 2), psnr_after_rounds=round(rst.psnr, 2),
                      unet_batch=min(n_views, mode.max_batch) * 2)  # fmt: skip
 
     rows = [
         ("default denoise stage, total", total, None, "baseline"),
         ("  input-view fit", t1 - t0, mode.input_steps, "fit steps"),
-        ("  rounds: render novel views", rst["render_s"], mode.rounds, "rounds"),
-        ("  rounds: denoise (all)", rst["denoise_s"], tm.calls, "denoise calls"),
+        ("  rounds: render novel views", rst.render_s, mode.rounds, "rounds"),
+        ("  rounds: denoise (all)", rst.denoise_s, tm.calls, "denoise calls"),
         ("    UNet", tm.unet_s, tm.unet_calls, "UNet calls"),
         ("    VAE encode + decode", tm.vae_s, None, ""),
-        ("    scheduler, resize, rest", max(0.0, rst["denoise_s"] - tm.unet_s - tm.vae_s), None, ""),
-        ("  rounds: Gaussian fit steps", rst["fit_s"], n_round_steps, "fit steps"),
-        ("  other", max(0.0, total - (t1 - t0) - rst["render_s"] - rst["denoise_s"] - rst["fit_s"]), None, ""),
+        ("    scheduler, resize, rest", max(0.0, rst.denoise_s - tm.unet_s - tm.vae_s), None, ""),
+        ("  rounds: Gaussian fit steps", rst.fit_s, n_round_steps, "fit steps"),
+        ("  other", max(0.0, total - (t1 - t0) - rst.render_s - rst.denoise_s - rst.fit_s), None, ""),
         ("micro: UNet call, 8 views + CFG (batch 16)", unet_call, 1, "call"),
         ("micro: VAE encode + decode, 8 views", vae_pass, 1, "call"),
         ("micro: CLIP image embedding, 1 photo", clip_s, 1, "call"),

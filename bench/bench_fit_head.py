@@ -210,8 +210,8 @@ def main(argv=None) -> int:
 
     H, W = photo.size
     print(f"bench_fit_head: {H}x{W} photo, device {dev}, torch threads {torch.get_num_threads()}, "
-          f"{icfg.n_gaussians} init Gaussians -> {stats['n_gaussians']} fitted, {dcfg.steps} steps, SH degree {dcfg.sh_degree}, "
-          f"head region: {stats['mask']}, FLAME: {'fitted to the true landmarks' if args.fit_flame else 'true fit'}"
+          f"{icfg.n_gaussians} init Gaussians -> {stats.n_gaussians} fitted, {dcfg.steps} steps, SH degree {dcfg.sh_degree}, "
+          f"head region: {stats.mask}, FLAME: {'fitted to the true landmarks' if args.fit_flame else 'true fit'}"
           f"{f', perturbed {args.perturb:g} px' if args.perturb else ''}, mesh deformation: "
           f"{'off' if args.no_deform or region_init is None else 'on'}; CPU shared with other jobs (see CPU time)")  # fmt: skip
     w = [max(len(r[i]) for r in rows + [("metric", "init", "fitted", "target", "")]) for i in range(5)]

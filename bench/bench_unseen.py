@@ -109,7 +109,7 @@ def main(argv=None) -> int:
 
     print(f"bench_unseen: {args.size}px synthetic photo, {init.gaussians.n} init -> {head.gaussians.n} fitted "
           f"Gaussians, {dcfg.steps} steps, SH degree {head.gaussians.sh_degree}, fit CPU {fit_cpu:.0f} s "
-          f"({torch.get_num_threads()} thread; shared machine), frozen (unseen) {stats['fit'].get('n_frozen')}")  # fmt: skip
+          f"({torch.get_num_threads()} thread; shared machine), frozen (unseen) {stats.fit.n_frozen if stats.fit else None}")  # fmt: skip
     head_row = ("metric", "init", "fitted", "fit/init", "target", "")
     w = [max(len(r[i]) for r in rows + [head_row]) for i in range(6)]
     for r in [head_row, tuple("-" * x for x in w)] + rows:

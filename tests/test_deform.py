@@ -200,10 +200,10 @@ def test_denoise_reports_head_region_figures_and_cuts_outside(haired, flame_mode
     assert (cam.project(head.gaussians.means)[:, 0] < SIZE // 2 + 0.5).all()  # nothing left on the right half
     with torch.no_grad():
         out = render(head.gaussians, cam, torch.ones(3), backend="torch")
-    assert stats["coverage"] == pytest.approx(coverage(out.alpha, left), abs=1e-6)
+    assert stats.coverage == pytest.approx(coverage(out.alpha, left), abs=1e-6)
     # the splats along the cut reach ~1 px across it (64 px image): uncut, half the head would spill
-    assert stats["spill"] == pytest.approx(spill(out.alpha, left), abs=1e-6) and stats["spill"] < 0.2
-    assert stats["psnr_region"] == pytest.approx(region_psnr(out.rgb, photo.image, left), abs=1e-3)
+    assert stats.spill == pytest.approx(spill(out.alpha, left), abs=1e-6) and stats.spill < 0.2
+    assert stats.psnr_region == pytest.approx(region_psnr(out.rgb, photo.image, left), abs=1e-3)
 
 
 def test_a_diverged_fit_is_an_error(haired, flame_model):

@@ -65,8 +65,8 @@ def test_input_view_fit_improves_the_photo_match(photo, init_ply, fitted):
     head, stats = fitted
     before, after = photo_psnr(init_ply, photo), photo_psnr(head, photo)
     assert after >= 30.0 and after >= before + 6.0, (before, after)
-    assert stats["psnr"] >= stats["psnr_init"] + 6.0 and stats["ssim"] > 0.95
-    assert stats["mask"] == "features" and stats["rounds"] is None and stats["size"] == (SIZE, SIZE)
+    assert stats.psnr >= stats.psnr_init + 6.0 and stats.ssim > 0.95
+    assert stats.mask == "features" and stats.rounds is None and stats.size == (SIZE, SIZE)
     # novel views: the same head (exact geometry here), so +-20 degrees stay close to the truth
     for yaw in (-20.0, 20.0):
         assert photo_psnr(head, photo, photo.orbit(yaw)) > 22.0
@@ -81,7 +81,7 @@ def test_input_view_fit_improves_the_photo_match(photo, init_ply, fitted):
 def test_fallback_region_is_the_init_alpha(photo, init_ply):
     cfg = replace(FIT, steps=10)
     _, stats = denoise_head(init_ply, photo.model, photo.rgb, config=cfg)
-    assert stats["mask"] == "init alpha" and stats["psnr"] > stats["psnr_init"]
+    assert stats.mask == "init alpha" and stats.psnr > stats.psnr_init
 
 
 def test_rounds_keep_the_input_view(photo, init_ply, fitted, tiny_models):
@@ -99,11 +99,11 @@ def test_rounds_keep_the_input_view(photo, init_ply, fitted, tiny_models):
         config=cfg,
         on_round=lambda r, n, i: seen.append((r, n)),
     )
-    assert seen == [(0, 2), (1, 2)] and len(stats["rounds"]["rounds"]) == 2
+    assert seen == [(0, 2), (1, 2)] and stats.rounds is not None and len(stats.rounds.rounds) == 2
     assert den.timings.unet_calls > 0  # the diffusion model really ran
     _, fit_stats = fitted
     # issue 5: the input view after the rounds stays within 1 dB of the input-view fit
-    assert stats["psnr"] >= fit_stats["psnr"] - 1.0, (stats["psnr"], fit_stats["psnr"])
+    assert stats.psnr >= fit_stats.psnr - 1.0, (stats.psnr, fit_stats.psnr)
     assert photo_psnr(head, photo) >= photo_psnr(fitted[0], photo) - 1.0
     # the rounds changed the head (novel views were fitted)
     assert not torch.allclose(head.gaussians.sh, fitted[0].gaussians.sh)

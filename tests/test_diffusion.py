@@ -487,7 +487,7 @@ def test_refine_calls_denoiser_per_round(small_scene):
     assert [s[:2] for s in seen] == [(0, 3), (1, 3), (2, 3)]
     ws = [s[3] for s in seen]
     assert ws == pytest.approx([0.5 * 0.4, 0.5 * 0.6, 0.5 * 0.8]) and ws == sorted(ws)  # weights grow as noise falls
-    assert len(stats["rounds"]) == 3 and stats["n_views"] == 2
+    assert len(stats.rounds) == 3 and stats.n_views == 2
 
 
 @pytest.mark.slow
@@ -510,15 +510,15 @@ def test_refine_keeps_input_view_and_is_deterministic(small_scene, tiny_models):
     )
     target = ViewTarget(sc.camera, sc.image, sc.mask)
     a, sa = refine(base, sc.vertices, sc.faces, target, den, cond, cfg, fcfg)
-    total = cfg.rounds * fcfg.steps + sa["final_input_steps"]
-    assert sa["final_input_steps"] == 10 and den.timings.calls == 2
+    total = cfg.rounds * fcfg.steps + sa.final_input_steps
+    assert sa.final_input_steps == 10 and den.timings.calls == 2
     only, so = fit_input_view(base, sc.vertices, sc.faces, sc.camera, sc.image, sc.mask, replace(fcfg, steps=total))
     assert so.psnr > st0.psnr + 3  # the comparison fit is still improving: not a trivial bound
-    assert sa["psnr"] >= so.psnr - 1.0, (sa["psnr"], so.psnr)
-    assert sa["psnr_before_final_input"] < sa["psnr"]  # the soft views did pull on the input view
+    assert sa.psnr >= so.psnr - 1.0, (sa.psnr, so.psnr)
+    assert sa.psnr_before_final_input < sa.psnr  # the soft views did pull on the input view
     assert not torch.allclose(a.sh, only.sh, atol=1e-3)  # and changed the head
     b, sb = refine(base, sc.vertices, sc.faces, target, den, cond, cfg, fcfg)
-    assert torch.equal(a.sh, b.sh) and torch.equal(a.local_xyz, b.local_xyz) and sa["psnr"] == sb["psnr"]
+    assert torch.equal(a.sh, b.sh) and torch.equal(a.local_xyz, b.local_xyz) and sa.psnr == sb.psnr
 
 
 def test_condition_from_features_or_image(tmp_path, tiny_models):

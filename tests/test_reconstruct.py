@@ -272,6 +272,14 @@ def _workdir_for(tmp_path: Path, warm: dict, names=("alice",)) -> Path:
     return work
 
 
+def _no_fit_stats(ply):
+    """What a denoise stand-in reports: the head as it came, no figures."""
+    from avatarcli.stages.denoise import DenoiseStats
+
+    z = 0.0
+    return DenoiseStats(z, z, z, z, ply.gaussians.n, z, z, z, None, None, (0, 0), "given", z, z, z)
+
+
 def _counting_stages(monkeypatch, fake_fit=None, fake_denoise=False) -> dict:
     """Count how often each expensive stage really runs (fake_fit: return it instead of fitting;
     fake_denoise: return the init head as it is: these tests are about the orchestration, the
@@ -285,7 +293,7 @@ def _counting_stages(monkeypatch, fake_fit=None, fake_denoise=False) -> dict:
 
     def den(ply, *a, **k):
         calls["denoise"] += 1
-        return (ply, {"psnr": 0.0}) if fake_denoise else real_den(ply, *a, **k)
+        return (ply, _no_fit_stats(ply)) if fake_denoise else real_den(ply, *a, **k)
 
     monkeypatch.setattr(den_mod, "denoise_head", den)
     real_fit, real_init = fit_mod.fit_flame, init_mod.init_gaussians

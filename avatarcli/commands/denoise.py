@@ -154,10 +154,10 @@ def denoise_command(
         bar.update(task, completed=max(1, total))
     write_gaussian_ply(output, head)
     info(
-        f"{output}: {stats['n_gaussians']} Gaussians; input view PSNR {stats['psnr_init']:.1f} -> {stats['psnr']:.1f} dB, "
-        f"SSIM {stats['ssim']:.3f} at {stats['size'][1]}x{stats['size'][0]} ({n_rounds} diffusion round(s), {stats['seconds']:.0f} s); "
-        f"head region ({stats['mask']}): PSNR {stats['psnr_region']:.1f} dB on white, "
-        f"coverage {stats['coverage']:.3f}, spill {stats['spill']:.3f}"
+        f"{output}: {stats.n_gaussians} Gaussians; input view PSNR {stats.psnr_init:.1f} -> {stats.psnr:.1f} dB, "
+        f"SSIM {stats.ssim:.3f} at {stats.size[1]}x{stats.size[0]} ({n_rounds} diffusion round(s), {stats.seconds:.0f} s); "
+        f"head region ({stats.mask}): PSNR {stats.psnr_region:.1f} dB on white, "
+        f"coverage {stats.coverage:.3f}, spill {stats.spill:.3f}"
     )
     return 0
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -136,6 +136,47 @@ def render_novel_views(
     return torch.stack([o.rgb for o in outs]).clamp(0, 1), torch.stack([o.alpha for o in outs])
 
 
+@dataclass
+class RoundStats:
+    """One diffusion round (also what on_progress receives, as a dict)."""
+
+    round: int
+    strength: float
+    weight: float  # of the denoised views in the round's fit
+    psnr: float  # input view, after the round's fit
+    n_gaussians: int
+    render_s: float
+    denoise_s: float
+    fit_s: float
+
+
+@dataclass
+class KeptViews:
+    """One round's novel views (RoundsConfig.keep_views), on the CPU."""
+
+    rendered: Tensor  # [B, H, W, 3]
+    denoised: Tensor  # [B, H, W, 3]
+    mask: Tensor  # [B, H, W, 1]
+
+
+@dataclass
+class RefineStats:
+    """Figures of refine(): per round, totals, and the final input-view-only fit."""
+
+    n_views: int
+    rounds: list[RoundStats] = field(default_factory=list)
+    render_s: float = 0.0
+    denoise_s: float = 0.0
+    fit_s: float = 0.0  # the rounds' fits and the final input-view fit
+    final_input_steps: int = 0
+    final_input_s: float | None = None  # None: no final input-view fit
+    psnr_before_final_input: float | None = None
+    psnr: float | None = None  # input view at the end (None: no round and no final fit)
+    seconds: float = 0.0
+    n_gaussians: int = 0
+    views: list[KeptViews] | None = None  # with keep_views
+
+
 def refine(
     bound: BoundGaussians,
     vertices: Tensor,  # [V, 3] canonical mesh
@@ -148,23 +189,20 @@ def refine(
     on_progress: Callable[[int, int, dict], None] | None = None,
     *,
     on_step: Callable[[int, dict], None] | None = None,
-) -> tuple[BoundGaussians, dict]:
-    """Run the rounds; returns the refined Gaussians and stats.
+) -> tuple[BoundGaussians, RefineStats]:
+    """Run the rounds; returns the refined Gaussians and their RefineStats.
 
-    on_progress(round_index, n_rounds, info) after each round, info = {strength, weight,
-    psnr (input view), n_gaussians, render_s, denoise_s, fit_s}; on_step is passed to
-    every fit_gaussians call. stats = {"rounds": [info, ...], "render_s", "denoise_s",
-    "fit_s", "seconds", "psnr", "n_gaussians", "final_input_steps"} (+ "views" with keep_views).
-    on_step also sees the final input-view-only fit's steps (numbered from 1 again)."""
+    on_progress(round_index, n_rounds, info) after each round, info = asdict(RoundStats): {round,
+    strength, weight, psnr (input view), n_gaussians, render_s, denoise_s, fit_s}; on_step is passed
+    to every fit_gaussians call, and also sees the final input-view-only fit's steps (numbered from 1
+    again)."""
     cfg = config or RoundsConfig()
     cfg.validate()
     fcfg = fit_config or FitConfig()
     t_all = time.perf_counter()
     cams = novel_cameras(vertices, input_target.camera, cfg)
     strengths = cfg.strengths()
-    stats: dict = {"rounds": [], "render_s": 0.0, "denoise_s": 0.0, "fit_s": 0.0, "n_views": len(cams)}
-    if cfg.keep_views:
-        stats["views"] = []
+    stats = RefineStats(n_views=len(cams), views=[] if cfg.keep_views else None)
     for r, s in enumerate(strengths):
         t0 = time.perf_counter()
         rgb, alpha = render_novel_views(bound, vertices, faces, cams, fcfg)  # [B, H, W, 3], [B, H, W, 1]
@@ -179,25 +217,17 @@ def refine(
             bound, vertices, faces, targets, replace(fcfg, seed=fcfg.seed + r), on_step, strategy=NoDensify()
         )
         t3 = time.perf_counter()
-        info = {
-            "round": r,
-            "strength": float(s),
-            "weight": w,
-            "psnr": fst.psnr,
-            "n_gaussians": fst.n_gaussians,
-            "render_s": t1 - t0,
-            "denoise_s": t2 - t1,
-            "fit_s": t3 - t2,
-        }
-        stats["rounds"].append(info)
-        for k in ("render_s", "denoise_s", "fit_s"):
-            stats[k] += info[k]
-        if cfg.keep_views:
-            stats["views"].append({"rendered": rgb.cpu(), "denoised": den.cpu(), "mask": masks.cpu()})
+        info = RoundStats(r, float(s), w, fst.psnr, fst.n_gaussians, t1 - t0, t2 - t1, t3 - t2)
+        stats.rounds.append(info)
+        stats.render_s += info.render_s
+        stats.denoise_s += info.denoise_s
+        stats.fit_s += info.fit_s
+        if stats.views is not None:
+            stats.views.append(KeptViews(rendered=rgb.cpu(), denoised=den.cpu(), mask=masks.cpu()))
         if on_progress is not None:
-            on_progress(r, len(strengths), info)
+            on_progress(r, len(strengths), asdict(info))
     n_polish = cfg.polish_steps(fcfg.steps)
-    stats["final_input_steps"] = n_polish
+    stats.final_input_steps = n_polish
     if n_polish > 0:
         t0 = time.perf_counter()
         bound, fst = fit_gaussians(
@@ -209,12 +239,12 @@ def refine(
             on_step,
             strategy=NoDensify(),
         )
-        stats["final_input_s"] = time.perf_counter() - t0
-        stats["fit_s"] += stats["final_input_s"]
-        stats["psnr_before_final_input"] = stats["rounds"][-1]["psnr"]
-        stats["psnr"] = fst.psnr
-    elif stats["rounds"]:
-        stats["psnr"] = stats["rounds"][-1]["psnr"]
-    stats["seconds"] = time.perf_counter() - t_all
-    stats["n_gaussians"] = bound.n
+        stats.final_input_s = time.perf_counter() - t0
+        stats.fit_s += stats.final_input_s
+        stats.psnr_before_final_input = stats.rounds[-1].psnr
+        stats.psnr = fst.psnr
+    elif stats.rounds:
+        stats.psnr = stats.rounds[-1].psnr
+    stats.seconds = time.perf_counter() - t_all
+    stats.n_gaussians = bound.n
     return bound, stats

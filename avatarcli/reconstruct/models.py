@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
+import torch
+
+from avatarcli.diffusion.denoiser import Denoiser
+from avatarcli.diffusion.encode import EncodeModels
 from avatarcli.errors import MissingModelError
+from avatarcli.flame.model import FlameModel
+from avatarcli.landmarks.choose import Detector
 from avatarcli.reconstruct.plan import Job, ReconstructConfig
 
 DETECTOR_MODELS = ("fan-2d", "s3fd")
@@ -19,12 +25,12 @@ DENOISER_MODELS = ("sd-image-variations",)
 class Models:
     """Everything loaded once per batch."""
 
-    device: Any  # torch.device
-    flame: Any  # FlameModel
-    detector: Any = None  # LandmarkDetector or DlibDetector (None: every job brings its landmarks)
+    device: torch.device
+    flame: FlameModel
+    detector: Detector | None = None  # None: every job brings its landmarks
     detector_models: tuple[str, ...] = DETECTOR_MODELS  # the weights.lock names of the chosen detector
-    encode: Any = None  # EncodeModels (None: no diffusion)
-    denoiser: Any = None  # Denoiser (None: no diffusion rounds)
+    encode: EncodeModels | None = None  # None: no diffusion
+    denoiser: Denoiser | None = None  # None: no diffusion rounds
     ids: dict[str, str] = field(default_factory=dict)  # model name -> revision / override (work-folder keys)
 
 

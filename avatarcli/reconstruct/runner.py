@@ -303,12 +303,15 @@ class _JobRunner:
         from avatarcli.diffusion.features import read_features, write_features
 
         cfg, models = self.config, self.models
+        encode_models = models.encode
+        if encode_models is None:  # load_models loads them whenever the run uses diffusion
+            raise ValueError("encode: the run's models have no encoder (was it loaded without diffusion?)")
         key = stage_key(
             stage="encode", v=1, image=img.sha256, size=list(img.size), landmarks=lm_key,
             crop=cfg.encode_size, models=[models.ids.get(n) for n in ENCODE_MODELS],
         )  # fmt: skip
         compute = lambda: encode_face(  # noqa: E731
-            img.rgb, lm_work.landmarks, models.encode, size=cfg.encode_size, image_sha256=img.sha256
+            img.rgb, lm_work.landmarks, encode_models, size=cfg.encode_size, image_sha256=img.sha256
         )[0]
         return self.stage("encode", key, read_features, compute, write_features)
 
@@ -359,7 +362,7 @@ class _JobRunner:
                 on_step=on_step, mask=region,
             )  # fmt: skip
             write_gaussian_ply(self.job.output, head)
-        self.result.stats = {k: v for k, v in (stats or {}).items() if isinstance(v, (int, float, str, bool))}
+        self.result.stats = dict(stats.scalars())
 
 
 # ----------------------------------------------------------------------------- the batch

@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
 import numpy as np
@@ -35,8 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avatarcli.diffusion.denoiser import Conditioning, Denoiser
+from avatarcli.diffusion.features import Features
+from avatarcli.diffusion.rounds import RefineStats, refine
 from avatarcli.errors import InputError
-from avatarcli.gaussians.fit import FitConfig, ViewTarget, fit_gaussians
+from avatarcli.flame.model import FlameModel
+from avatarcli.gaussians.fit import FitConfig, FitStats, ViewTarget, fit_gaussians
 from avatarcli.gaussians.ply import GaussianPly
 from avatarcli.render.camera import Camera, photo_camera, scaled_camera
 from avatarcli.segment.head_region import features_mask
@@ -163,7 +167,37 @@ def cut_outside(bound, vertices: Tensor, faces: Tensor, target: ViewTarget):
     return bound if keep.numel() in (0, bound.n) else bound.subset(keep)
 
 
-def region_figures(out, target: ViewTarget, fit_cfg: FitConfig) -> dict:
+@dataclass
+class DenoiseStats:
+    """Figures of denoise_head (input view at the working size; region figures on white)."""
+
+    psnr_init: float  # the init head, before any fit
+    psnr_fit: float  # after the input-view fit
+    psnr: float  # at the end
+    ssim: float
+    n_gaussians: int
+    fit_s: float
+    rounds_s: float
+    seconds: float
+    fit: FitStats | None  # the input-view fit (None: 0 steps)
+    rounds: RefineStats | None  # the diffusion rounds (None: no rounds)
+    size: tuple[int, int]  # (h, w) working size
+    mask: str  # where the head region came from: "given", "features" or "init alpha"
+    psnr_region: float  # head-region PSNR on white (avatarcli.quality)
+    coverage: float
+    spill: float
+
+    def scalars(self) -> dict[str, int | float | str | bool]:
+        """The plain-number fields, in field order (for summaries)."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, (int, float, str, bool)):
+                out[f.name] = v
+        return out
+
+
+def region_figures(out, target: ViewTarget, fit_cfg: FitConfig) -> dict[str, float]:
     """Head-region PSNR (render on white vs the photo), coverage and spill (avatarcli.quality) of the
     final render `out` (made over fit_cfg.background); FitDivergedError when it is not finite."""
     from avatarcli import quality
@@ -184,16 +218,16 @@ def region_figures(out, target: ViewTarget, fit_cfg: FitConfig) -> dict:
 
 def denoise_head(
     ply: GaussianPly,
-    model,
+    model: FlameModel,
     rgb: np.ndarray,
     *,
-    features=None,
-    denoiser=None,
+    features: Features | None = None,
+    denoiser: Denoiser | None = None,
     config: DenoiseConfig | None = None,
     on_step: Callable[[int, dict], None] | None = None,
     on_round: Callable[[int, int, dict], None] | None = None,
     mask: np.ndarray | Tensor | None = None,
-) -> tuple[GaussianPly, dict]:
+) -> tuple[GaussianPly, DenoiseStats]:
     """Fit `ply` (an init head with FLAME binding and metadata) to the photo `rgb` (uint8 [H, W, 3] at
     the fit's image size), then run `config.rounds` diffusion rounds when `denoiser` is given.
 
@@ -201,8 +235,7 @@ def denoise_head(
     mask: optional explicit head region [H, W] (or [H, W, 1]) in 0..1 at the photo's size; overrides
     the features' mask. on_step(step, info) counts steps over the whole run (fit, then rounds);
     info = {loss, psnr, n, sh_degree, phase}. on_round(r, n_rounds, info) after each round.
-    Returns (head, stats): stats = {psnr_init, psnr_fit, psnr, ssim, psnr_region, coverage, spill,
-    n_gaussians, fit_s, rounds_s, seconds, fit: {...}, rounds: {...} or None, size: (h, w)}."""
+    Returns (head, DenoiseStats)."""
     from avatarcli.device import resolve_device
 
     cfg = config or DenoiseConfig()
@@ -260,18 +293,14 @@ def denoise_head(
         return lambda i, d: on_step(offset + i, {**d, "phase": phase})
 
     t0 = time.perf_counter()
-    fit_stats: dict = {}
+    fit_stats: FitStats | None = None
     if cfg.steps > 0:
-        bound, fitted = fit_gaussians(bound, verts, faces, [target], fcfg, step_cb(0, "fit"))
-        fit_stats = asdict(fitted)
+        bound, fit_stats = fit_gaussians(bound, verts, faces, [target], fcfg, step_cb(0, "fit"))
     t1 = time.perf_counter()
     psnr_fit = input_view_psnr(bound, verts, faces, target, fcfg)
 
-    round_stats = None
-    if rounds > 0:
-        from avatarcli.diffusion.denoiser import Conditioning
-        from avatarcli.diffusion.rounds import refine
-
+    round_stats: RefineStats | None = None
+    if rounds > 0 and denoiser is not None and features is not None:  # (checked above: features with rounds)
         cond = Conditioning(
             image_embeds=torch.from_numpy(np.asarray(features.image_embeds, np.float32)).to(dev), image=image.to(dev)
         )
@@ -313,22 +342,22 @@ def denoise_head(
     final_psnr = input_view_psnr(bound, verts, faces, target, fcfg)
     figures = region_figures(out, photo_target, fcfg)
     head = GaussianPly.from_bound(bound.to("cpu"), verts.cpu(), faces.cpu(), meta)
-    stats = {
-        "psnr_init": psnr_init,
-        "psnr_fit": psnr_fit,
-        "psnr": final_psnr,
-        "ssim": ssim,
-        "n_gaussians": head.gaussians.n,
-        "fit_s": t1 - t0,
-        "rounds_s": t2 - t1,
-        "seconds": time.perf_counter() - t_all,
-        "fit": fit_stats,
-        "rounds": round_stats,
-        "size": (h, w),
-        "mask": region_src,
+    stats = DenoiseStats(
+        psnr_init=psnr_init,
+        psnr_fit=psnr_fit,
+        psnr=final_psnr,
+        ssim=ssim,
+        n_gaussians=head.gaussians.n,
+        fit_s=t1 - t0,
+        rounds_s=t2 - t1,
+        seconds=time.perf_counter() - t_all,
+        fit=fit_stats,
+        rounds=round_stats,
+        size=(h, w),
+        mask=region_src,
         **figures,
-    }
+    )
     return head, stats
 
 
-__all__ = ["DenoiseConfig", "denoise_head", "working_photo", "alpha_mask", "edge_colours"]
+__all__ = ["DenoiseConfig", "DenoiseStats", "denoise_head", "working_photo", "alpha_mask", "edge_colours"]
