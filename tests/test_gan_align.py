@@ -115,3 +115,24 @@ def test_a_frontal_centred_fit_is_the_trained_frontal_camera():
     view = gan_view(cam, CropAlign(affine=A, size=size, box=np.zeros(4)), torch.zeros(3))
     torch.testing.assert_close(view.c, gan_camera(0.0, 0.0), atol=1e-5, rtol=1e-5)
     assert view.scale == pytest.approx(RADIUS / 0.6)
+
+
+def test_a_novel_view_renders_through_the_covering_square():
+    """camera_to_gan for a non-square novel view: a FLAME point's GAN projection, mapped back from
+    the square to the view's pixels, is where the view's own pinhole puts it."""
+    from avatarcli.gan.camera import GanView, camera_to_gan
+    from avatarcli.render.camera import orbit_camera
+
+    cam = orbit_camera(70.0, 15.0, distance=0.7, width=80, height=50)
+    view = GanView(c=torch.zeros(1, 25), scale=3.1, pivot=torch.tensor([0.01, 0.02, -0.03]))
+    c, sq = camera_to_gan(cam, view, 32)
+    X = torch.tensor(np.random.default_rng(2).normal(size=(20, 3)) * 0.05, dtype=torch.float32)
+    want = cam.project(X).double().numpy()  # the view's pixels
+    pose = c[0, :16].reshape(4, 4).double().numpy()
+    Kn = c[0, 16:].reshape(3, 3).double().numpy()
+    w2c = np.linalg.inv(pose)
+    nrm, _ = cv2.projectPoints(view.to_gan(X).numpy(), cv2.Rodrigues(w2c[:3, :3])[0], w2c[:3, 3], Kn, None)
+    sq_px = nrm[:, 0] * 32 - 0.5
+    got = apply_affine(np.linalg.inv(np.vstack([sq.affine, [0, 0, 1]]))[:2], sq_px)
+    np.testing.assert_allclose(got, want, atol=1e-3)
+    assert sq.box.tolist() == [0.0, -15.0, 80.0, 65.0]

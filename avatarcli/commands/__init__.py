@@ -8,6 +8,7 @@ COMMAND_MODULES = [
     "landmarks",
     "fit_flame",
     "encode",
+    "invert_gan",
     "head_region",
     "init_gaussians",
     "denoise",

@@ -82,29 +82,57 @@ def project_gan(c: Tensor, Y: Tensor) -> Tensor:
     return uvw[:, :2] / uvw[:, 2:3]
 
 
-def gan_view(cam: Camera, align: CropAlign, pivot: Tensor, radius: float = RADIUS, focal: float = FOCAL) -> GanView:
-    """The photo camera of the canonical head (`photo_camera(fit, root_joint)`) seen through the
-    aligned crop, as a GAN camera; `pivot` [3] is the FLAME point put at the GAN origin."""
+def _crop_camera(cam: Camera, align: CropAlign) -> tuple[Tensor, Tensor, Tensor]:
+    """The canonical-head camera seen through the crop: rotation R [3, 3] and translation T [3]
+    (canonical FLAME -> crop camera, the crop's in-plane rotation as a roll) and the crop's
+    normalised intrinsics Kn [3, 3]."""
     A = torch.as_tensor(align.affine, dtype=torch.float64)  # [2, 3] photo px -> crop px
     sc = float(torch.linalg.det(A[:, :2]).abs().sqrt())
-    R2 = A[:, :2] / sc  # in-plane rotation of the crop (identity for gan_align)
     K = cam.K.double()
     if abs(float(K[0, 0] - K[1, 1])) > 1e-6 * float(K[0, 0]) or abs(float(K[0, 1])) > 1e-9:
-        raise ValueError("gan_view needs square pixels without skew (as the FLAME fit's K)")
+        raise ValueError("the GAN camera needs square pixels without skew (as the FLAME fit's K)")
     roll = torch.eye(3, dtype=torch.float64)
-    roll[:2, :2] = R2
+    roll[:2, :2] = A[:, :2] / sc  # in-plane rotation of the crop (identity for gan_align)
     p = A[:, :2] @ K[:2, 2] + A[:, 2]  # principal point in the crop, pixels
-    size = align.size
-    Kn = torch.tensor(
-        [[K[0, 0] * sc / size, 0, (p[0] + 0.5) / size], [0, K[1, 1] * sc / size, (p[1] + 0.5) / size], [0, 0, 1]],
-        dtype=torch.float64,
-    )
+    f, size = float(K[0, 0]) * sc / align.size, align.size
+    Kn = torch.tensor([[f, 0, (p[0] + 0.5) / size], [0, f, (p[1] + 0.5) / size], [0, 0, 1]], dtype=torch.float64)
     V = cam.viewmat.double()
-    R, T = roll @ V[:3, :3], roll @ V[:3, 3]  # canonical FLAME -> crop camera (rolled)
+    return roll @ V[:3, :3], roll @ V[:3, 3], Kn
+
+
+def _gan_c(R: Tensor, T: Tensor, Kn: Tensor, pivot: Tensor, scale: float) -> Tensor:  # [1, 25]
+    """x_cam = R X + T for FLAME X = Y / s + o  ->  x_cam ~ R Y + s (R o + T): the GAN cam2world."""
+    o = pivot.double().reshape(3)
+    pose = torch.eye(4, dtype=torch.float64)
+    pose[:3, :3] = R.T
+    pose[:3, 3] = -R.T @ (scale * (R @ o + T))
+    return torch.cat([pose.flatten(), Kn.flatten()])[None].float()
+
+
+def gan_view(cam: Camera, align: CropAlign, pivot: Tensor, radius: float = RADIUS, focal: float = FOCAL) -> GanView:
+    """The photo camera of the canonical head (`photo_camera(fit, root_joint)`) seen through the
+    aligned crop, as a GAN camera; `pivot` [3] is the FLAME point put at the GAN origin and the
+    scale makes the camera's distance / normalised focal equal radius / focal."""
+    R, T, Kn = _crop_camera(cam, align)
     o = pivot.double().reshape(3)
     s = radius * float(Kn[0, 0]) / focal / float(torch.linalg.norm(R @ o + T))
-    pose = torch.eye(4, dtype=torch.float64)  # cam2world in the GAN world: x_cam = R Y + s (R o + T)
-    pose[:3, :3] = R.T
-    pose[:3, 3] = -R.T @ (s * (R @ o + T))
-    c = torch.cat([pose.flatten(), Kn.flatten()])[None].float()
-    return GanView(c=c, scale=s, pivot=o.float())
+    return GanView(c=_gan_c(R, T, Kn, o, s), scale=s, pivot=o.float())
+
+
+def square_cover(cam: Camera, size: int) -> CropAlign:
+    """The `size` x `size` square centred on the camera's image and covering it (side = its long
+    side), as a crop of that image: renders in the square map back with avatarcli.gan.align.uncrop."""
+    side = max(cam.width, cam.height)
+    k = size / side
+    x0, y0 = (cam.width - side) / 2, (cam.height - side) / 2  # the square's corner, image px edges
+    A = np.array([[k, 0.0, (0.5 - x0) * k - 0.5], [0.0, k, (0.5 - y0) * k - 0.5]])  # pixel centres at integers
+    return CropAlign(affine=A, size=int(size), box=np.array([x0, y0, x0 + side, y0 + side]))
+
+
+def camera_to_gan(cam: Camera, view: GanView, size: int) -> tuple[Tensor, CropAlign]:
+    """Any canonical-head Camera (e.g. a denoise round's novel view) in the GAN world fixed by
+    `view` (its pivot and scale): the GAN camera c [1, 25] of the square covering the image,
+    and that square (render at `size`, then `uncrop(render, square, (H, W))`)."""
+    sq = square_cover(cam, size)
+    R, T, Kn = _crop_camera(cam, sq)
+    return _gan_c(R, T, Kn, view.pivot, view.scale), sq

@@ -139,6 +139,16 @@ def convert_checkpoint(pkl: str | Path, out: str | Path) -> ConversionResult:
     return ConversionResult(cfg, len(tensors), unmapped, ck.source_chars)
 
 
+def save_generator(G: TriplaneGenerator, out: str | Path) -> None:
+    """Write G in the converted format (what `load_generator` reads), atomically."""
+    from safetensors.torch import save
+
+    from avatarcli.io.atomic import atomic_write_bytes
+
+    meta = {"format": "avatarcli.gan/1", "config": json.dumps(G.cfg.to_dict()), "source_class": type(G).__name__}
+    atomic_write_bytes(out, save({k: v.contiguous() for k, v in G.state_dict().items()}, metadata=meta))
+
+
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> TriplaneGenerator:
     """A TriplaneGenerator from a converted .safetensors (eval mode, no gradients on weights)."""
     from safetensors import safe_open

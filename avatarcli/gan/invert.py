@@ -15,6 +15,7 @@ import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 
 from avatarcli.gan.camera import FOCAL, gan_camera  # noqa: F401  (re-exported)
@@ -33,12 +34,24 @@ class InversionConfig:
 
 
 @dataclass
+class InversionFrame:
+    """Where the GAN sits against the photo and the FLAME head (avatarcli.gan.camera.GanView)."""
+
+    crop_affine: np.ndarray  # [2, 3] float64: photo pixel -> GAN crop pixel
+    crop_size: int
+    image_size: tuple[int, int]  # (H, W) of the photo the affine applies to
+    pivot: torch.Tensor  # [3] the FLAME point at the GAN origin
+    scale: float  # GAN units per FLAME metre
+
+
+@dataclass
 class Inversion:
     ws: torch.Tensor  # [1, num_ws, w_dim] the pivot
     camera: torch.Tensor  # [1, 25]
     generator: TriplaneGenerator  # fine-tuned copy (the input generator is left unchanged)
     w_losses: list[float] = field(default_factory=list)
     pti_losses: list[float] = field(default_factory=list)
+    frame: InversionFrame | None = None
 
 
 def masked_l2(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -65,7 +78,7 @@ def _start_w(G: TriplaneGenerator, c: torch.Tensor, cfg: InversionConfig) -> tor
     if G.mapping.w_avg.abs().sum() > 0:
         return G.mapping.w_avg[None].clone()
     g = torch.Generator().manual_seed(cfg.seed)
-    z = torch.randn(cfg.w_avg_samples, G.cfg.z_dim, generator=g)
+    z = torch.randn(cfg.w_avg_samples, G.cfg.z_dim, generator=g).to(c.device)
     with torch.no_grad():
         return G.map(z, c.expand(len(z), -1))[:, 0].mean(0, keepdim=True)
 
@@ -123,6 +136,12 @@ def write_inversion(path, inv: Inversion) -> None:
     from avatarcli.io.atomic import atomic_write_bytes
 
     tensors = {"ws": inv.ws.contiguous(), "camera": inv.camera.contiguous()}
+    fr = inv.frame
+    if fr is not None:
+        tensors["frame.crop_affine"] = torch.as_tensor(np.asarray(fr.crop_affine, np.float64))
+        tensors["frame.pivot"] = fr.pivot.float().reshape(3).contiguous()
+        tensors["frame.scale"] = torch.tensor([fr.scale], dtype=torch.float64)
+        tensors["frame.sizes"] = torch.tensor([fr.crop_size, *fr.image_size], dtype=torch.int64)
     tensors.update({f"G.{k}": v.contiguous() for k, v in inv.generator.state_dict().items()})
     meta = {
         "format": INVERSION_FORMAT,
@@ -136,6 +155,12 @@ def write_inversion(path, inv: Inversion) -> None:
 
 def read_inversion(path) -> tuple[torch.Tensor, torch.Tensor, TriplaneGenerator]:
     """(ws [1, num_ws, w_dim], camera [1, 25], tuned generator) from `write_inversion`'s file."""
+    inv = read_inversion_artifact(path)
+    return inv.ws, inv.camera, inv.generator
+
+
+def read_inversion_artifact(path) -> Inversion:
+    """The whole inversion file: pivot, camera, tuned generator, last losses and (when written) its frame."""
     import json
     from pathlib import Path
 
@@ -153,8 +178,18 @@ def read_inversion(path) -> tuple[torch.Tensor, torch.Tensor, TriplaneGenerator]
         raise ArtifactError(f"not a readable safetensors file ({type(e).__name__})", path=p) from None
     if meta.get("format") != INVERSION_FORMAT or meta.get("version") != "1":
         raise ArtifactError(f"not a GAN inversion file (format {meta.get('format')!r})", path=p)
-    raw = json.loads(meta["config"])
-    raw["sr_channels"] = tuple(raw["sr_channels"])
-    G = TriplaneGenerator(GanConfig(**raw))
-    G.load_state_dict({k[2:]: v for k, v in t.items() if k.startswith("G.")}, strict=True)
-    return t["ws"], t["camera"], G.eval().requires_grad_(False)
+    try:
+        raw = json.loads(meta["config"])
+        raw["sr_channels"] = tuple(raw["sr_channels"])
+        G = TriplaneGenerator(GanConfig(**raw))
+        G.load_state_dict({k[2:]: v for k, v in t.items() if k.startswith("G.")}, strict=True)
+        ws, cam = t["ws"], t["camera"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ArtifactError(f"GAN inversion file is incomplete ({type(e).__name__})", path=p) from None
+    frame = None
+    if "frame.crop_affine" in t:
+        sizes = [int(v) for v in t["frame.sizes"]]
+        frame = InversionFrame(t["frame.crop_affine"].double().numpy(), sizes[0], (sizes[1], sizes[2]),
+                               t["frame.pivot"].float(), float(t["frame.scale"][0]))  # fmt: skip
+    loss = lambda k: [float(meta[k])] if meta.get(k) else []  # noqa: E731
+    return Inversion(ws, cam, G.eval().requires_grad_(False), loss("w_loss"), loss("pti_loss"), frame)
