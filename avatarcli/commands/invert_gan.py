@@ -47,7 +47,6 @@ def invert_gan_command(
       avatar invert-gan face.jpg --fit f.npz -l f.landmarks.npz -o f.gan.safetensors --w-steps 200 --pti-steps 100
       avatar invert-gan face.jpg --fit f.npz -l lm.npz -o g.safetensors --weights tiny.safetensors --no-lpips
     """
-    from avatarcli.commands.init_gaussians import load_photo_for
     from avatarcli.device import resolve_device
     from avatarcli.flame.artifact import read_flame_fit
     from avatarcli.gan.convert import load_generator
@@ -56,6 +55,7 @@ def invert_gan_command(
     from avatarcli.landmarks.artifact import read_landmarks
     from avatarcli.progress import info, progress, warn
     from avatarcli.stages.encode import check_landmarks_match
+    from avatarcli.stages.init_gaussians import load_photo_for
     from avatarcli.stages.invert_gan import invert_photo
 
     existing_inputs([image, fit, landmarks] + [p for p in (weights, mask) if p is not None])
