@@ -15,6 +15,7 @@ import click
 import typer
 
 from avatarcli import __version__
+from avatarcli.commands.common import flag_for
 from avatarcli.errors import EXIT_ENVIRONMENT, EXIT_USAGE, AvatarError
 
 try:  # typer >= 0.25 ships its own copy of click; its commands raise that copy's exceptions
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     except AvatarError as e:
         if debug:
             console.print_exception()
+        if e.setting is not None:  # a library setting: shown as its flag
+            e = e.named(flag_for(e.setting))
         console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, soft_wrap=True)
         return e.exit_code
     except OSError as e:  # the filesystem or the OS refused (a read-only mount, /proc, a full disk): exit 3

@@ -18,9 +18,13 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
         return torch.device("cpu")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise EnvironmentProblem(f"--device {spec}: no CUDA GPU is available on this machine (use --device cpu)")
+            raise EnvironmentProblem(
+                f"device {spec}: no CUDA GPU is available on this machine (use cpu)", setting="device"
+            )
         dev = torch.device(spec)
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise EnvironmentProblem(f"--device {spec}: only {torch.cuda.device_count()} GPU(s) present")
+            raise EnvironmentProblem(
+                f"device {spec}: only {torch.cuda.device_count()} GPU(s) present", setting="device"
+            )
         return dev
-    raise InputError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N")
+    raise InputError(f"device {spec!r}: expected auto, cpu, cuda or cuda:N", setting="device")

@@ -6,12 +6,14 @@ Exit codes (the CLI contract, also documented in README.md):
   2  usage error, bad arguments, or a single bad input file
   3  environment: missing FLAME model or weights, no GPU when one was required
 
-Library code raises these with one line that names the file and the problem;
-the CLI prints that line (no traceback) and exits with `exit_code`.
+Library code raises these with one line that names the file and the problem, and a setting by
+its field name (`setting=`); the CLI prints that line with the setting's flag (no traceback) and
+exits with `exit_code`.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 EXIT_OK = 0
@@ -25,10 +27,23 @@ class AvatarError(Exception):
 
     exit_code: int = EXIT_USAGE
 
-    def __init__(self, message: str, *, path: str | Path | None = None):
+    def __init__(self, message: str, *, path: str | Path | None = None, setting: str | None = None):
+        """setting: the config field or argument the message is about; the message then opens with
+        that name ("max_side 8: ..."), and the CLI shows its own flag there instead (`named`)."""
         self.path = None if path is None else Path(path)
         self.raw_message = message
+        self.setting = setting
         super().__init__(f"{path}: {message}" if path is not None else message)
+
+    def named(self, label: str) -> AvatarError:
+        """A copy whose message opens with `label` (e.g. the CLI's "--size") instead of the setting's name."""
+        if self.setting is None or not self.raw_message.startswith(self.setting):
+            return self
+        out = copy.copy(self)
+        out.raw_message = label + self.raw_message[len(self.setting) :]
+        out.setting = None
+        out.args = (f"{self.path}: {out.raw_message}" if self.path is not None else out.raw_message,)
+        return out
 
 
 class InputError(AvatarError):

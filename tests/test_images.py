@@ -291,8 +291,9 @@ def test_not_downscaled_when_small_enough(tmp_path):
 def test_max_side_below_minimum(tmp_path):
     p = tmp_path / "p.png"
     Image.fromarray(_pattern()).save(p)
-    with pytest.raises(InputError, match="max-side"):
+    with pytest.raises(InputError, match="max_side") as e:  # the library names its argument...
         load_image(p, max_side=MIN_SIDE - 1)
+    assert e.value.setting == "max_side"  # ...and the CLI shows its flag (tests/test_render_cli.py)
 
 
 def test_webp(tmp_path):

@@ -326,8 +326,11 @@ def test_several_yaws_in_one_call_equal_one_call_each(scene_ply, tmp_path, capsy
         np.testing.assert_array_equal(iio.imread(tmp_path / n), iio.imread(one))
     assert not np.array_equal(iio.imread(tmp_path / names[0]), iio.imread(tmp_path / names[1]))
     capsys.readouterr()
-    for bad, needle in ((["-o", str(tmp_path / "t.mp4"), "--yaw", "0,60"], "one PNG each"),
-                        (["-o", str(out), "--yaw", "0,0"], "repeated"), (["-o", str(out), "--yaw", "x"], "--yaw")):  # fmt: skip
+    # library settings (views, yaw) shown as the command's flag
+    for bad, needle in ((["-o", str(tmp_path / "t.mp4"), "--yaw", "0,60"], "--yaw: several yaws write one PNG each"),
+                        (["-o", str(out), "--yaw", "0,0"], "--yaw 0,0: a yaw is repeated"),
+                        (["-o", str(out), "--yaw", "x"], "--yaw 'x': expected degrees"),
+                        (["-o", str(out), "--fov", "200"], "--fov 200.0: expected 1..150 degrees")):  # fmt: skip
         assert main(base + bad) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1, err

@@ -301,7 +301,7 @@ def animate(
 
         read_flame_fit(cam_path)  # a bad fit file fails here, before FLAME is loaded
     if config.size is not None and not (8 <= config.size <= 8192):
-        raise InputError(f"--size {config.size}: expected 8..8192 pixels")
+        raise InputError(f"size {config.size}: expected 8..8192 pixels", setting="size")
     device = resolve_device(config.device)
     if plan.video is not None or plan.frames_dir is not None:
         from avatarcli.render.api import check_backend

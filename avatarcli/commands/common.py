@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
+
+from avatarcli.errors import AvatarError
 
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 
@@ -52,3 +55,21 @@ def output_for(inputs: list[Path], out: Path, suffix: str) -> list[Path]:
 
 
 OptionalPath = Optional[Path]
+
+
+def flag_for(setting: str) -> str:
+    """The flag of a library setting by default: max_side -> --max-side."""
+    return "--" + setting.replace("_", "-")
+
+
+@contextmanager
+def flag_names(**flags: str) -> Iterator[None]:
+    """Library errors about a setting (AvatarError.setting) read as this command's flag where it
+    is not the default one: `with flag_names(max_side="--size"): ...`."""
+    try:
+        yield
+    except AvatarError as e:
+        label = flags.get(e.setting) if e.setting is not None else None
+        if label is None:
+            raise
+        raise e.named(label) from e

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from avatarcli.commands.common import BackendOpt, DeviceOpt, FlameOpt, existing_inputs
+from avatarcli.commands.common import BackendOpt, DeviceOpt, FlameOpt, existing_inputs, flag_names
 
 CPU_DIFFUSION_NOTE = (
     "diffusion rounds on the CPU take a long time (many minutes per photo; seconds on a GPU); "
@@ -148,9 +148,10 @@ def denoise_command(
                 status=f"{d.get('phase', '')} loss {d['loss']:.4f} PSNR {ptxt} n {d['n']}",
             )
 
-        head, stats = denoise_head(
-            ply, model, photo.rgb, features=feats, denoiser=denoiser, config=cfg, on_step=on_step, mask=region
-        )
+        with flag_names(max_side="--size"):
+            head, stats = denoise_head(
+                ply, model, photo.rgb, features=feats, denoiser=denoiser, config=cfg, on_step=on_step, mask=region
+            )
         bar.update(task, completed=max(1, total))
     write_gaussian_ply(output, head)
     info(

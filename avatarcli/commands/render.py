@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from avatarcli.commands.common import BackendOpt, BackgroundOpt, DeviceOpt, FlameOpt
+from avatarcli.commands.common import BackendOpt, BackgroundOpt, DeviceOpt, FlameOpt, flag_names
 
 
 def render_command(
@@ -84,7 +84,8 @@ def render_command(
         background=parse_background(background), backend=backend, device=device, camera=camera, sh_degree=sh_degree,
     )  # fmt: skip
     existing_inputs([ply])
-    plan = plan_render(ply, output, config, flame=flame)
+    with flag_names(views="--yaw"):
+        plan = plan_render(ply, output, config, flame=flame)
     n = len(plan.cameras)
     with progress() as bar:
         task = bar.add_task("render", total=n, status=f"{plan.ply.gaussians.n} Gaussians, {plan.backend}")

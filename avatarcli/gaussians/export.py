@@ -38,7 +38,7 @@ def format_for_path(path: str | Path, fmt: str | None = None) -> str:
             fmt.lower()
         )
         if key is None:
-            raise InputError(f"--format {fmt!r}: expected splat, compressed or ply")
+            raise InputError(f"format {fmt!r}: expected splat, compressed or ply", setting="format")
         return key
     if name.endswith(".splat"):
         return "splat"

@@ -191,7 +191,7 @@ def load_image(
     """Read one photo as RGB uint8 [H, W, 3], long side <= max_side (see the module docstring)."""
     path = Path(path)
     if max_side < min_side:
-        raise InputError(f"--max-side {max_side} is below the minimum image side {min_side}")
+        raise InputError(f"max_side {max_side} is below the minimum image side {min_side}", setting="max_side")
     data = _read_bytes(path)
     im = _open(path, data)
     _check_size(path, im, max_pixels, min_side)

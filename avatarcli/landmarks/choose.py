@@ -39,7 +39,7 @@ def choose_detector(kind: str, need_detector: bool = True) -> str:
     from avatarcli.errors import InputError
 
     if kind not in DETECTORS:
-        raise InputError(f"--detector {kind!r}: expected one of {', '.join(DETECTORS)}")
+        raise InputError(f"detector {kind!r}: expected one of {', '.join(DETECTORS)}", setting="detector")
     if kind != "auto":
         return kind
     fan = FAN_MODELS if need_detector else FAN_MODELS[:1]

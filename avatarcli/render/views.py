@@ -68,13 +68,13 @@ def parse_background(text: str) -> tuple[float, float, float]:
             vals = [v / 255.0 for v in vals]
         if max(vals) <= 1.0:
             return tuple(vals)  # type: ignore[return-value]
-    raise InputError(f"--background {text!r}: expected white, black, grey, #rrggbb or r,g,b")
+    raise InputError(f"background {text!r}: expected white, black, grey, #rrggbb or r,g,b", setting="background")
 
 
 def up_basis(up: str) -> Tensor:
     """[3, 3] rotation whose columns are the world directions of the view frame's x, up, front."""
     if up not in _UP_BASES:
-        raise InputError(f"--up {up!r}: expected one of {', '.join(UP_AXES)}")
+        raise InputError(f"up {up!r}: expected one of {', '.join(UP_AXES)}", setting="up")
     return torch.tensor(_UP_BASES[up], dtype=torch.float64).T
 
 
@@ -84,7 +84,7 @@ def resolve_up(up: str, is_head: bool, hint: str | None = None) -> str:
     if up == "auto":
         return hint or ("y" if is_head else "-y")
     if up not in UP_AXES:
-        raise InputError(f"--up {up!r}: expected one of {', '.join(UP_AXES)}")
+        raise InputError(f"up {up!r}: expected one of {', '.join(UP_AXES)}", setting="up")
     return up
 
 

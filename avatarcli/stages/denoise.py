@@ -97,7 +97,9 @@ class DenoiseConfig:
         if self.sh_degree is not None and not 0 <= self.sh_degree <= 3:
             raise InputError(f"sh_degree must be 0..3, got {self.sh_degree}")
         if self.max_side < 16:
-            raise InputError(f"max_side (the working resolution) must be >= 16, got {self.max_side}")
+            raise InputError(
+                f"max_side (the working resolution) must be >= 16, got {self.max_side}", setting="max_side"
+            )
         self.rounds_config().validate()
 
 

@@ -66,28 +66,34 @@ def parse_yaws(text: str) -> tuple[float, ...]:
     try:
         yaws = tuple(float(v) for v in str(text).split(","))
     except ValueError:
-        raise InputError(f"--yaw {text!r}: expected degrees, or several separated by commas (0,60,90,180)") from None
+        raise InputError(
+            f"yaw {text!r}: expected degrees, or several separated by commas (0,60,90,180)", setting="yaw"
+        ) from None
     return yaws
 
 
 def _check_config(cfg: RenderConfig, kind: str) -> None:
     if cfg.size is not None and not 8 <= cfg.size <= MAX_SIZE:
-        raise InputError(f"--size {cfg.size}: expected 8..{MAX_SIZE} pixels")
+        raise InputError(f"size {cfg.size}: expected 8..{MAX_SIZE} pixels", setting="size")
     if cfg.distance is not None and not (math.isfinite(cfg.distance) and cfg.distance > 0):
-        raise InputError(f"--distance {cfg.distance}: expected a positive number")
+        raise InputError(f"distance {cfg.distance}: expected a positive number", setting="distance")
     if not (math.isfinite(cfg.fov) and 1.0 <= cfg.fov <= 150.0):
-        raise InputError(f"--fov {cfg.fov}: expected 1..150 degrees")
-    if not all(math.isfinite(y) for y in (cfg.yaw, *cfg.views, cfg.pitch)) or abs(cfg.pitch) >= 90.0:
-        raise InputError("--yaw must be finite and --pitch within (-90, 90) degrees")
+        raise InputError(f"fov {cfg.fov}: expected 1..150 degrees", setting="fov")
+    if not all(math.isfinite(y) for y in (cfg.yaw, *cfg.views)):
+        raise InputError("yaw must be finite", setting="yaw")
+    if not (math.isfinite(cfg.pitch) and abs(cfg.pitch) < 90.0):
+        raise InputError(f"pitch {cfg.pitch}: expected within (-90, 90) degrees", setting="pitch")
     if cfg.views and kind != "png":
-        raise InputError("several --yaw values write one PNG each: use a .png output (OUT_yaw<Y>.png are written)")
+        raise InputError(
+            "views: several yaws write one PNG each: use a .png output (OUT_yaw<Y>.png are written)", setting="views"
+        )
     if len(set(cfg.views)) != len(cfg.views):
-        raise InputError(f"--yaw {','.join(f'{y:g}' for y in cfg.views)}: a yaw is repeated")
+        raise InputError(f"views {','.join(f'{y:g}' for y in cfg.views)}: a yaw is repeated", setting="views")
     if kind == "video":
         if not 1 <= cfg.frames <= 100000:
-            raise InputError(f"--frames {cfg.frames}: expected 1..100000")
+            raise InputError(f"frames {cfg.frames}: expected 1..100000", setting="frames")
         if not (math.isfinite(cfg.fps) and 0 < cfg.fps <= 1000):
-            raise InputError(f"--fps {cfg.fps}: expected a positive number (at most 1000)")
+            raise InputError(f"fps {cfg.fps}: expected a positive number (at most 1000)", setting="fps")
 
 
 def _same_shape(a, b) -> bool:
@@ -163,7 +169,7 @@ def plan_render(ply_or_path, out: str | Path, config: RenderConfig, flame: str |
     ply = read_gaussian_ply(ply_or_path) if isinstance(ply_or_path, (str, Path)) else ply_or_path
     g = ply.gaussians
     if config.sh_degree is not None and not 0 <= config.sh_degree <= g.sh_degree:
-        raise InputError(f"--sh-degree {config.sh_degree}: the PLY has degree {g.sh_degree}")
+        raise InputError(f"sh_degree {config.sh_degree}: the PLY has degree {g.sh_degree}", setting="sh_degree")
 
     if config.camera is not None:
         fit, root = _camera_fit(config, ply, flame)
