@@ -35,14 +35,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avatarcli import quality
+from avatarcli.device import resolve_device
 from avatarcli.diffusion.denoiser import Conditioning, Denoiser
 from avatarcli.diffusion.features import Features
-from avatarcli.diffusion.rounds import RefineStats, refine
-from avatarcli.errors import InputError
+from avatarcli.diffusion.rounds import RefineStats, RoundsConfig, dilate, refine
+from avatarcli.errors import FitDivergedError, InputError
+from avatarcli.flame.deform import outside_region
 from avatarcli.flame.model import FlameModel
+from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.fit import FitConfig, FitStats, ViewTarget, fit_gaussians
+from avatarcli.gaussians.losses import masked_ssim, psnr
+from avatarcli.gaussians.model import BoundGaussians
 from avatarcli.gaussians.ply import GaussianPly
+from avatarcli.render.api import render
 from avatarcli.render.camera import Camera, photo_camera, scaled_camera
+from avatarcli.segment.foreground import foreground
 from avatarcli.segment.head_region import features_mask
 
 
@@ -84,8 +92,6 @@ class DenoiseConfig:
                        fit_sh_rest=True if self.sh_degree is not None else self.fit.fit_sh_rest)  # fmt: skip
 
     def rounds_config(self):
-        from avatarcli.diffusion.rounds import RoundsConfig
-
         return RoundsConfig(
             rounds=self.rounds, strength_start=self.strength_start, strength_end=self.strength_end, yaws=tuple(self.yaws),
             pitches=tuple(self.pitches), weight_max=self.round_weight_max, view_size=self.view_size, seed=self.seed,
@@ -120,8 +126,6 @@ def edge_colours(image: Tensor, region: Tensor, band_frac: float) -> Tensor:
     [h, w, 1] (avatarcli.segment.foreground, band = band_frac x the long side, at least 1.5 px)."""
     if band_frac <= 0:
         return image
-    from avatarcli.segment.foreground import foreground
-
     band = max(1.5, band_frac * max(image.shape[0], image.shape[1]))
     fg = foreground(image.cpu().numpy(), region[..., 0].cpu().numpy() > 0.5, band)
     return torch.from_numpy(fg).to(image.device)
@@ -131,9 +135,6 @@ def alpha_mask(
     bound, vertices: Tensor, faces: Tensor, camera: Camera, dilate_frac: float, backend: str = "auto"
 ) -> Tensor:
     """The head's rendered alpha (> 0.5) dilated by dilate_frac x the image side -> float [h, w, 1]."""
-    from avatarcli.diffusion.rounds import dilate
-    from avatarcli.gaussians.binding import world_gaussians
-    from avatarcli.render.api import render
 
     with torch.no_grad():
         g = world_gaussians(bound, vertices, faces)
@@ -144,9 +145,6 @@ def alpha_mask(
 
 def input_view_psnr(bound, vertices: Tensor, faces: Tensor, target: ViewTarget, fit_cfg: FitConfig) -> float:
     """PSNR of the head vs the photo inside the head region, as the fit measures it."""
-    from avatarcli.gaussians.binding import world_gaussians
-    from avatarcli.gaussians.losses import psnr
-    from avatarcli.render.api import render
 
     dev = vertices.device
     bg = torch.tensor(fit_cfg.background, dtype=torch.float32, device=dev)
@@ -159,8 +157,6 @@ def input_view_psnr(bound, vertices: Tensor, faces: Tensor, target: ViewTarget, 
 
 def cut_outside(bound, vertices: Tensor, faces: Tensor, target: ViewTarget):
     """`bound` without the Gaussians whose centre projects outside the target's head region."""
-    from avatarcli.flame.deform import outside_region
-    from avatarcli.gaussians.binding import world_gaussians
 
     with torch.no_grad():
         means = world_gaussians(bound, vertices, faces).means
@@ -202,8 +198,6 @@ class DenoiseStats:
 def region_figures(out, target: ViewTarget, fit_cfg: FitConfig) -> dict[str, float]:
     """Head-region PSNR (render on white vs the photo), coverage and spill (avatarcli.quality) of the
     final render `out` (made over fit_cfg.background); FitDivergedError when it is not finite."""
-    from avatarcli import quality
-    from avatarcli.errors import FitDivergedError
 
     rgb, alpha = out.rgb.detach().cpu(), out.alpha.detach().cpu()
     if not (torch.isfinite(rgb).all() and torch.isfinite(alpha).all()):
@@ -216,6 +210,101 @@ def region_figures(out, target: ViewTarget, fit_cfg: FitConfig) -> dict[str, flo
         "coverage": quality.coverage(alpha, region),
         "spill": quality.spill(alpha, region),
     }
+
+
+def _check_inputs(ply: GaussianPly, rgb: np.ndarray, features: Features | None, rounds: int) -> np.ndarray:
+    """The photo as uint8 [H, W, 3] at the head's fit size; InputError for a PLY that is not a head,
+    a photo of another size, or rounds without features."""
+    if ply.binding is None or ply.meta is None:
+        raise InputError("the PLY has no FLAME binding / head metadata: run `avatar init-gaussians` to make one")
+    H, W = ply.meta.image_size
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise InputError(f"the photo must be uint8 [H, W, 3], got {rgb.dtype} {list(rgb.shape)}")
+    if tuple(rgb.shape[:2]) != (H, W):
+        raise InputError(f"the photo is {rgb.shape[0]}x{rgb.shape[1]} (HxW), the head was fitted on {H}x{W}")
+    if rounds > 0 and features is None:
+        raise InputError("diffusion rounds need the photo's features (`avatar encode`): pass them, or 0 rounds")
+    return rgb
+
+
+def head_region(
+    mask: np.ndarray | Tensor | None,
+    features: Features | None,
+    full_size: tuple[int, int],  # (H, W) of the photo
+    init: tuple[BoundGaussians, Tensor, Tensor],  # the init head: bound, vertices [V, 3], faces [F, 3]
+    cam: Camera,  # the working camera
+    cfg: DenoiseConfig,
+    dev: torch.device,
+) -> tuple[Tensor, str]:
+    """The head region at the working size, float [h, w, 1] in 0..1, and where it came from: the
+    given mask, else the features' face parsing, else the init head's rendered alpha."""
+    (H, W), (h, w) = full_size, (cam.height, cam.width)
+    if mask is not None:
+        m = torch.as_tensor(np.asarray(mask), dtype=torch.float32).reshape(H, W)[None, None]
+        region = F.interpolate(m, size=(h, w), mode="area" if (h, w) != (H, W) else "nearest")[0]
+        region, src = region.permute(1, 2, 0).clamp(0, 1), "given"
+    elif features is not None:
+        region, src = features_mask(features, (h, w)), "features"
+    else:
+        backend = cfg.backend if dev.type == "cuda" else "torch"
+        region, src = alpha_mask(*init, cam, cfg.mask_dilate, backend=backend), "init alpha"
+    if float(region.sum()) < 1:
+        raise InputError("the head region is empty in the photo (check the FLAME fit / features)")
+    return region, src
+
+
+def _phase_steps(on_step: Callable[[int, dict], None] | None, offset: int, phase: str):
+    """on_step for one phase of the run: steps numbered from `offset`, info tagged with the phase."""
+    if on_step is None:
+        return None
+    return lambda i, d: on_step(offset + i, {**d, "phase": phase})
+
+
+def _diffusion_rounds(
+    bound: BoundGaussians,
+    mesh: tuple[Tensor, Tensor],  # vertices [V, 3], faces [F, 3]
+    target: ViewTarget,
+    features: Features,
+    denoiser: Denoiser,
+    cfg: DenoiseConfig,
+    fcfg: FitConfig,
+    rounds: int,
+    on_step: Callable[[int, dict], None] | None,
+    on_round: Callable[[int, int, dict], None] | None,
+) -> tuple[BoundGaussians, RefineStats]:
+    """avatarcli.diffusion.rounds.refine conditioned on the features' CLIP embedding; its steps are
+    numbered after the input-view fit's."""
+    dev = target.image.device
+    cond = Conditioning(
+        image_embeds=torch.from_numpy(np.asarray(features.image_embeds, np.float32)).to(dev), image=target.image
+    )
+    counter = {"round": 0}
+
+    def on_progress(r, n, info):
+        counter["round"] = r + 1
+        if on_round is not None:
+            on_round(r, n, info)
+
+    def round_step(i, d):
+        if on_step is not None:
+            on_step(
+                cfg.steps + counter["round"] * cfg.round_steps + i,
+                {**d, "phase": f"round {counter['round'] + 1}/{rounds}"},
+            )
+
+    rcfg = replace(cfg.rounds_config(), rounds=rounds)
+    round_fit = replace(fcfg, steps=cfg.round_steps)
+    return refine(bound, *mesh, target, denoiser, cond, rcfg, round_fit, on_progress, on_step=round_step)
+
+
+def _final_ssim(bound: BoundGaussians, mesh: tuple[Tensor, Tensor], target: ViewTarget, fcfg: FitConfig):
+    """The final input-view render over the fit background, and its masked SSIM against the target."""
+    bg = torch.tensor(fcfg.background, dtype=torch.float32, device=target.image.device)
+    with torch.no_grad():
+        out = render(world_gaussians(bound, *mesh), target.camera, bg, backend=fcfg.backend, sh_degree=fcfg.sh_degree)
+        tgt = target.mask * target.image + (1 - target.mask) * bg
+        return out, float(masked_ssim(out.rgb, tgt, target.mask))
 
 
 def denoise_head(
@@ -238,49 +327,20 @@ def denoise_head(
     the features' mask. on_step(step, info) counts steps over the whole run (fit, then rounds);
     info = {loss, psnr, n, sh_degree, phase}. on_round(r, n_rounds, info) after each round.
     Returns (head, DenoiseStats)."""
-    from avatarcli.device import resolve_device
-
     cfg = config or DenoiseConfig()
     cfg.validate()
-    if ply.binding is None or ply.meta is None:
-        raise InputError("the PLY has no FLAME binding / head metadata: run `avatar init-gaussians` to make one")
-    meta = ply.meta
-    H, W = meta.image_size
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise InputError(f"the photo must be uint8 [H, W, 3], got {rgb.dtype} {list(rgb.shape)}")
-    if tuple(rgb.shape[:2]) != (H, W):
-        raise InputError(f"the photo is {rgb.shape[0]}x{rgb.shape[1]} (HxW), the head was fitted on {H}x{W}")
     rounds = cfg.rounds if denoiser is not None else 0
-    if rounds > 0 and features is None:
-        raise InputError("diffusion rounds need the photo's features (`avatar encode`): pass them, or 0 rounds")
+    rgb = _check_inputs(ply, rgb, features, rounds)
+    meta = ply.meta
+    assert meta is not None  # _check_inputs
     dev = resolve_device(cfg.device)
     t_all = time.perf_counter()
 
     verts, faces, _ = meta.canonical(model)
     root = torch.as_tensor(np.asarray(meta.root_joint), dtype=torch.float32)
     bound = ply.to_bound(verts, faces)
-    cam_full = photo_camera(meta.fit, root)
-    image, cam = working_photo(rgb, cam_full, cfg.max_side)
-    h, w = cam.height, cam.width
-    if mask is not None:
-        m = torch.as_tensor(np.asarray(mask), dtype=torch.float32).reshape(H, W)[None, None]
-        region = (
-            F.interpolate(m, size=(h, w), mode="area" if (h, w) != (H, W) else "nearest")[0]
-            .permute(1, 2, 0)
-            .clamp(0, 1)
-        )
-        region_src = "given"
-    elif features is not None:
-        region = features_mask(features, (h, w))
-        region_src = "features"
-    else:
-        region = alpha_mask(
-            bound, verts, faces, cam, cfg.mask_dilate, backend=cfg.backend if dev.type == "cuda" else "torch"
-        )
-        region_src = "init alpha"
-    if float(region.sum()) < 1:
-        raise InputError("the head region is empty in the photo (check the FLAME fit / features)")
+    image, cam = working_photo(rgb, photo_camera(meta.fit, root), cfg.max_side)
+    region, region_src = head_region(mask, features, meta.image_size, (bound, verts, faces), cam, cfg, dev)
 
     photo_target = ViewTarget(cam.to(dev), image.to(dev), region.to(dev), 1.0)  # for the printed figures
     image = edge_colours(image, region, cfg.edge_band)
@@ -289,58 +349,23 @@ def denoise_head(
     fcfg = cfg.fit_config(rounds)
     psnr_init = input_view_psnr(bound, verts, faces, target, fcfg)
 
-    def step_cb(offset: int, phase: str):
-        if on_step is None:
-            return None
-        return lambda i, d: on_step(offset + i, {**d, "phase": phase})
-
     t0 = time.perf_counter()
     fit_stats: FitStats | None = None
     if cfg.steps > 0:
-        bound, fit_stats = fit_gaussians(bound, verts, faces, [target], fcfg, step_cb(0, "fit"))
+        bound, fit_stats = fit_gaussians(bound, verts, faces, [target], fcfg, _phase_steps(on_step, 0, "fit"))
     t1 = time.perf_counter()
     psnr_fit = input_view_psnr(bound, verts, faces, target, fcfg)
 
     round_stats: RefineStats | None = None
     if rounds > 0 and denoiser is not None and features is not None:  # (checked above: features with rounds)
-        cond = Conditioning(
-            image_embeds=torch.from_numpy(np.asarray(features.image_embeds, np.float32)).to(dev), image=image.to(dev)
-        )
-        rcfg = replace(cfg.rounds_config(), rounds=rounds)
-        round_fit = replace(fcfg, steps=cfg.round_steps)
-        offset = cfg.steps
-        counter = {"round": 0}
-
-        def on_progress(r, n, info):
-            counter["round"] = r + 1
-            if on_round is not None:
-                on_round(r, n, info)
-
-        def round_step(i, d):
-            if on_step is not None:
-                on_step(
-                    offset + counter["round"] * cfg.round_steps + i,
-                    {**d, "phase": f"round {counter['round'] + 1}/{rounds}"},
-                )
-
-        bound, round_stats = refine(
-            bound, verts, faces, target, denoiser, cond, rcfg, round_fit, on_progress, on_step=round_step
+        bound, round_stats = _diffusion_rounds(
+            bound, (verts, faces), target, features, denoiser, cfg, fcfg, rounds, on_step, on_round
         )
     t2 = time.perf_counter()
     if region_src != "init alpha":
         bound = cut_outside(bound, verts, faces, target)
 
-    from avatarcli.gaussians.binding import world_gaussians
-    from avatarcli.gaussians.losses import masked_ssim
-    from avatarcli.render.api import render
-
-    bg = torch.tensor(fcfg.background, dtype=torch.float32, device=dev)
-    with torch.no_grad():
-        out = render(
-            world_gaussians(bound, verts, faces), target.camera, bg, backend=fcfg.backend, sh_degree=fcfg.sh_degree
-        )
-        tgt = target.mask * target.image + (1 - target.mask) * bg
-        ssim = float(masked_ssim(out.rgb, tgt, target.mask))
+    out, ssim = _final_ssim(bound, (verts, faces), target, fcfg)
     final_psnr = input_view_psnr(bound, verts, faces, target, fcfg)
     figures = region_figures(out, photo_target, fcfg)
     head = GaussianPly.from_bound(bound.to("cpu"), verts.cpu(), faces.cpu(), meta)
@@ -355,7 +380,7 @@ def denoise_head(
         seconds=time.perf_counter() - t_all,
         fit=fit_stats,
         rounds=round_stats,
-        size=(h, w),
+        size=(cam.height, cam.width),
         mask=region_src,
         **figures,
     )
