@@ -18,7 +18,7 @@ dlib = pytest.importorskip("dlib")
 
 # IoU with the drawn outline measured with these settings (bench/bench_real.py prints the table);
 # the floors sit ~0.03 below, so a regression fails and noise does not.
-IOU_FLOOR = {"astronaut": 0.92, "grace_hopper": 0.8, "obama_turned": 0.9, "einstein": 0.77}
+IOU_FLOOR = {"astronaut": 0.92, "grace_hopper": 0.84, "obama_turned": 0.89, "einstein": 0.84}
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,38 @@ def test_segment_head_matches_the_drawn_outline(name, landmarks_of):
     assert quality.iou(m, p.outline()) >= IOU_FLOOR[name]
     assert quality.coverage(m, p.outline()) >= 0.85  # hair and neck taken in
     np.testing.assert_array_equal(m, segment_head(p.rgb(), landmarks_of(name)))  # deterministic
+
+
+def _halo_image(r_solid: float, r_fade: float, n: int = 120) -> tuple[np.ndarray, np.ndarray]:
+    """A bright disc over a dark backdrop whose alpha falls linearly from 1 at r_solid to 0 at r_fade
+    (a halo of hair wisps): (rgb [n, n, 3] uint8, radius [n, n] px from the centre)."""
+    yy, xx = np.mgrid[0:n, 0:n]
+    r = np.hypot(xx - (n - 1) / 2, yy - (n - 1) / 2)
+    a = np.clip((r_fade - r) / (r_fade - r_solid), 0, 1)[..., None]
+    rgb = a * np.array([230.0, 220, 200]) + (1 - a) * np.array([30.0, 35, 40])
+    return np.round(rgb).astype(np.uint8), r
+
+
+def _flat_landmarks(n: int = 120) -> np.ndarray:
+    """68 points whose jaw (0..16) lies on the bottom row, 100 px wide: nothing is below the jaw."""
+    lm = np.full((68, 2), n / 2)
+    lm[0:17, 0], lm[0:17, 1] = np.linspace(10, 110, 17), n - 1
+    return lm
+
+
+def test_hair_matte_takes_in_the_halo_up_to_half_alpha():
+    """GrabCut's cut at the solid disc (r < 30); the halo's alpha is 0.5 at r = 40 (analytic): the matte
+    grows the region to ~40 px, and leaves a hard-edged disc where it is."""
+    from avatarcli.segment.head_region import RegionConfig, _matte_hair
+
+    cfg = RegionConfig()  # matte band: 3 px inside, 20 px outside a 100 px face
+    rgb, r = _halo_image(30.0, 50.0)
+    out = _matte_hair(rgb, r < 30, _flat_landmarks(), cfg)
+    assert abs(np.sqrt(out.sum() / np.pi) - 40.0) < 1.5
+    assert not out[r > 45].any() and out[r < 35].all()
+    hard, r = _halo_image(30.0, 30.5)
+    out = _matte_hair(hard, r < 30.25, _flat_landmarks(), cfg)
+    assert abs(np.sqrt(out.sum() / np.pi) - 30.25) < 1.0
 
 
 def test_sources_in_order_and_files(tmp_path, landmarks_of):

@@ -323,7 +323,7 @@ class _JobRunner:
         job = self.job
         src = "face-parsing" if features is not None else ("user" if job.mask is not None else "grabcut")
         key = stage_key(
-            stage="head-region", v=1, image=img.sha256, size=list(img.size), landmarks=lm_key, source=src,
+            stage="head-region", v=2, image=img.sha256, size=list(img.size), landmarks=lm_key, source=src,
             mask=job.mask, features=None if features is None else self.artifact_key("encode", "", "f"),
         )  # fmt: skip
         compute = lambda: choose_head_region(img.rgb, lm_work.landmarks, features=features, user_mask=job.mask).mask  # noqa: E731

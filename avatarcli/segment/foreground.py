@@ -13,21 +13,31 @@ to B. Pixels with alpha 1 keep the photo's value exactly; outside the mask F is 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 from scipy.ndimage import distance_transform_edt
 
 
-def _estimate_foreground(img: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """pymatting's estimate_foreground_ml; torch's CPU thread count is kept (importing numba's
-    OpenMP layer resets it to the core count, which made the following fit several times slower)."""
+@contextmanager
+def torch_threads_kept() -> Iterator[None]:
+    """Around any pymatting call: torch's CPU thread count is kept (importing numba's OpenMP layer
+    resets it to the core count, which made the following fit several times slower)."""
     n = torch.get_num_threads()
     try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _estimate_foreground(img: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """pymatting's estimate_foreground_ml (torch's thread count kept)."""
+    with torch_threads_kept():
         from pymatting import estimate_foreground_ml
 
         return estimate_foreground_ml(img, alpha)
-    finally:
-        torch.set_num_threads(n)
 
 
 def edge_alpha(mask: np.ndarray, band_px: float) -> np.ndarray:
@@ -54,4 +64,4 @@ def foreground(image: np.ndarray, mask: np.ndarray, band_px: float) -> np.ndarra
     return out.astype(np.float32)
 
 
-__all__ = ["edge_alpha", "foreground"]
+__all__ = ["edge_alpha", "foreground", "torch_threads_kept"]

@@ -4,17 +4,26 @@ Order of sources (`choose_head_region`): the face-parsing model's mask when the 
 else the user's matte (`--mask FILE`, white = head); else `segment_head`, a classical segmentation
 seeded from what the pipeline already knows:
 
-  * sure head: the face inside the 68 landmarks (their hull, shrunk a little) and a band of forehead
-    above the brows;
+  * sure head: the face inside the 68 landmarks (their hull, shrunk a little), a band of forehead
+    above the brows, and the skull above it between the eyes' outer corners up to `crown_sure` face
+    heights (hair, a hat or a bald scalp; on an upright head never backdrop);
   * probably head: the fitted FLAME mesh's projection when given (skull, ears, neck), and an ellipse
-    around the face sized from the landmarks that reaches the crown, where hair is;
+    around the face sized from the landmarks that reaches the crown, where hair is; it is centred on
+    the skull (the jaw's middle, moved away from the nose of a turned face), not on the nose;
   * sure background: the image border and everything far from the face (beside it by more than one
     face width, above the crown, below the collar: more than NECK_DROP face heights below the chin);
   * probably background: the rest.
 
-OpenCV's GrabCut (colour GMMs + graph cut) then labels the pixels; the result keeps the connected
-piece that holds the face, with holes filled and the outline smoothed. Everything runs on a copy with
-a long side of at most `work_side` px (a second or so on one CPU core) and is scaled back.
+OpenCV's GrabCut (colour GMMs + graph cut) then labels the pixels; below the jaw only skin-coloured
+pixels stay (the neck stops at the collar); thin strands are opened away and the connected piece
+that holds the face is kept with holes filled. Above the jaw the cut is then refined by closed-form
+matting in a band around it (wisps of hair mixed with the backdrop, which GrabCut's colour models
+drop). Everything runs on copies with a long side of `work_sides` px (a second or two on one core),
+one vote each, scaled back; the majority is the region.
+
+Measured (IoU with the drawn outlines of tests/fixtures/portraits, dlib landmarks; before these
+refinements / after): astronaut 0.946 / 0.946, grace_hopper 0.845 / 0.873, obama_turned 0.933 /
+0.923, einstein 0.803 / 0.869 (bench/bench_real.py prints the figure for each run).
 """
 
 from __future__ import annotations
@@ -24,17 +33,22 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-WORK_SIDE = 320  # px: GrabCut's working resolution (long side)
+WORK_SIDES = (288, 320, 360)  # px: GrabCut's working resolutions (long side), one vote each
+HEAD_SHIFT = 0.25  # the skull's centre sits this fraction of the nose's offset from the jaw's middle behind it
 
 
 @dataclass(frozen=True)
 class RegionConfig:
-    work_side: int = WORK_SIDE
+    work_sides: tuple[int, ...] = WORK_SIDES
     iterations: int = 5  # GrabCut iterations
     side_reach: float = 0.5  # sure background beyond this many face widths left/right of the face
     crown_reach: float = 1.1  # ... above the brows by more than this many face heights
     neck_drop: float = 0.45  # ... below the chin by more than this many face heights (the collar)
     ellipse_scale: float = 1.0  # the "probably head" ellipse around face + hair
+    crown_sure: float = 0.3  # sure head up to this many face heights above the brows (between the eyes' outer corners)
+    matte_in: float = 0.03  # hair matting (see _matte_hair): sure head this many face widths inside GrabCut's cut
+    matte_out: float = 0.2  # ... the band solved reaches this far outside it (0: no matting)
+    open_frac: float = 0.015  # strands thinner than 2x this many face widths are cut off
     border_px: int = 2  # sure-background band along the image border (work px)
     skin_sigma: float = 3.0  # below the jaw only skin is head: Mahalanobis distance (Lab) to the face's skin
 
@@ -52,7 +66,11 @@ def _face_geometry(lm: np.ndarray) -> dict[str, float]:
     brow_y = float(brows[:, 1].mean())
     chin_y = float(jaw[8, 1])
     height = max(chin_y - brow_y, 1.0) * 1.5  # brow-to-chin is ~2/3 of hairline-to-chin
-    return {"w": max(width, 1.0), "h": height, "brow_y": brow_y, "chin_y": chin_y, "cx": float(lm[27:31, 0].mean())}
+    # the skull's centre: the jaw's ends' midpoint, moved away from the nose of a turned face (the back
+    # of the head shows on the far side); centring on the nose would cut a turned head's back off
+    mid, nose = float(jaw[[0, 16], 0].mean()), float(lm[27:31, 0].mean())
+    cx = mid - HEAD_SHIFT * (nose - mid)
+    return {"w": max(width, 1.0), "h": height, "brow_y": brow_y, "chin_y": chin_y, "cx": cx}
 
 
 def _seed_labels(shape: tuple[int, int], lm: np.ndarray, prior: np.ndarray | None, cfg: RegionConfig) -> np.ndarray:
@@ -84,6 +102,17 @@ def _seed_labels(shape: tuple[int, int], lm: np.ndarray, prior: np.ndarray | Non
     brows = lm[17:27]
     band = np.concatenate([brows, brows[::-1] - [0, 0.15 * g["h"]]]).astype(np.int32)
     cv2.fillPoly(lab, [band], int(cv2.GC_FGD))
+    # sure head: the skull above the forehead, between the outer eye corners, up to crown_sure face
+    # heights above the brows (hair, a hat or a bald scalp: never backdrop on an upright head)
+    x0, x1 = sorted((float(lm[36, 0]), float(lm[45, 0])))
+    y1 = float(brows[:, 1].min())
+    cv2.rectangle(
+        lab,
+        (int(round(x0)), int(round(g["brow_y"] - cfg.crown_sure * g["h"]))),
+        (int(round(x1)), int(round(y1))),
+        int(cv2.GC_FGD),
+        -1,
+    )
     return lab
 
 
@@ -118,18 +147,84 @@ def _below_jaw(shape: tuple[int, int], lm: np.ndarray) -> np.ndarray:
     return np.arange(h)[:, None] > ys[None, :]
 
 
-def _clean(fg: np.ndarray, lm: np.ndarray) -> np.ndarray:
-    """The connected piece holding the face (nose tip), holes filled, outline smoothed: [h, w] bool."""
+def _clean(fg: np.ndarray, lm: np.ndarray, open_px: int) -> np.ndarray:
+    """The connected piece holding the face (nose tip), thin strands cut off (an opening with a disc of
+    radius `open_px`: flag cords, a pole, a strand of backdrop), holes filled: [h, w] bool."""
     import cv2
     from scipy import ndimage
 
+    r = max(1, int(open_px))
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, disc) > 0
     n, comp = cv2.connectedComponents(fg.astype(np.uint8), connectivity=4)
     x, y = np.clip(np.round(lm[30]).astype(int), 0, [fg.shape[1] - 1, fg.shape[0] - 1])
     keep = comp == comp[y, x] if comp[y, x] > 0 else fg
-    keep = ndimage.binary_fill_holes(keep)
-    k = max(3, int(round(max(fg.shape) / 100)) | 1)
-    keep = cv2.morphologyEx(keep.astype(np.uint8), cv2.MORPH_OPEN, np.ones((k, k), np.uint8)) > 0
     return ndimage.binary_fill_holes(keep)
+
+
+def _grabcut(img: np.ndarray, lab: np.ndarray, iterations: int) -> np.ndarray:
+    """[h, w] bool foreground of OpenCV's GrabCut from seed labels [h, w] (fixed RNG seed)."""
+    import cv2
+
+    lab = lab.copy()
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), lab, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]  # rect unused with a mask
+    return (lab == cv2.GC_FGD) | (lab == cv2.GC_PR_FGD)
+
+
+def _matte_hair(img: np.ndarray, fg: np.ndarray, lm: np.ndarray, cfg: RegionConfig) -> np.ndarray:
+    """GrabCut's hard cut refined above the jaw by closed-form matting (Levin et al. 2008, pymatting's
+    estimate_alpha_cf): its foreground eroded by `matte_in` face widths is sure head, everything beyond
+    `matte_out` face widths outside it (and everything below the jaw) keeps GrabCut's label, the band
+    between is solved for alpha; alpha > 0.5 is head. Wisps of hair that mix with the backdrop (a grey
+    halo over a dark hall) are what GrabCut's colour models drop and the matte's local colour lines keep.
+    [h, w] bool -> [h, w] bool."""
+    import cv2
+
+    from avatarcli.segment.foreground import torch_threads_kept
+
+    fw = _face_geometry(lm)["w"]
+    r_in, r_out = max(1, round(cfg.matte_in * fw)), max(1, round(cfg.matte_out * fw))
+    u8 = fg.astype(np.uint8)
+    sure = cv2.erode(u8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_in + 1,) * 2)) > 0
+    near = cv2.dilate(u8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_out + 1,) * 2)) > 0
+    unknown = near & ~sure & ~_below_jaw(fg.shape, lm)
+    if not unknown.any() or not sure.any():
+        return fg
+    trimap = fg.astype(np.float64)  # [h, w] 1 head, 0 not, 0.5 to solve
+    trimap[unknown] = 0.5
+    with torch_threads_kept():
+        from pymatting import estimate_alpha_cf
+
+        alpha = estimate_alpha_cf(img.astype(np.float64) / 255.0, trimap)  # [h, w]
+    return np.where(unknown, alpha > 0.5, fg)
+
+
+def _segment_at(
+    rgb: np.ndarray, landmarks: np.ndarray, prior: np.ndarray | None, cfg: RegionConfig, side: int
+) -> np.ndarray:
+    """[H, W] float32 0..1: one segmentation on a copy with a long side of at most `side` px, scaled back."""
+    import cv2
+
+    H, W = rgb.shape[:2]
+    s = min(1.0, side / max(H, W))
+    w, h = max(1, round(W * s)), max(1, round(H * s))
+    img = cv2.resize(np.ascontiguousarray(rgb), (w, h), interpolation=cv2.INTER_AREA) if s < 1 else rgb.copy()
+    lm = (np.asarray(landmarks, np.float64) + 0.5) * [w / W, h / H] - 0.5
+    pri = None
+    if prior is not None:
+        pri = cv2.resize(np.asarray(prior, np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    fg = _grabcut(img, _seed_labels((h, w), lm, pri, cfg), cfg.iterations)
+    fg &= ~(_below_jaw((h, w), lm) & (_skin_distance(img, lm) > cfg.skin_sigma))  # the neck stops at the collar
+    open_px = round(cfg.open_frac * _face_geometry(lm)["w"])
+    fg = _clean(fg, lm, open_px)
+    if cfg.matte_out > 0:
+        fg = _clean(_matte_hair(img, fg, lm, cfg), lm, open_px)
+    mask = fg.astype(np.float32)
+    if s < 1:
+        mask = cv2.resize(mask, (W, H), interpolation=cv2.INTER_LINEAR)  # type: ignore[assignment]  # float32 in, float32 out
+    return mask
 
 
 def segment_head(
@@ -138,27 +233,13 @@ def segment_head(
     prior: np.ndarray | None = None,  # [H, W] bool: the fitted FLAME mesh's projection (optional)
     cfg: RegionConfig = RegionConfig(),
 ) -> np.ndarray:
-    """[H, W] float32 0..1 head region of a portrait (see the module docstring). Deterministic."""
-    import cv2
+    """[H, W] float32 0/1 head region of a portrait (see the module docstring). Deterministic.
 
-    H, W = rgb.shape[:2]
-    s = min(1.0, cfg.work_side / max(H, W))
-    w, h = max(1, round(W * s)), max(1, round(H * s))
-    img = cv2.resize(np.ascontiguousarray(rgb), (w, h), interpolation=cv2.INTER_AREA) if s < 1 else rgb.copy()
-    lm = (np.asarray(landmarks, np.float64) + 0.5) * [w / W, h / H] - 0.5
-    pri = None
-    if prior is not None:
-        pri = cv2.resize(np.asarray(prior, np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-    lab = _seed_labels((h, w), lm, pri, cfg)
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)
-    cv2.grabCut(cv2.cvtColor(img, cv2.COLOR_RGB2BGR), lab, None, bgd, fgd, cfg.iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]  # rect unused with a mask
-    fg = (lab == cv2.GC_FGD) | (lab == cv2.GC_PR_FGD)
-    fg &= ~(_below_jaw((h, w), lm) & (_skin_distance(img, lm) > cfg.skin_sigma))  # the neck stops at the collar
-    mask = _clean(fg, lm).astype(np.float32)
-    if s < 1:
-        mask = cv2.resize(mask, (W, H), interpolation=cv2.INTER_LINEAR)  # type: ignore[assignment]  # float32 in, float32 out
-    return (mask > 0.5).astype(np.float32)
+    GrabCut's cut can flip where head and backdrop share colours (a red flag stripe beside a face, a
+    white cap band against white stars), and which way it flips depends on the pixel grid: one vote
+    per working size in cfg.work_sides, the majority kept."""
+    votes = [_segment_at(rgb, landmarks, prior, cfg, side) for side in cfg.work_sides]  # each [H, W]
+    return (np.mean(votes, axis=0) > 0.5).astype(np.float32)
 
 
 def write_region(path, mask: np.ndarray) -> None:
