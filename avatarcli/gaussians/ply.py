@@ -21,6 +21,7 @@ while the activated Gaussians still match, so write(read(f)) is byte-identical.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import re
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from plyfile import PlyData
 from torch import Tensor
 
 from avatarcli.errors import ArtifactError, InputError
@@ -36,6 +38,7 @@ from avatarcli.flame.artifact import N_LANDMARKS, FlameFit
 from avatarcli.flame.forward import canonical_head
 from avatarcli.flame.model import FlameModel
 from avatarcli.gaussians.model import Gaussians
+from avatarcli.gaussians.web_formats import is_compressed_ply, read_compressed_ply, read_splat_bytes
 from avatarcli.io.atomic import atomic_write
 
 META_FORMAT = "avatarcli.head"
@@ -455,15 +458,90 @@ def _vertex_table(data: bytes, fmt: str, elements: list[_Element], offset: int, 
         if len(data) < need:
             raise ArtifactError(f"truncated PLY: {len(data)} bytes, the header needs {need}", path=path)
         return np.frombuffer(data, dtype=dtype, count=vert.count, offset=offset)
-    import io
-
-    from plyfile import PlyData
-
     try:
         return PlyData.read(io.BytesIO(data))["vertex"].data
     except Exception as e:  # noqa: BLE001 - plyfile raises many types on bad input; report one line
         msg = " ".join(str(e).split())[:200]
         raise ArtifactError(f"unreadable PLY data ({type(e).__name__}: {msg})", path=path) from None
+
+
+def _check_vertex_table(table: np.ndarray, path: Path) -> int:
+    """The f_rest count of a 3DGS vertex table (ArtifactError when it is not one)."""
+    props = set(table.dtype.names or ())
+    missing = [p for p in _REQUIRED if p not in props]
+    if missing:
+        raise ArtifactError(f"not a 3D Gaussian Splatting PLY: vertex lacks {', '.join(missing)}", path=path)
+    n_rest = sum(1 for p in props if re.fullmatch(r"f_rest_\d+", p))
+    if n_rest not in (0, 9, 24, 45) or any(f"f_rest_{i}" not in props for i in range(n_rest)):
+        raise ArtifactError(f"{n_rest} f_rest_* properties: expected 0, 9, 24 or 45 numbered from 0", path=path)
+    if table.shape[0] == 0:
+        raise ArtifactError("the PLY holds no Gaussians", path=path)
+    for p in _REQUIRED + [f"f_rest_{i}" for i in range(n_rest)]:
+        if table.dtype[p].kind not in "fiu":
+            raise ArtifactError(f"property {p} is not numeric", path=path)
+    return n_rest
+
+
+def _stored_columns(table: np.ndarray, n_rest: int, path: Path) -> dict[str, np.ndarray]:
+    """The stored (not activated) float32 columns, checked finite: means [N, 3], dc [N, 3],
+    rest [N, n_rest], logits [N], log_scales [N, 3], quats [N, 4]."""
+    n = table.shape[0]
+    col = lambda names: np.stack([np.asarray(table[p], dtype=np.float32) for p in names], axis=1)  # noqa: E731
+    with np.errstate(over="ignore", invalid="ignore"):
+        cols = {
+            "means": col(["x", "y", "z"]),
+            "dc": col(["f_dc_0", "f_dc_1", "f_dc_2"]),
+            "rest": col([f"f_rest_{i}" for i in range(n_rest)]) if n_rest else np.zeros((n, 0), np.float32),
+            "logits": col(["opacity"])[:, 0],
+            "log_scales": col(["scale_0", "scale_1", "scale_2"]),
+            "quats": col(["rot_0", "rot_1", "rot_2", "rot_3"]),
+        }
+    names = {
+        "means": "x/y/z",
+        "dc": "f_dc",
+        "rest": "f_rest",
+        "logits": "opacity",
+        "log_scales": "scale",
+        "quats": "rot",
+    }
+    for key, arr in cols.items():
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).any(-1).sum()) if arr.ndim > 1 else int((~np.isfinite(arr)).sum())
+            raise ArtifactError(f"{names[key]} has non-finite values (NaN or inf) in {bad} Gaussian(s)", path=path)
+    return cols
+
+
+def _read_meta(comments: list[str], k: int, path: Path) -> HeadMeta | None:
+    """The head metadata of the header comments (None: not one of our heads), checked against the
+    file's SH coefficient count k."""
+    chunks = [c[len(META_TAG) + 1 :] for c in comments if c.startswith(META_TAG + " ")]
+    if not chunks:
+        return None
+    meta = HeadMeta.from_json("".join(chunks), path)
+    degree = {1: 0, 4: 1, 9: 2, 16: 3}[k]
+    if meta.sh_degree != degree:
+        raise ArtifactError(f"metadata says SH degree {meta.sh_degree}, the file holds degree {degree}", path=path)
+    return meta
+
+
+def _read_binding(table: np.ndarray, meta: HeadMeta | None, path: Path) -> Tensor | None:
+    """The binding column [N] int64 (None when absent), checked against the FLAME face count."""
+    if "binding" not in (table.dtype.names or ()):
+        return None
+    b = table["binding"]
+    if b.dtype.kind not in "iu":
+        raise ArtifactError("binding is not an integer property", path=path)
+    b = b.astype(np.int64)
+    hi = meta.n_faces if meta is not None else None
+    bad = (b < 0) | (b >= hi) if hi is not None else (b < 0)
+    if bad.any():
+        raise ArtifactError(
+            f"binding out of range for {int(bad.sum())} Gaussian(s) (FLAME has {hi} faces)"
+            if hi
+            else "negative binding values",
+            path=path,
+        )
+    return torch.from_numpy(b)
 
 
 def read_gaussian_ply(path: str | Path) -> GaussianPly:
@@ -481,89 +559,30 @@ def read_gaussian_ply(path: str | Path) -> GaussianPly:
     except OSError as e:
         raise InputError(f"cannot read ({e.strerror})", path=path) from None
     if path.suffix.lower() == ".splat":
-        from avatarcli.gaussians.web_formats import read_splat_bytes
-
         return GaussianPly(read_splat_bytes(data, path))
     fmt, comments, elements, offset = _parse_header(data, path)
     up = _up_hint(comments, path)
-    from avatarcli.gaussians.web_formats import is_compressed_ply, read_compressed_ply
-
     if is_compressed_ply(elements):
         return GaussianPly(read_compressed_ply(data, fmt, elements, offset, path), up=up)
     table = _vertex_table(data, fmt, elements, offset, path)
-    props = set(table.dtype.names or ())
-    missing = [p for p in _REQUIRED if p not in props]
-    if missing:
-        raise ArtifactError(f"not a 3D Gaussian Splatting PLY: vertex lacks {', '.join(missing)}", path=path)
-    n_rest = sum(1 for p in props if re.fullmatch(r"f_rest_\d+", p))
-    if n_rest not in (0, 9, 24, 45) or any(f"f_rest_{i}" not in props for i in range(n_rest)):
-        raise ArtifactError(f"{n_rest} f_rest_* properties: expected 0, 9, 24 or 45 numbered from 0", path=path)
-    n = table.shape[0]
-    if n == 0:
-        raise ArtifactError("the PLY holds no Gaussians", path=path)
-    for p in _REQUIRED + [f"f_rest_{i}" for i in range(n_rest)]:
-        if table.dtype[p].kind not in "fiu":
-            raise ArtifactError(f"property {p} is not numeric", path=path)
-    col = lambda names: np.stack([np.asarray(table[p], dtype=np.float32) for p in names], axis=1)  # noqa: E731
-    with np.errstate(over="ignore", invalid="ignore"):
-        means = col(["x", "y", "z"])
-        dc = col(["f_dc_0", "f_dc_1", "f_dc_2"])  # [N, 3]
-        rest = col([f"f_rest_{i}" for i in range(n_rest)]) if n_rest else np.zeros((n, 0), np.float32)
-        logits = col(["opacity"])[:, 0]
-        log_scales = col(["scale_0", "scale_1", "scale_2"])
-        quats = col(["rot_0", "rot_1", "rot_2", "rot_3"])
-    for name, arr in (
-        ("x/y/z", means),
-        ("f_dc", dc),
-        ("f_rest", rest),
-        ("opacity", logits),
-        ("scale", log_scales),
-        ("rot", quats),
-    ):
-        if not np.isfinite(arr).all():
-            raise ArtifactError(
-                f"{name} has non-finite values (NaN or inf) in {int((~np.isfinite(arr)).any(-1).sum()) if arr.ndim > 1 else int((~np.isfinite(arr)).sum())} Gaussian(s)",
-                path=path,
-            )
-    k = n_rest // 3 + 1
-    sh = np.concatenate([dc[:, None, :], rest.reshape(n, 3, k - 1).transpose(0, 2, 1)], axis=1)  # [N, K, 3]
+    n_rest = _check_vertex_table(table, path)
+    c = _stored_columns(table, n_rest, path)
+    n, k = table.shape[0], n_rest // 3 + 1
+    sh = np.concatenate([c["dc"][:, None, :], c["rest"].reshape(n, 3, k - 1).transpose(0, 2, 1)], axis=1)  # [N, K, 3]
     with np.errstate(over="ignore"):
-        scales, opac, q = _activate(log_scales, logits, quats)
+        scales, opac, q = _activate(c["log_scales"], c["logits"], c["quats"])
     if not np.isfinite(scales).all():
         raise ArtifactError("scale_* values too large (exp overflows)", path=path)
-
-    meta = None
-    chunks = [c[len(META_TAG) + 1 :] for c in comments if c.startswith(META_TAG + " ")]
-    if chunks:
-        meta = HeadMeta.from_json("".join(chunks), path)
-        degree = {1: 0, 4: 1, 9: 2, 16: 3}[k]
-        if meta.sh_degree != degree:
-            raise ArtifactError(f"metadata says SH degree {meta.sh_degree}, the file holds degree {degree}", path=path)
-
-    binding = None
-    if "binding" in props:
-        b = table["binding"]
-        if b.dtype.kind not in "iu":
-            raise ArtifactError("binding is not an integer property", path=path)
-        b = b.astype(np.int64)
-        hi = meta.n_faces if meta is not None else None
-        bad = (b < 0) | (b >= hi) if hi is not None else (b < 0)
-        if bad.any():
-            raise ArtifactError(
-                f"binding out of range for {int(bad.sum())} Gaussian(s) (FLAME has {hi} faces)"
-                if hi
-                else "negative binding values",
-                path=path,
-            )
-        binding = torch.from_numpy(b)
+    meta = _read_meta(comments, k, path)
+    binding = _read_binding(table, meta, path)
     gaussians = Gaussians(
-        means=torch.from_numpy(means.copy()),
+        means=torch.from_numpy(c["means"].copy()),
         quats=torch.from_numpy(q),
         scales=torch.from_numpy(scales),
         opacities=torch.from_numpy(opac),
         sh=torch.from_numpy(np.ascontiguousarray(sh)),
     )
-    return GaussianPly(gaussians, binding, meta, raw=RawPly(log_scales, logits, quats), up=up)
+    return GaussianPly(gaussians, binding, meta, raw=RawPly(c["log_scales"], c["logits"], c["quats"]), up=up)
 
 
 def _up_hint(comments: list[str], path: Path) -> str | None:
