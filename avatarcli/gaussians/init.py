@@ -42,15 +42,21 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.ndimage import distance_transform_edt
+from scipy.spatial import cKDTree
 from torch import Tensor
 
+from avatarcli.errors import InputError
 from avatarcli.flame.deform import DeformConfig, HeadDeformation, deform_to_region, face_hold, outside_region, scalp
 from avatarcli.flame.forward import canonical_head
 from avatarcli.gaussians.binding import bind_to_mesh
 from avatarcli.gaussians.model import Gaussians, rgb_to_sh0, sh_coeffs
+from avatarcli.gaussians.mouth import mouth_for_init
 from avatarcli.gaussians.ply import GaussianPly, HeadMeta
 from avatarcli.geometry import matrix_to_quaternion, triangle_frames
+from avatarcli.render.api import render
 from avatarcli.render.camera import Camera, photo_camera, scaled_camera
+from avatarcli.segment.foreground import foreground
 
 FALLBACK_SKIN = (0.78, 0.60, 0.50)
 
@@ -130,8 +136,6 @@ def visibility(
     """Which `points` [N, 3] with `normals` [N, 3] the camera sees (see the module docstring) -> [N] bool.
 
     The depth map is rendered from `gaussians` (the head's own surface Gaussians, made opaque)."""
-    from avatarcli.render.api import render
-
     dcam = scaled_camera(cam, config.depth_size, upscale=False)
     opaque = Gaussians(
         gaussians.means,
@@ -163,9 +167,6 @@ def edge_foreground(
 
     The silhouette: `region` [H, W] (> 0.5) when given, else the opaque head's alpha > 0.5
     (rendered at `depth_size`, resized to the photo)."""
-    from avatarcli.render.api import render
-    from avatarcli.segment.foreground import foreground
-
     H, W = image.shape[:2]
     band = max(1.5, config.edge_band * max(H, W))
     if region is not None:
@@ -228,8 +229,6 @@ def _deform(model, fit, meta: HeadMeta, verts: Tensor, faces: Tensor, cam: Camer
 
 def inner_points(points: Tensor, cam: Camera, region: Tensor, margin_px: float) -> Tensor:
     """[N] bool: points [N, 3] projecting at least `margin_px` inside `region` [H, W] (> 0.5 is inside)."""
-    from scipy.ndimage import distance_transform_edt
-
     dist = torch.from_numpy(distance_transform_edt(region.numpy() > 0.5)).float()  # px to the outside
     uv, _ = _project(cam, points)
     return _sample_image(dist[..., None], uv)[:, 0] >= margin_px
@@ -240,8 +239,6 @@ def hair_colours(colour: ColourInfo, points: Tensor, hair: Tensor, source: Tenso
     the k nearest seen hair points [N, 3] (among `source` [N] bool: clear of the outline, where the
     photo's pixels mix with the backdrop), averaged half and half with the median of all seen hair,
     instead of the skin prior: the back of the hair continues the hair the photo shows, never a bald cap."""
-    from scipy.spatial import cKDTree
-
     seen = (colour.visible | colour.mirrored) & (hair > 0.5) & source
     fill = colour.prior & (hair > 0.5)
     if int(seen.sum()) < k or not bool(fill.any()):
@@ -268,6 +265,40 @@ def _samples_in_region(verts, faces, n, gen, cam, region):
     return pts, face
 
 
+def _photo_and_region(rgb: np.ndarray, fit, region: np.ndarray | Tensor | None) -> tuple[np.ndarray, Tensor | None]:
+    """The photo (uint8 [H, W, 3] at fit.image_size) and the head region as float [H, W] in 0..1 (or None)."""
+    rgb = np.asarray(rgb)
+    H, W = (int(s) for s in np.asarray(fit.image_size).reshape(-1)[:2])
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be uint8 [H, W, 3], got {rgb.dtype} {list(rgb.shape)}")
+    if rgb.shape[:2] != (H, W):
+        raise InputError(f"the image is {rgb.shape[0]}x{rgb.shape[1]} (HxW), the FLAME fit was made on {H}x{W}")
+    if region is None:
+        return rgb, None
+    reg = torch.as_tensor(np.asarray(region), dtype=torch.float32).reshape(H, W).clamp(0, 1)
+    if float((reg > 0.5).sum()) < 1:
+        raise InputError("the head region is empty")
+    return rgb, reg
+
+
+def _surface_gaussians(
+    verts: Tensor, faces: Tensor, pts: Tensor, face: Tensor, cfg: InitConfig
+) -> tuple[Gaussians, Tensor, float]:
+    """Flat Gaussians at the surface samples pts [N, 3] on triangles face [N], in their triangle's
+    frame, sized by the mean sample spacing; SH zero -> (Gaussians, normals [N, 3], spacing)."""
+    n = int(pts.shape[0])
+    _, R, _ = triangle_frames(verts, faces)
+    Rb = R[face]  # [N, 3, 3]
+    tri = verts[faces]
+    total_area = float(0.5 * torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=-1).sum())
+    spacing = math.sqrt(total_area / n)
+    sigma = cfg.scale_factor * spacing
+    scales = torch.tensor([sigma, sigma, sigma * cfg.thickness]).expand(n, 3).clone()
+    sh = torch.zeros(n, sh_coeffs(cfg.sh_degree), 3)
+    g = Gaussians(pts, matrix_to_quaternion(Rb), scales, torch.full((n,), float(cfg.opacity)), sh)
+    return g, Rb[:, :, 2], spacing
+
+
 def init_gaussians(
     model,
     fit,
@@ -288,56 +319,30 @@ def init_gaussians(
 
     cfg = config or InitConfig()
     cfg.validate()
-    rgb = np.asarray(rgb)
-    H, W = (int(s) for s in np.asarray(fit.image_size).reshape(-1)[:2])
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"rgb must be uint8 [H, W, 3], got {rgb.dtype} {list(rgb.shape)}")
-    if rgb.shape[:2] != (H, W):
-        from avatarcli.errors import InputError
-
-        raise InputError(f"the image is {rgb.shape[0]}x{rgb.shape[1]} (HxW), the FLAME fit was made on {H}x{W}")
+    rgb, reg = _photo_and_region(rgb, fit, region)
+    H, W = rgb.shape[:2]
     verts, faces, j0 = canonical_head(model, fit)
     verts, faces, j0 = verts.cpu(), faces.cpu(), j0.cpu()
     cam = photo_camera(fit, j0)
     meta = HeadMeta.from_fit(fit, j0, n_faces=int(faces.shape[0]), sh_degree=cfg.sh_degree)
     deformation: HeadDeformation | None = None
-    reg = hairy = None
-    if region is not None:
-        reg = torch.as_tensor(np.asarray(region), dtype=torch.float32).reshape(H, W).clamp(0, 1)
-        if float((reg > 0.5).sum()) < 1:
-            from avatarcli.errors import InputError
-
-            raise InputError("the head region is empty")
+    hairy = None
+    if reg is not None:
         verts, meta, deformation, hairy = _deform(model, fit, meta, verts, faces, cam, reg, cfg)
     gen = torch.Generator().manual_seed(int(cfg.seed))
-    from avatarcli.gaussians.mouth import mouth_for_init
-
     mouth = mouth_for_init(model, fit, int(cfg.mouth_fraction * cfg.n_gaussians), cfg.sh_degree)
     n = int(cfg.n_gaussians) - (mouth.n if mouth is not None else 0)  # surface samples
     if reg is not None and cfg.cut_outside:
         pts, face = _samples_in_region(verts, faces, n, gen, cam, reg)
     else:
         pts, face = sample_surface(verts, faces, n, gen)  # [N, 3], [N]
-    n = int(pts.shape[0])
-    _, R, _ = triangle_frames(verts, faces)
-    Rb = R[face]  # [N, 3, 3]
-    normals = Rb[:, :, 2]
-    tri = verts[faces]
-    total_area = float(0.5 * torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=-1).sum())
-    spacing = math.sqrt(total_area / n)
-    sigma = cfg.scale_factor * spacing
-    scales = torch.tensor([sigma, sigma, sigma * cfg.thickness]).expand(n, 3).clone()
-    quats = matrix_to_quaternion(Rb)
-    K = sh_coeffs(cfg.sh_degree)
-    sh = torch.zeros(n, K, 3)
-    g = Gaussians(pts, quats, scales, torch.full((n,), float(cfg.opacity)), sh)
+    g, normals, spacing = _surface_gaussians(verts, faces, pts, face, cfg)
     image = torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0
     colour = colour_points(pts, normals, g, cam, image, cfg, reg)
     if hairy is not None:
         inner = inner_points(pts, cam, reg, 0.015 * max(H, W))
         colour = hair_colours(colour, pts, hairy.float()[faces[face]].mean(1), inner | ~colour.visible)
-    sh[:, 0] = rgb_to_sh0(colour.rgb)
-    g = Gaussians(pts, quats, scales, g.opacities, sh)
+    g.sh[:, 0] = rgb_to_sh0(colour.rgb)  # [N, 3] DC colour
     bound = bind_to_mesh(g, face, verts, faces)
     if mouth is not None:  # appended after the surface samples (info's arrays describe those)
         bound = bound.cat(mouth.to(bound.binding.device))
