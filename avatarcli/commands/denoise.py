@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from avatarcli.commands.common import BackendOpt, DeviceOpt, FlameOpt, existing_inputs, flag_names
+from avatarcli.errors import InputError
+from avatarcli.progress import info, progress, warn
+
+if TYPE_CHECKING:  # the stage's modules load with the command (scipy and the fit): `avatar --help` stays quick
+    from avatarcli.diffusion.features import Features
+    from avatarcli.gaussians.ply import GaussianPly
+    from avatarcli.stages.denoise import DenoiseConfig, DenoiseStats
 
 CPU_DIFFUSION_NOTE = (
     "diffusion rounds on the CPU take a long time (many minutes per photo; seconds on a GPU); "
@@ -72,15 +80,11 @@ def denoise_command(
       avatar denoise init.ply -i face.jpg --features f.safetensors -o head.ply --rounds 6 --device cuda
       avatar denoise init.ply -i face.jpg -o head.ply --no-diffusion --mask face.region.png
     """
-    import math
-
     from avatarcli.device import resolve_device
-    from avatarcli.errors import InputError
     from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
     from avatarcli.io.atomic import check_output_path
-    from avatarcli.progress import info, progress, warn
     from avatarcli.render.api import check_backend
-    from avatarcli.stages.denoise import DenoiseConfig, denoise_head
+    from avatarcli.stages.denoise import DenoiseConfig
     from avatarcli.stages.init_gaussians import load_photo_for
 
     n_rounds = 0 if no_diffusion else rounds
@@ -99,25 +103,17 @@ def denoise_command(
         from avatarcli.segment.head_region import read_region
 
         region = read_region(mask, photo.rgb.shape[:2])
-    feats = None
     if n_rounds > 0 and features is None:
         raise InputError(
             "--rounds > 0 needs --features FEATURES.safetensors (from `avatar encode`); or use --no-diffusion"
         )
-    if features is not None:
-        from avatarcli.diffusion.features import read_features
-
-        feats = read_features(features)
-        if feats.image_sha256 != photo.sha256:
-            msg = "was computed from another image (image sha256 differs from --image)"
-            if not force:
-                raise InputError(msg + "; use the matching features or --force", path=features)
-            warn(f"{features}: {msg}; continuing (--force)")
+    feats = _features_of(features, photo.sha256, force) if features is not None else None
     cfg = DenoiseConfig(
         steps=steps, round_steps=round_steps, sh_degree=sh_degree, rounds=n_rounds, seed=seed, max_side=size,
         max_gaussians=max_gaussians, backend=backend, device=str(dev),
     )  # fmt: skip
-    cfg.validate()
+    with flag_names(max_side="--size"):
+        cfg.validate()
     denoiser = None
     if n_rounds > 0:  # resolve the pinned model BEFORE any work: a missing one exits 3 at once
         from avatarcli.diffusion.models import SD_IMAGE_VARIATIONS, resolve_model
@@ -135,7 +131,38 @@ def denoise_command(
 
         denoiser = load_default_denoiser(dev)
 
-    total = steps + n_rounds * round_steps
+    with flag_names(max_side="--size"):
+        head, stats = _denoise_with_progress(ply, model, photo.rgb, feats, denoiser, cfg, region)
+    write_gaussian_ply(output, head)
+    info(
+        f"{output}: {stats.n_gaussians} Gaussians; input view PSNR {stats.psnr_init:.1f} -> {stats.psnr:.1f} dB, "
+        f"SSIM {stats.ssim:.3f} at {stats.size[1]}x{stats.size[0]} ({n_rounds} diffusion round(s), {stats.seconds:.0f} s); "
+        f"head region ({stats.mask}): PSNR {stats.psnr_region:.1f} dB on white, "
+        f"coverage {stats.coverage:.3f}, spill {stats.spill:.3f}"
+    )
+    return 0
+
+
+def _features_of(path: Path, photo_sha256: str, force: bool) -> Features:
+    """The photo's features file, refused when made from another image unless --force."""
+    from avatarcli.diffusion.features import read_features
+
+    feats = read_features(path)
+    if feats.image_sha256 != photo_sha256:
+        msg = "was computed from another image (image sha256 differs from --image)"
+        if not force:
+            raise InputError(msg + "; use the matching features or --force", path=path)
+        warn(f"{path}: {msg}; continuing (--force)")
+    return feats
+
+
+def _denoise_with_progress(
+    ply, model, rgb, feats, denoiser, cfg: DenoiseConfig, region
+) -> tuple[GaussianPly, DenoiseStats]:
+    """denoise_head under a progress bar (steps of the fit and of every round; loss, PSNR, count)."""
+    from avatarcli.stages.denoise import denoise_head
+
+    total = cfg.steps + cfg.rounds * cfg.round_steps
     with progress() as bar:
         task = bar.add_task("denoise", total=max(1, total), status="")
 
@@ -148,19 +175,9 @@ def denoise_command(
                 status=f"{d.get('phase', '')} loss {d['loss']:.4f} PSNR {ptxt} n {d['n']}",
             )
 
-        with flag_names(max_side="--size"):
-            head, stats = denoise_head(
-                ply, model, photo.rgb, features=feats, denoiser=denoiser, config=cfg, on_step=on_step, mask=region
-            )
+        out = denoise_head(ply, model, rgb, features=feats, denoiser=denoiser, config=cfg, on_step=on_step, mask=region)
         bar.update(task, completed=max(1, total))
-    write_gaussian_ply(output, head)
-    info(
-        f"{output}: {stats.n_gaussians} Gaussians; input view PSNR {stats.psnr_init:.1f} -> {stats.psnr:.1f} dB, "
-        f"SSIM {stats.ssim:.3f} at {stats.size[1]}x{stats.size[0]} ({n_rounds} diffusion round(s), {stats.seconds:.0f} s); "
-        f"head region ({stats.mask}): PSNR {stats.psnr_region:.1f} dB on white, "
-        f"coverage {stats.coverage:.3f}, spill {stats.spill:.3f}"
-    )
-    return 0
+    return out
 
 
 def register(app: typer.Typer) -> None:
