@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from avatarcli.flame.fit import FitConfig, fit_flame  # noqa: E402
 from avatarcli.flame.forward import canonical_vertices, flame_forward  # noqa: E402
-from avatarcli.flame.model import load_flame  # noqa: E402
+from avatarcli.flame.loader import load_flame  # noqa: E402
 from avatarcli.flame.params import FlameParams  # noqa: E402
 from avatarcli.testing.synthetic_flame import random_flame_params, synthetic_landmarks, write_synthetic_flame  # noqa: E402
 

@@ -20,7 +20,7 @@ SIZE = 24
 
 @pytest.fixture(scope="module")
 def flame(flame_dir):
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.loader import load_flame
 
     return load_flame(flame_dir)
 

@@ -245,7 +245,7 @@ def test_render_camera_and_animate_a_haired_head(flame_dir, tmp_path):
     from PIL import Image
 
     from avatarcli.cli import main
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.loader import load_flame
 
     model = load_flame(flame_dir)
     photo = make_synthetic_photo(model, size=SIZE, yaw_deg=0.0, pitch_deg=0.0)

@@ -121,7 +121,7 @@ def test_rounds_need_features(photo, init_ply):
 
 @pytest.fixture(scope="module")
 def cli_files(flame_dir, tmp_path_factory):
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.loader import load_flame
     from avatarcli.io.hashing import sha256_file
 
     model = load_flame(flame_dir)

@@ -16,8 +16,8 @@ import torch
 
 from avatarcli.cli import main
 from avatarcli.errors import ArtifactError, EnvironmentProblem, UnsafePickleError
+from avatarcli.flame.loader import load_flame
 from avatarcli.flame.locate import locate_flame
-from avatarcli.flame.model import load_flame
 from avatarcli.flame.pickle_safe import allowed_globals, load_npy, load_pickle, loads_restricted
 from avatarcli.testing.synthetic_flame import synthetic_arrays
 

@@ -48,7 +48,7 @@ def test_the_inversion_frame_agrees_with_the_photo_camera(photo):
 @pytest.fixture(scope="module")
 def cli_files(flame_dir, tmp_path_factory):
     from avatarcli.flame.artifact import write_flame_fit
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.loader import load_flame
     from avatarcli.io.hashing import sha256_file
     from avatarcli.landmarks.artifact import Landmarks, write_landmarks
 

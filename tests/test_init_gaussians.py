@@ -188,7 +188,7 @@ def test_wrong_image_size_is_an_input_error(photo):
 def cli_files(flame_dir, tmp_path_factory):
     """A synthetic photo of the FLAME file's model, its PNG and its flame.npz."""
     from avatarcli.flame.artifact import write_flame_fit
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.loader import load_flame
 
     model = load_flame(flame_dir)
     p = make_synthetic_photo(model, size=64)

@@ -1,5 +1,6 @@
 """The package layout, read from the source with `ast`: no import cycles between the packages of
-avatarcli (every import counts: top-level, inside functions and under TYPE_CHECKING)."""
+avatarcli, nor between its modules (every import counts: top-level, inside functions and under
+TYPE_CHECKING, so a lazy import cannot hide a cycle)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,17 @@ def package_graph(root: Path = ROOT) -> dict[str, set[str]]:
     return graph
 
 
+def module_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """module -> the other avatarcli modules it imports (`from pkg import module` counts as the module)."""
+    paths = sorted(root.rglob("*.py"))
+    names = {_module_name(p, root) for p in paths}
+    return {
+        _module_name(p, root): {m for m in _imported_modules(p, root) if m in names}
+        - {_module_name(p, root), "avatarcli"}
+        for p in paths
+    }
+
+
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One cycle [a, b, ..., a] of the directed graph, or None (depth-first search)."""
     state: dict[str, int] = {}  # 1 on the current path, 2 done
@@ -100,3 +112,9 @@ def test_packages_import_each_other_without_cycles():
     graph = package_graph()
     assert {"flame", "gaussians", "render", "stages", "commands"} <= set(graph)
     assert find_cycle(graph) is None, f"package import cycle: {' -> '.join(find_cycle(graph) or [])}"
+
+
+def test_modules_import_each_other_without_cycles():
+    graph = module_graph()
+    assert "avatarcli.flame.loader" in graph["avatarcli.stages.render"] | graph["avatarcli.reconstruct.models"]
+    assert find_cycle(graph) is None, f"module import cycle: {' -> '.join(find_cycle(graph) or [])}"

@@ -22,7 +22,7 @@ def _run(args, capsys):
 
 def test_photo_to_rendered_head(flame_dir, tmp_path, capsys):
     from avatarcli.flame.artifact import read_flame_fit
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.loader import load_flame
     from avatarcli.gaussians.losses import psnr
     from avatarcli.gaussians.ply import read_gaussian_ply
 

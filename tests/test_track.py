@@ -130,7 +130,7 @@ def test_cli_track_then_animate(tmp_path, flame_dir, flame_model, clip, capsys):
 
 
 def flame_model_disk(flame_dir):
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.loader import load_flame
 
     return load_flame(flame_dir)
 

@@ -312,7 +312,7 @@ def animate(
     else:
         ply, head_path = head, None
     if model is None:
-        from avatarcli.flame.model import load_flame
+        from avatarcli.flame.loader import load_flame
 
         model = load_flame(flame)
     seq = build_sequence(clips, model.exprdirs.shape[-1], fps=config.fps, duration=config.duration)

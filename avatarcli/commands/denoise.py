@@ -121,7 +121,8 @@ def denoise_command(
         resolve_model(SD_IMAGE_VARIATIONS)
         if dev.type == "cpu":
             warn(CPU_DIFFUSION_NOTE)
-    from avatarcli.flame.model import check_model_hash, load_flame
+    from avatarcli.flame.loader import load_flame
+    from avatarcli.flame.model import check_model_hash
 
     model = load_flame(flame)
     if not check_model_hash(ply.meta.flame_model_sha256, model, init_ply, force):

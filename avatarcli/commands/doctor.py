@@ -127,7 +127,7 @@ def check_flame(flame: Path | None) -> Check:
     src = "--flame" if flame is not None else ("AVATAR_FLAME" if os.environ.get("AVATAR_FLAME") else None)
     fix = "register at https://flame.is.tue.mpg.de, download FLAME 2020 or 2023, then pass --flame PATH or set AVATAR_FLAME=PATH"
     try:
-        from avatarcli.flame.model import load_flame
+        from avatarcli.flame.loader import load_flame
 
         model = load_flame(flame)
     except EnvironmentProblem as e:

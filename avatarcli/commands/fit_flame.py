@@ -41,7 +41,7 @@ def fit_flame_command(
     from avatarcli.device import resolve_device
     from avatarcli.flame.artifact import write_flame_fit
     from avatarcli.flame.fit import FitConfig
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.loader import load_flame
     from avatarcli.io.atomic import check_output_path
     from avatarcli.landmarks.artifact import read_landmarks
     from avatarcli.progress import info, progress, warn

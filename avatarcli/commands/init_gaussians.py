@@ -48,7 +48,8 @@ def init_gaussians_command(
       avatar init-gaussians face.flame.npz -i face.jpg -o init.ply --mask face.region.png
     """
     from avatarcli.flame.artifact import read_flame_fit
-    from avatarcli.flame.model import check_model_hash, load_flame
+    from avatarcli.flame.loader import load_flame
+    from avatarcli.flame.model import check_model_hash
     from avatarcli.gaussians.init import InitConfig
     from avatarcli.gaussians.ply import write_gaussian_ply
     from avatarcli.io.atomic import check_output_path

@@ -79,7 +79,8 @@ def invert_gan_command(
 
         weights = resolve_file("panohead")  # MissingModelError (exit 3) names the convert command
     G = load_generator(weights, dev)
-    from avatarcli.flame.model import check_model_hash, load_flame
+    from avatarcli.flame.loader import load_flame
+    from avatarcli.flame.model import check_model_hash
 
     model = load_flame(flame)
     if not check_model_hash(ff.flame_model_sha256, model, fit, force):

@@ -21,18 +21,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from avatarcli.errors import ArtifactError
-from avatarcli.flame.forward import canonical_head, canonical_params
+from avatarcli.errors import ArtifactError, InputError
+from avatarcli.flame.forward import canonical_vertices, root_joint
+from avatarcli.flame.model import FlameModel
 from avatarcli.flame.params import FlameParams
-
-if TYPE_CHECKING:
-    from avatarcli.flame.model import FlameModel
 from avatarcli.io.npz import Field, read_npz, write_npz
 
 FIT_FORMAT = "avatarcli.flame_fit"
@@ -161,5 +158,53 @@ def fit_quality(
     return err, err > max(max_px, max_frac * diag)
 
 
-__all__ = ["FIT_FORMAT", "FIT_VERSION", "FIT_VIEWMAT", "FlameFit", "N_LANDMARKS", "fit_quality", "read_flame_fit",
+def canonical_params(
+    model: FlameModel,
+    fit: FlameFit,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    path=None,
+) -> FlameParams:
+    """The one canonical parameter set of a fit, batch 1: its shape, expression and joint poses with
+    global pose and translation zero, on `device` / `dtype` (default: the model's). An InputError
+    (naming `path`) when the fit has more shape or expression coefficients than the model."""
+    params = fit.params(
+        device=model.device if device is None else device, dtype=model.dtype if dtype is None else dtype
+    )
+    if params.shape.shape[1] > model.n_shape or params.expr.shape[1] > model.n_expr:
+        raise InputError(
+            f"the fit has {params.shape.shape[1]} shape / {params.expr.shape[1]} expression coefficients, "
+            f"the FLAME model only {model.n_shape} / {model.n_expr}",
+            path=path,
+        )
+    return FlameParams(
+        shape=params.shape,
+        expr=params.expr,
+        global_pose=torch.zeros_like(params.global_pose),
+        neck_pose=params.neck_pose,
+        jaw_pose=params.jaw_pose,
+        eyes_pose=params.eyes_pose,
+        translation=torch.zeros_like(params.translation),
+    )
+
+
+def canonical_head(
+    model: FlameModel, fit: FlameFit, offsets: np.ndarray | Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The one canonical head of a fit (canonical_params): vertices [V, 3] float32 (+ the head's mesh
+    `offsets` [V, 3], avatarcli.flame.deform), faces [F, 3] long, root joint [3]."""
+    params = canonical_params(model, fit)
+    with torch.no_grad():
+        v = canonical_vertices(model, params)[0].float()
+        j0 = root_joint(model, params.shape, params.expr)[0].float()
+    if offsets is not None:
+        if tuple(offsets.shape) != tuple(v.shape):
+            raise InputError(
+                f"the head's mesh offsets are {list(offsets.shape)}, the FLAME model has {v.shape[0]} vertices"
+            )
+        v = v + torch.as_tensor(np.asarray(offsets), dtype=v.dtype, device=v.device)
+    return v, model.faces.long(), j0
+
+
+__all__ = ["FIT_FORMAT", "canonical_head", "canonical_params", "FIT_VERSION", "FIT_VIEWMAT", "FlameFit", "N_LANDMARKS", "fit_quality", "read_flame_fit",
            "write_flame_fit"]  # fmt: skip

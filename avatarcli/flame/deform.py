@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
@@ -193,8 +194,6 @@ def _camera_at(cam: Camera, h: int, w: int) -> Camera:
 
 def mesh_coverage(pix: Tensor, faces: Tensor, h: int, w: int) -> np.ndarray:
     """Binary image [h, w] (uint8 0/1) of the projected triangles (pix [V, 2], pixel centres at integers)."""
-    import cv2
-
     tri = np.round(pix.detach().cpu().numpy()[faces.cpu().numpy()] * 4).astype(np.int32)  # [F, 3, 2], 2 fractional bits
     img = np.zeros((h, w), np.uint8)
     cv2.fillPoly(img, list(tri), 1, lineType=cv2.LINE_8, shift=2)

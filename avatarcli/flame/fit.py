@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from avatarcli.errors import EnvironmentProblem
 from avatarcli.flame.artifact import (  # noqa: F401 - FlameFit and its reader/writer, re-exported for old imports
     FIT_FORMAT,
     FIT_VERSION,
@@ -56,6 +57,7 @@ from avatarcli.flame.artifact import (  # noqa: F401 - FlameFit and its reader/w
     read_flame_fit,
     write_flame_fit,
 )
+from avatarcli.flame.forward import landmark_faces
 from avatarcli.geometry import axis_angle_to_matrix
 
 # ----------------------------------------------------------------------------- landmark-only FLAME
@@ -72,8 +74,6 @@ class LandmarkRig:
     def __init__(
         self, model, n_shape: int, n_expr: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64
     ):
-        from avatarcli.errors import EnvironmentProblem
-
         if model.landmarks is None:
             raise EnvironmentProblem(
                 "the FLAME model has no 68-point landmark embedding (needed by fit-flame)", path=model.path
@@ -102,8 +102,6 @@ class LandmarkRig:
     def gather(self, pose: Tensor) -> tuple[Tensor, ...]:
         """pose [B,J,3] -> per-item rows (v_t [B,K,3], sd [B,K,3,S], ed [B,K,3,E], pd [B,K,3,P],
         w [B,K,J], bary [B,68,3]) with K = 3 x 68 (not differentiable: fixes the contour triangles)."""
-        from avatarcli.flame.forward import landmark_faces
-
         with torch.no_grad():
             fi, bary = landmark_faces(
                 self.model, axis_angle_to_matrix(pose.detach()).to(self.model.device, torch.float32)

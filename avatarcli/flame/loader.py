@@ -16,9 +16,10 @@ import numpy as np
 
 from avatarcli.errors import ArtifactError
 from avatarcli.flame.embedding import LandmarkEmbedding, embedding_from_mapping
-from avatarcli.flame.locate import FlameLocation
+from avatarcli.flame.locate import FlameLocation, locate_flame
 from avatarcli.flame.model import FlameModel, flame_from_arrays
 from avatarcli.flame.pickle_safe import load_npy, load_pickle, loads_restricted
+from avatarcli.progress import info
 
 
 def _read(path: Path) -> bytes:
@@ -94,10 +95,15 @@ def _stack(path: Path, key: str, v):
     return v
 
 
+def load_flame(path_or_folder: str | Path | None = None) -> FlameModel:
+    """Load FLAME from a model file or a folder (None -> $AVATAR_FLAME).
+
+    Missing -> EnvironmentProblem (exit 3) saying where to get FLAME."""
+    return load_located(locate_flame(path_or_folder))
+
+
 def load_located(loc: FlameLocation) -> FlameModel:
     """Read, validate and build the FlameModel of a located FLAME (notes are shown as info)."""
-    from avatarcli.progress import info
-
     for n in loc.notes:
         info(n)
     data = _read(loc.model)

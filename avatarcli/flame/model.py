@@ -93,16 +93,6 @@ class FlameModel:
         )
 
 
-def load_flame(path_or_folder: str | Path | None = None) -> FlameModel:
-    """Load FLAME from a model file or a folder (None -> $AVATAR_FLAME).
-
-    Missing -> EnvironmentProblem (exit 3) saying where to get FLAME."""
-    from avatarcli.flame.loader import load_located
-    from avatarcli.flame.locate import locate_flame
-
-    return load_located(locate_flame(path_or_folder))
-
-
 def _dense(a) -> np.ndarray:
     if hasattr(a, "toarray"):  # scipy sparse
         return np.asarray(a.toarray())

@@ -43,6 +43,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import scipy.sparse
+import torch
+from numpy.lib import format as npformat
 
 from avatarcli.errors import ArtifactError, UnsafePickleError
 
@@ -130,16 +133,12 @@ def _codecs_encode(text, encoding="utf-8"):
 
 
 def _load_from_bytes(b):
-    import torch
-
     if not isinstance(b, (bytes, bytearray)):
         raise pickle.UnpicklingError("torch storage payload is not bytes")
     return torch.load(io.BytesIO(bytes(b)), weights_only=True, map_location="cpu")
 
 
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
-    import torch
-
     if not isinstance(storage, (torch.TypedStorage, torch.UntypedStorage)):
         raise pickle.UnpicklingError("torch tensor without a torch storage")
     ok = lambda t: isinstance(t, (tuple, list)) and all(isinstance(i, int) for i in t)  # noqa: E731
@@ -217,8 +216,6 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def _sparse_from_state(st: SparseStandIn):
-    import scipy.sparse
-
     s = st.state
     shape = s.get("_shape", s.get("shape"))
     if not (isinstance(shape, tuple) and len(shape) == 2 and all(isinstance(i, int) and i >= 0 for i in shape)):
@@ -314,8 +311,6 @@ def load_pickle(path: str | Path) -> Any:
 def load_npy(path: str | Path, data: bytes | None = None) -> Any:
     """Read a .npy file without numpy's pickle: a plain array is returned as it is, an object
     array (np.save of a dict or list) is restricted-unpickled; a 0-d one gives the object itself."""
-    from numpy.lib import format as npformat
-
     p = Path(path)
     if data is None:
         try:

@@ -47,8 +47,8 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from avatarcli.errors import InputError
+from avatarcli.flame.artifact import canonical_head
 from avatarcli.flame.deform import DeformConfig, HeadDeformation, deform_to_region, face_hold, outside_region, scalp
-from avatarcli.flame.forward import canonical_head
 from avatarcli.gaussians.binding import bind_to_mesh
 from avatarcli.gaussians.model import Gaussians, rgb_to_sh0, sh_coeffs
 from avatarcli.gaussians.mouth import mouth_for_init

@@ -34,8 +34,7 @@ from plyfile import PlyData
 from torch import Tensor
 
 from avatarcli.errors import ArtifactError, InputError
-from avatarcli.flame.artifact import N_LANDMARKS, FlameFit
-from avatarcli.flame.forward import canonical_head
+from avatarcli.flame.artifact import N_LANDMARKS, FlameFit, canonical_head
 from avatarcli.flame.model import FlameModel
 from avatarcli.gaussians.model import Gaussians
 from avatarcli.gaussians.web_formats import is_compressed_ply, read_compressed_ply, read_splat_bytes

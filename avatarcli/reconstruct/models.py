@@ -88,7 +88,7 @@ def resolve_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
 def load_models(jobs: Sequence[Job], config: ReconstructConfig) -> Models:
     """Resolve everything first (exit 3 before any loading), then load each model once."""
     from avatarcli.device import resolve_device
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.loader import load_flame
 
     names = resolve_models(jobs, config)
     device = resolve_device(config.device)

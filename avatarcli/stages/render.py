@@ -124,7 +124,7 @@ def _camera_fit(cfg: RenderConfig, ply, flame):
         why = "its FLAME shape differs from the head's" if meta is not None else "the PLY has no avatarcli metadata"
         raise InputError(f"--camera: {why}; pass --flame so that the fit's root joint can be computed", path=cfg.camera)
     from avatarcli.flame.forward import root_joint
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.loader import load_flame
 
     model = load_flame(flame)
     shape = torch.as_tensor(np.asarray(fit.shape), dtype=torch.float32).reshape(1, -1)

@@ -74,7 +74,8 @@ def track_video(
     flame: a FlameModel or a path (None: $AVATAR_FLAME). detector: auto | fan | dlib or a loaded detector
     (None: auto), loaded here unless `landmarks` are given. fps: overrides the video's (needed for a folder: 30).
     progress: a callable (stage, done, total) for progress bars."""
-    from avatarcli.flame.model import FlameModel, load_flame
+    from avatarcli.flame.loader import load_flame
+    from avatarcli.flame.model import FlameModel
     from avatarcli.io.atomic import check_output_path
     from avatarcli.track.artifact import write_track
     from avatarcli.track.fit import track_flame
