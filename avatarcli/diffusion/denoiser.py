@@ -22,11 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence, runtime_checkable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avatarcli.device import resolve_device
+from avatarcli.diffusion import models as M
+from avatarcli.diffusion.features import read_features
 from avatarcli.errors import InputError
+from avatarcli.io.images import load_image
 from avatarcli.render.camera import Camera
 
 
@@ -231,9 +236,6 @@ def load_default_denoiser(
 
     resolution "native" = unet.sample_size x VAE factor (512 for SD 1.x) when that is at
     least 64 px, else the views' own size; an int forces a size; None keeps the views' size."""
-    from avatarcli.device import resolve_device
-    from avatarcli.diffusion import models as M
-
     device = resolve_device(device)
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     folder = M.resolve_model(M.SD_IMAGE_VARIATIONS)
@@ -257,17 +259,10 @@ def load_default_denoiser(
 def load_condition(source: str | Path, device: torch.device | str = "cpu") -> Conditioning:
     """Conditioning from a features.safetensors (its stored embedding) or from an image
     (CLIP embedding of the centred square crop of the whole image, via the pinned encoder)."""
-    import numpy as np
-
     source = Path(source)
     if source.suffix.lower() == ".safetensors":
-        from avatarcli.diffusion.features import read_features
-
         f = read_features(source)
         return Conditioning(image_embeds=torch.from_numpy(f.image_embeds).to(device))
-    from avatarcli.device import resolve_device
-    from avatarcli.diffusion import models as M
-    from avatarcli.io.images import load_image
 
     device = resolve_device(device)
     img = load_image(source)

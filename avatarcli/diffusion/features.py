@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from avatarcli.errors import ArtifactError
+from avatarcli.io.atomic import atomic_write_bytes
 
 FORMAT = "avatarcli.features"
 VERSION = 1
@@ -123,8 +124,6 @@ def features_to_bytes(f: Features) -> bytes:
 
 def write_features(path: str | Path, f: Features) -> Path:
     """Validate and write atomically."""
-    from avatarcli.io.atomic import atomic_write_bytes
-
     data = features_to_bytes(f)
     atomic_write_bytes(path, data)
     return Path(path)

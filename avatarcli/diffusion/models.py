@@ -15,6 +15,7 @@ the model's device.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +45,6 @@ def model_info(name: str) -> dict:
 
     source is "override" when AVATAR_WEIGHTS_<NAME> points elsewhere (the revision is then
     the pinned one, not necessarily what that folder holds), else "cache"."""
-    import os
-
     from avatarcli.weights import env_var_for, get_entry
 
     e = get_entry(name)

@@ -36,6 +36,7 @@ from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.densify import NoDensify
 from avatarcli.gaussians.fit import FitConfig, ViewTarget, fit_gaussians
 from avatarcli.gaussians.model import BoundGaussians
+from avatarcli.render.api import render_views
 from avatarcli.render.camera import Camera, orbit_camera
 
 
@@ -127,8 +128,6 @@ def render_novel_views(
     bound: BoundGaussians, vertices: Tensor, faces: Tensor, cameras: list[Camera], fit_config: FitConfig
 ) -> tuple[Tensor, Tensor]:
     """Current head from `cameras` over the fit background -> rgb [B, H, W, 3], alpha [B, H, W, 1]."""
-    from avatarcli.render.api import render_views
-
     dev = bound.local_xyz.device
     g = world_gaussians(bound, vertices.to(dev, torch.float32), faces.to(dev))
     bg = torch.tensor(fit_config.background, dtype=torch.float32, device=dev)

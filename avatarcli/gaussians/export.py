@@ -26,6 +26,8 @@ import numpy as np
 import torch
 
 from avatarcli.errors import EnvironmentProblem, InputError
+from avatarcli.gaussians.ply import UP_TAG
+from avatarcli.io.atomic import atomic_write_bytes
 
 FORMATS = {"splat": ".splat", "ply_compressed": ".compressed.ply", "ply": ".ply"}
 
@@ -90,8 +92,6 @@ def turn_y_down(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _with_up_comment(data: bytes, up: str) -> bytes:
     """Insert `comment avatarcli-up UP` after a PLY's format line."""
-    from avatarcli.gaussians.ply import UP_TAG
-
     first = data.index(b"\n", data.index(b"format")) + 1
     return data[:first] + f"comment {UP_TAG} {up}\n".encode("ascii") + data[first:]
 
@@ -115,8 +115,6 @@ def export_bytes(ply, fmt: str) -> bytes:
 
 def export_file(ply, out: str | Path, fmt: str | None = None) -> tuple[Path, str]:
     """Write `ply` to `out` atomically in `fmt` (default: from the name). -> (path, format)."""
-    from avatarcli.io.atomic import atomic_write_bytes
-
     out = Path(out)
     fmt = format_for_path(out, fmt)
     atomic_write_bytes(out, export_bytes(ply, fmt))

@@ -43,7 +43,7 @@ from avatarcli.gaussians.densify import DefaultStrategy, DensifyState, NoDensify
 from avatarcli.gaussians.losses import dssim_l1, erode, masked_ssim, psnr, transparency
 from avatarcli.gaussians.model import BoundGaussians, Gaussians, sh_coeffs
 from avatarcli.gaussians.visibility import VisibilityConfig, update_gate, visibility
-from avatarcli.render.api import RenderOutput
+from avatarcli.render.api import RenderOutput, render
 from avatarcli.render.camera import Camera
 
 RenderFn = Callable[..., RenderOutput]  # render(gaussians, camera, background, backend=..., sh_degree=...)
@@ -138,8 +138,6 @@ _GROUPS = ("local_xyz", "local_rot", "local_log_scale", "opacity_logit", "sh0", 
 
 
 def _default_render() -> RenderFn:
-    from avatarcli.render.api import render
-
     return render
 
 

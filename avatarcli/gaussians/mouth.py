@@ -22,9 +22,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from avatarcli.flame.forward import barycentric_points, flame_forward
+from avatarcli.flame.params import FlameParams
+from avatarcli.gaussians.binding import bind_to_mesh
 from avatarcli.gaussians.model import BoundGaussians, Gaussians, rgb_to_sh0, sh_coeffs
 from avatarcli.geometry import matrix_to_quaternion
 
@@ -160,10 +164,6 @@ def anchor_faces(model, vertices: Tensor, faces: Tensor, lips: Tensor) -> tuple[
 def mouth_bound(model, shape: Tensor, cfg: MouthConfig | None = None, sh_degree: int = 1) -> BoundGaussians | None:
     """The mouth interior as BoundGaussians for a head of identity `shape` [S] (None: no landmark
     embedding, so no lips to place it by). Bound to FLAME triangles; pose it like any bound head."""
-    from avatarcli.flame.forward import barycentric_points, flame_forward
-    from avatarcli.flame.params import FlameParams
-    from avatarcli.gaussians.binding import bind_to_mesh
-
     cfg = cfg or MouthConfig()
     emb = model.landmarks
     if emb is None:
@@ -189,8 +189,6 @@ MIN_MOUTH = 40  # fewer Gaussians than this make no mouth
 def mouth_for_init(model, fit, n: int, sh_degree: int) -> BoundGaussians | None:
     """About `n` mouth Gaussians (cavity 60 %, teeth 2 x 15 %, tongue 10 %) for the fit's identity,
     or None when n < MIN_MOUTH or the model has no landmark embedding."""
-    import numpy as np
-
     if n < MIN_MOUTH or model.landmarks is None:
         return None
     cfg = MouthConfig(n_cavity=int(0.6 * n), n_teeth=int(0.15 * n), n_tongue=int(0.1 * n))

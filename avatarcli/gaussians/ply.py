@@ -36,6 +36,7 @@ from torch import Tensor
 from avatarcli.errors import ArtifactError, InputError
 from avatarcli.flame.artifact import N_LANDMARKS, FlameFit, canonical_head
 from avatarcli.flame.model import FlameModel
+from avatarcli.gaussians.binding import bind_to_mesh, world_gaussians
 from avatarcli.gaussians.model import Gaussians
 from avatarcli.gaussians.web_formats import is_compressed_ply, read_compressed_ply, read_splat_bytes
 from avatarcli.io.atomic import atomic_write
@@ -268,8 +269,6 @@ class GaussianPly:
     @classmethod
     def from_bound(cls, bound, vertices: torch.Tensor, faces: torch.Tensor, meta: HeadMeta | None) -> "GaussianPly":
         """BoundGaussians on the (canonical) mesh `vertices` [V, 3] -> a writable head."""
-        from avatarcli.gaussians.binding import world_gaussians
-
         g = world_gaussians(bound, vertices, faces).detach()
         if meta is not None:
             meta = replace(meta, sh_degree=bound.sh_degree, n_faces=int(faces.shape[0]))
@@ -277,8 +276,6 @@ class GaussianPly:
 
     def to_bound(self, vertices: torch.Tensor, faces: torch.Tensor):
         """-> BoundGaussians on the mesh `vertices` [V, 3] (needs a binding)."""
-        from avatarcli.gaussians.binding import bind_to_mesh
-
         if self.binding is None:
             raise InputError("this PLY has no FLAME binding: it is not an avatarcli head")
         g = self.gaussians.to(vertices.device)

@@ -31,6 +31,7 @@ from torch import Tensor
 from avatarcli.gaussians.model import SH_C0, Gaussians
 from avatarcli.render.api import RenderOutput
 from avatarcli.render.camera import Camera
+from avatarcli.render.torch_raster import project
 
 RenderFn = Callable[..., RenderOutput]
 
@@ -52,8 +53,6 @@ class VisibilityConfig:
 @torch.no_grad()
 def footprint(g: Gaussians, cam: Camera) -> Tensor:
     """Integral of each Gaussian's alpha over the image plane (pixels) -> [N] (0 where culled)."""
-    from avatarcli.render.torch_raster import project
-
     c = cam.to(g.means.device, g.means.dtype)
     p = project(g.means, g.quats, g.scales, g.opacities, c.viewmat, c.K, c.width, c.height)
     det = torch.linalg.det(p.cov2d).clamp_min(0)  # [M]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -147,8 +148,6 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Build a folder of outputs (PNG frames, a PLY sequence) under a temp name,
     then swap it in: `path` either keeps its old content or holds the new set."""
-    import shutil
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError("output path exists and is not a folder", path=path)

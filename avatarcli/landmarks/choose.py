@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Union
 
-from avatarcli.errors import MissingModelError
+from avatarcli.errors import InputError, MissingModelError
 from avatarcli.landmarks.detect import LandmarkDetector, load_landmark_detector
 from avatarcli.landmarks.dlib_detector import DlibDetector, load_dlib_detector
+from avatarcli.weights import resolve
 
 DETECTORS = ("auto", "fan", "dlib")
 FAN_MODELS = ("fan-2d", "s3fd")
@@ -24,8 +25,6 @@ Detector = Union[LandmarkDetector, DlibDetector]  # what load_detector returns
 
 
 def _present(names: tuple[str, ...]) -> bool:
-    from avatarcli.weights import resolve
-
     try:
         for n in names:
             resolve(n)
@@ -36,8 +35,6 @@ def _present(names: tuple[str, ...]) -> bool:
 
 def choose_detector(kind: str, need_detector: bool = True) -> str:
     """ "fan" or "dlib" for `kind`; auto with neither available raises MissingModelError (exit 3)."""
-    from avatarcli.errors import InputError
-
     if kind not in DETECTORS:
         raise InputError(f"detector {kind!r}: expected one of {', '.join(DETECTORS)}", setting="detector")
     if kind != "auto":

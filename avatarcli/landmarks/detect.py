@@ -40,12 +40,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
+import cv2
 import numpy as np
 import torch
 
+from avatarcli.device import resolve_device
 from avatarcli.errors import EnvironmentProblem, InputError, NoFaceError
 from avatarcli.io.images import LoadedImage
 from avatarcli.landmarks.artifact import N_LANDMARKS, Landmarks
+from avatarcli.weights import get_entry, resolve_file
 
 CROP = 256  # FAN input side (pixels)
 HEATMAP = 64  # FAN heatmap side
@@ -79,8 +82,6 @@ class LandmarkDetector:
 
 
 def _revision(model: str) -> str:
-    from avatarcli.weights import get_entry
-
     return get_entry(model).revision
 
 
@@ -170,9 +171,6 @@ def load_landmark_detector(
     before anything is loaded. `flip` also runs the mirrored crop (2x the FAN time)."""
     from face_alignment.models import FAN
 
-    from avatarcli.device import resolve_device
-    from avatarcli.weights import resolve_file
-
     fan_path = resolve_file(FAN_MODEL)
     sfd_path = resolve_file(SFD_MODEL) if need_detector else None
     dev = resolve_device(device)
@@ -194,8 +192,6 @@ def detect_faces(image: LoadedImage, detector) -> np.ndarray:
     """All faces the detector finds (S3FD, or dlib's HOG for a DlibDetector): [N, 5] float64
     x0 y0 x1 y1 score in ORIGINAL pixels, ordered by box area descending (ties: score descending).
     N may be 0."""
-    import cv2
-
     if hasattr(detector, "faces"):  # DlibDetector
         return detector.faces(image)
     if detector.sfd is None:
@@ -271,8 +267,6 @@ def crop_affine(center: np.ndarray, side: float, size: int = CROP) -> np.ndarray
 def crop_image(rgb: np.ndarray, center: np.ndarray, side: float, size: int = CROP) -> np.ndarray:
     """The crop [size, size, 3] (same dtype as rgb) of the square of `side` pixels around `center`;
     outside the image is black. Bilinear; INTER_AREA pre-shrink (to ~1:1) when shrinking more than 2x."""
-    import cv2
-
     m = crop_affine(center, side, size)
     s = size / side
     if s < 0.5:

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
+from avatarcli.errors import EnvironmentProblem, MissingModelError
 from avatarcli.io.images import LoadedImage
 from avatarcli.landmarks.artifact import N_LANDMARKS
+from avatarcli.weights import get_entry, resolve_file
 
 DLIB_MODEL = "dlib-68"
 DETECT_MAX_SIDE = 640  # HOG detector input long side (pixels)
@@ -42,8 +45,6 @@ class DlibDetector:
 
     def faces(self, image: LoadedImage) -> np.ndarray:
         """[N, 5] x0 y0 x1 y1 score in ORIGINAL pixels, box area descending (ties: score descending)."""
-        import cv2
-
         rgb = image.rgb
         h, w = rgb.shape[:2]
         f = min(1.0, self.detect_max_side / max(h, w))
@@ -75,17 +76,12 @@ class DlibDetector:
         shape = self.predictor(np.ascontiguousarray(image.rgb), rect)  # type: ignore[operator]
         pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(shape.num_parts)], dtype=np.float64)
         if pts.shape != (N_LANDMARKS, 2):
-            from avatarcli.errors import EnvironmentProblem
-
             raise EnvironmentProblem(f"the dlib predictor returned {len(pts)} points, expected 68 (wrong model file?)")
         return image.to_original(pts), np.ones(N_LANDMARKS, dtype=np.float32)
 
 
 def dlib_available() -> bool:
     """dlib importable and the predictor file present (nothing is loaded)."""
-    from avatarcli.errors import MissingModelError
-    from avatarcli.weights import resolve_file
-
     try:
         resolve_file(DLIB_MODEL)
     except MissingModelError:
@@ -96,9 +92,6 @@ def dlib_available() -> bool:
 def load_dlib_detector(*, detect_max_side: int = DETECT_MAX_SIDE) -> DlibDetector:
     """dlib's frontal face detector and the 68-point predictor. Missing: MissingModelError (exit 3)
     naming `pip install 'avatarcli[dlib]'`."""
-    from avatarcli.errors import EnvironmentProblem
-    from avatarcli.weights import get_entry, resolve_file
-
     path = resolve_file(DLIB_MODEL)  # checks dlib is installed too
     import dlib
 

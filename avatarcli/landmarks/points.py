@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from avatarcli.errors import InputError
+from avatarcli.errors import ArtifactError, InputError
+from avatarcli.landmarks.artifact import read_landmarks
+from avatarcli.progress import warn
 
 SUFFIXES = (".npy", ".txt", ".csv", ".pts", ".npz")
 _NPZ_KEYS = ("landmarks", "lmk", "lmks", "points", "pts", "kpts", "keypoints")
@@ -78,8 +80,6 @@ def _read_npz(path: Path) -> np.ndarray:
     except Exception as e:  # noqa: BLE001 - zip/npy errors of every kind mean the same to the user
         raise InputError(f"cannot read as .npz ({type(e).__name__})", path=path) from None
     if "format" in arrays:
-        from avatarcli.landmarks.artifact import read_landmarks
-
         return read_landmarks(path).landmarks.astype(np.float64)
     for k in _NPZ_KEYS:
         if k in arrays:
@@ -136,8 +136,6 @@ def given_landmarks(path: str | Path, image, force: bool = False):
 
     path = Path(path)
     if is_landmarks_artifact(path):
-        from avatarcli.landmarks.artifact import read_landmarks
-
         lm = read_landmarks(path)
         check_same_photo(path, lm, image, force)
         return lm
@@ -157,9 +155,6 @@ def is_landmarks_artifact(path: Path) -> bool:
 
 def check_same_photo(path: Path, lm, image, force: bool) -> None:
     """landmarks.npz `lm` must come from `image`: same size always, same file (sha256) unless force."""
-    from avatarcli.errors import ArtifactError
-    from avatarcli.progress import warn
-
     if tuple(lm.image_size) != tuple(image.original_size):
         (h, w), (H, W) = lm.image_size, image.original_size
         raise ArtifactError(f"landmarks are for a {w}x{h} image, but {image.path.name} is {W}x{H}", path=path)

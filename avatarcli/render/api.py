@@ -17,7 +17,9 @@ from torch import Tensor
 
 from avatarcli.errors import EnvironmentProblem, InputError
 from avatarcli.render.camera import Camera
+from avatarcli.render.gsplat_backend import render_gsplat
 from avatarcli.render.splats import Splats
+from avatarcli.render.torch_raster import render_torch
 
 BACKENDS = ("auto", "torch", "gsplat")
 
@@ -73,11 +75,8 @@ def render(
     deg = _check(gaussians, sh_degree)
     name = resolve_backend(backend, gaussians.means.device)
     if name == "gsplat":
-        from avatarcli.render.gsplat_backend import render_gsplat
-
         rgb, alpha, depth = render_gsplat(gaussians, [camera], background, deg)
         return RenderOutput(rgb[0], alpha[0], depth[0])
-    from avatarcli.render.torch_raster import render_torch
 
     cam = camera.to(gaussians.means.device, gaussians.means.dtype)
     rgb, alpha, depth = render_torch(
@@ -109,8 +108,6 @@ def render_views(
     name = resolve_backend(backend, gaussians.means.device)
     sizes = {(c.width, c.height) for c in cameras}
     if name == "gsplat" and len(sizes) == 1 and cameras:
-        from avatarcli.render.gsplat_backend import render_gsplat
-
         rgb, alpha, depth = render_gsplat(gaussians, list(cameras), background, deg)
         return [RenderOutput(rgb[i], alpha[i], depth[i]) for i in range(len(cameras))]
     return [render(gaussians, c, background, name, deg) for c in cameras]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
+from PIL import Image
 
 from avatarcli.errors import InputError
 from avatarcli.io.atomic import atomic_dir, atomic_path
@@ -136,8 +137,6 @@ def _write_mp4(tmp: Path, frames: Iterable, fps: float, crf: int, threaded: bool
 
 
 def _write_gif(tmp: Path, frames: Iterable, fps: float, crf: int, threaded: bool) -> int:
-    from PIL import Image
-
     pal: list = []
 
     def consume(img: np.ndarray) -> None:
@@ -154,8 +153,6 @@ def _write_gif(tmp: Path, frames: Iterable, fps: float, crf: int, threaded: bool
 
 def write_png(path: str | Path, img) -> Path:
     """One image (uint8 [H, W, 3] or float in [0, 1]) -> PNG, atomically."""
-    from PIL import Image
-
     path = Path(path)
     arr = as_uint8(img)
     with atomic_path(path, suffix=".png") as tmp:
@@ -165,8 +162,6 @@ def write_png(path: str | Path, img) -> Path:
 
 def write_png_sequence(folder: str | Path, frames: Iterable) -> list[Path]:
     """frames -> folder/frame_00000.png, ... (one per frame; the folder is swapped in whole). Returns the paths."""
-    from PIL import Image
-
     folder = Path(folder)
     names: list[str] = []
     with atomic_dir(folder) as tmp:

@@ -20,7 +20,7 @@ from typing import Callable
 from avatarcli.errors import EnvironmentProblem, MissingModelError
 from avatarcli.io.hashing import sha256_file
 from avatarcli.weights.lock import ModelEntry, get_entry
-from avatarcli.weights.resolver import _cache_complete, _pinned, cache_folder, override_path
+from avatarcli.weights.resolver import _cache_complete, _pinned, cache_folder, override_path, resolve
 
 Progress = Callable[[int, int | None], None]  # (bytes done, total bytes or None)
 CHUNK = 1 << 20
@@ -109,13 +109,9 @@ def fetch(name: str, progress: Progress | None = None, force: bool = False) -> P
     entry = get_entry(name)
     ov = override_path(entry)
     if ov is not None:
-        from avatarcli.weights.resolver import resolve
-
         return resolve(name)
     folder = cache_folder(entry)
     if entry.kind == "pip":  # installed by pip, never downloaded here
-        from avatarcli.weights.resolver import resolve
-
         return resolve(name)
     if _cache_complete(entry, folder) and not force:
         return folder

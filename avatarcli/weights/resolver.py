@@ -15,6 +15,7 @@ one command that fetches it (`avatar weights fetch NAME`).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +35,6 @@ def cache_root() -> Path:
 
 def package_folder(module: str) -> Path | None:
     """The folder of an installed package, found WITHOUT importing it (its __init__ may fail)."""
-    import importlib.util
-
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
@@ -47,8 +46,6 @@ def package_folder(module: str) -> Path | None:
 
 def missing_modules(entry: ModelEntry) -> list[str]:
     """The modules a "pip" entry needs that cannot be found (nothing is imported)."""
-    import importlib.util
-
     return [m for m in entry.requires if importlib.util.find_spec(m) is None]
 
 
