@@ -23,9 +23,13 @@ from torch import Tensor
 
 from avatarcli.animate.sequence import FrameSequence
 from avatarcli.errors import InputError
+from avatarcli.flame.deform import pose_deformed
+from avatarcli.flame.forward import canonical_vertices, flame_forward, root_joint
 from avatarcli.flame.model import check_model_hash
 from avatarcli.flame.params import FlameParams
+from avatarcli.gaussians.binding import bind_to_mesh, world_gaussians
 from avatarcli.gaussians.model import BoundGaussians, Gaussians
+from avatarcli.progress import warn
 
 DEFAULT_BATCH = 32
 
@@ -64,16 +68,11 @@ class HeadPoser:
     @classmethod
     def from_ply(cls, model, ply, path: str | Path | None = None, device="cpu", force: bool = False) -> "HeadPoser":
         """Bind the PLY's canonical Gaussians to the canonical mesh of its fit."""
-        from avatarcli.flame.forward import canonical_vertices, root_joint
-        from avatarcli.gaussians.binding import bind_to_mesh
-
         if ply.binding is None:
             raise InputError("this PLY is not an avatarcli head: it has no binding", path=path)
         if ply.meta is None:
             raise InputError("this PLY is not an avatarcli head: it has no FLAME parameters (meta)", path=path)
         if not check_model_hash(ply.meta.flame_model_sha256, model, path, force):
-            from avatarcli.progress import warn
-
             warn(f"{path}: FLAME model hash differs from the head's; animating anyway (--force)")
         F = model.faces.shape[0]
         binding = ply.binding.long()
@@ -118,21 +117,16 @@ class HeadPoser:
 
     def vertices(self, seq: FrameSequence) -> Tensor:
         """Posed vertices of every frame of `seq`: [T, V, 3] (one batched LBS)."""
-        from avatarcli.flame.forward import flame_forward
-
         params = sequence_params(seq, self.shape, self.device)
         with torch.no_grad():
             base = flame_forward(self.model, params, with_landmarks=False).vertices
             if self.offsets is None:
                 return base
-            from avatarcli.flame.deform import pose_deformed
 
             return pose_deformed(self.model, self.canon_params, params, self.plain, base, self.offsets, self.hair)
 
     def gaussians(self, vertices: Tensor) -> Gaussians:
         """World Gaussians on the mesh `vertices` [V, 3] (or [B, V, 3]: every field gets a leading B)."""
-        from avatarcli.gaussians.binding import world_gaussians
-
         with torch.no_grad():
             return world_gaussians(self.bound, vertices, self.faces)
 

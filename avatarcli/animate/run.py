@@ -9,8 +9,10 @@ the FLAME hash) before frames are rendered; outputs are written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import queue
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +20,20 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
+from PIL import Image
 
 from avatarcli.animate.expressions import ExpressionClip
 from avatarcli.animate.pose import DEFAULT_BATCH, HeadPoser
 from avatarcli.animate.sequence import DEFAULT_DURATION, FrameSequence, build_sequence
+from avatarcli.device import resolve_device
 from avatarcli.errors import InputError
+from avatarcli.flame.artifact import read_flame_fit
+from avatarcli.flame.loader import load_flame
+from avatarcli.gaussians.ply import GaussianPly, read_gaussian_ply, write_gaussian_ply
 from avatarcli.io.atomic import atomic_dir, atomic_path, check_output_path
-from avatarcli.render.camera import photo_camera, scaled_camera
+from avatarcli.render.api import check_backend, render
+from avatarcli.render.camera import orbit_camera, photo_camera, scaled_camera
+from avatarcli.render.video import write_video
 from avatarcli.render.views import NAMED_BACKGROUNDS, parse_background  # noqa: F401 - re-exported
 
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -98,7 +107,6 @@ def _check_replaceable(folder: Path, suffix: str, option: str) -> None:
     `-o ~/Pictures` can never delete a user's files."""
     if not folder.is_dir():
         return
-    import re
 
     pattern = re.compile(r"frame_\d+" + re.escape(suffix))
     other = [q.name for q in folder.iterdir() if not pattern.fullmatch(q.name)]
@@ -125,8 +133,6 @@ def head_target(canonical: torch.Tensor) -> tuple[tuple[float, float, float], fl
 def make_cameras(config: AnimateConfig, poser: HeadPoser, n_frames: int, meta=None) -> Callable[[int], object]:
     """Camera for frame i. front/orbit look at the canonical head; a fit file (or
     'photo': the fit stored in the head) gives the photo's viewpoint and size."""
-    from avatarcli.render.camera import orbit_camera
-
     cam = config.camera
     if cam in ("front", "orbit"):
         size = config.size or 512
@@ -142,7 +148,6 @@ def make_cameras(config: AnimateConfig, poser: HeadPoser, n_frames: int, meta=No
         return lambda i: orbit_camera(
             config.yaw + i * step, config.pitch, distance=distance, target=target, fov_deg=fov, width=size, height=size
         )
-    from avatarcli.flame.artifact import read_flame_fit
 
     fit = (meta.fit if meta is not None else None) if cam == "photo" else read_flame_fit(cam)
     if fit is None:
@@ -217,8 +222,6 @@ class BackgroundWriter:
 
 
 def _png_consumer(folder: Path, n: int) -> Callable[[Iterable], None]:
-    from PIL import Image
-
     def consume(frames: Iterable) -> None:
         for i, img in enumerate(frames):
             Image.fromarray(img).save(folder / frame_name(i, n, ".png"))
@@ -227,8 +230,6 @@ def _png_consumer(folder: Path, n: int) -> Callable[[Iterable], None]:
 
 
 def _ply_consumer(folder: Path, n: int) -> Callable[[Iterable], None]:
-    from avatarcli.gaussians.ply import GaussianPly, write_gaussian_ply
-
     def consume(items: Iterable) -> None:
         for i, g in enumerate(items):
             # posed world Gaussians, plain 3DGS layout: no binding, no meta (not re-animatable)
@@ -249,8 +250,6 @@ def render_frames(
     on_gaussians: Callable[[int, object], None] | None = None,
 ) -> Iterator[np.ndarray]:
     """Rendered frames (uint8 [H, W, 3]) of `seq`, in order; `on_gaussians(i, g)` sees each posed cloud."""
-    from avatarcli.render.api import render
-
     bg = torch.tensor(background, dtype=torch.float32, device=poser.device)  # [3]
     cams: dict[int, object] = {}
     for i, g in enumerate(poser.posed(seq, batch=batch)):
@@ -268,8 +267,6 @@ def render_frames(
 
 def load_head(path: str | Path):
     """Read a head PLY and check it can be animated (binding + meta) before FLAME is loaded."""
-    from avatarcli.gaussians.ply import read_gaussian_ply
-
     ply = read_gaussian_ply(path)
     if ply.binding is None:
         raise InputError("this PLY is not an avatarcli head: it has no binding", path=path)
@@ -290,30 +287,23 @@ def animate(
 ) -> AnimateResult:
     """Animate `head` (a PLY path, or a loaded GaussianPly) with `clips`; writes the planned
     outputs atomically. `model`: an already loaded FlameModel (else `flame` / $AVATAR_FLAME)."""
-    from avatarcli.device import resolve_device
-
     plan = plan_outputs(out, ply_seq)
     if config.camera not in ("front", "orbit", "photo"):
         cam_path = Path(config.camera)
         if not cam_path.is_file():
             raise InputError("--camera: expected front, orbit, photo or a flame.npz fit file", path=cam_path)
-        from avatarcli.flame.artifact import read_flame_fit
 
         read_flame_fit(cam_path)  # a bad fit file fails here, before FLAME is loaded
     if config.size is not None and not (8 <= config.size <= 8192):
         raise InputError(f"size {config.size}: expected 8..8192 pixels", setting="size")
     device = resolve_device(config.device)
     if plan.video is not None or plan.frames_dir is not None:
-        from avatarcli.render.api import check_backend
-
         check_backend(config.backend, device)
     if isinstance(head, (str, Path)):
         ply, head_path = load_head(head), Path(head)
     else:
         ply, head_path = head, None
     if model is None:
-        from avatarcli.flame.loader import load_flame
-
         model = load_flame(flame)
     seq = build_sequence(clips, model.exprdirs.shape[-1], fps=config.fps, duration=config.duration)
     poser = HeadPoser.from_ply(model, ply, path=head_path, device=device, force=config.force)
@@ -321,15 +311,11 @@ def animate(
     n = seq.n_frames
     result = AnimateResult(n_frames=n, fps=seq.fps, ignored_keys={str(c.path): c.ignored for c in clips if c.ignored})
 
-    import contextlib
-
     with contextlib.ExitStack() as stack:
         writers: list[BackgroundWriter] = []
         frame_writers: list[BackgroundWriter] = []
         ply_writer = None
         if plan.video is not None:
-            from avatarcli.render.video import write_video
-
             tmp = stack.enter_context(atomic_path(plan.video))
             w = BackgroundWriter(lambda frames, tmp=tmp: write_video(tmp, frames, seq.fps))
             writers.append(w)

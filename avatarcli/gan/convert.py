@@ -21,10 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save, save_file
 
 from avatarcli.errors import ArtifactError
 from avatarcli.gan.checkpoint import Checkpoint, load_checkpoint
 from avatarcli.gan.generator import GanConfig, TriplaneGenerator
+from avatarcli.io.atomic import atomic_path, atomic_write_bytes
 
 _RULES = (
     (re.compile(r"^backbone\.mapping\.fc(\d+)\."), lambda m: f"mapping.layers.{m[1]}."),
@@ -126,10 +129,6 @@ def map_state(ck: Checkpoint, cfg: GanConfig, path: Path) -> tuple[dict[str, tor
 
 def convert_checkpoint(pkl: str | Path, out: str | Path) -> ConversionResult:
     """Read `pkl` as data only, map it, write `out` (.safetensors) atomically."""
-    from safetensors.torch import save_file
-
-    from avatarcli.io.atomic import atomic_path
-
     ck = load_checkpoint(pkl)
     cfg = config_from_checkpoint(ck)
     tensors, unmapped = map_state(ck, cfg, Path(pkl))
@@ -141,18 +140,12 @@ def convert_checkpoint(pkl: str | Path, out: str | Path) -> ConversionResult:
 
 def save_generator(G: TriplaneGenerator, out: str | Path) -> None:
     """Write G in the converted format (what `load_generator` reads), atomically."""
-    from safetensors.torch import save
-
-    from avatarcli.io.atomic import atomic_write_bytes
-
     meta = {"format": "avatarcli.gan/1", "config": json.dumps(G.cfg.to_dict()), "source_class": type(G).__name__}
     atomic_write_bytes(out, save({k: v.contiguous() for k, v in G.state_dict().items()}, metadata=meta))
 
 
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> TriplaneGenerator:
     """A TriplaneGenerator from a converted .safetensors (eval mode, no gradients on weights)."""
-    from safetensors import safe_open
-
     p = Path(path)
     try:
         with safe_open(str(p), framework="pt", device="cpu") as f:

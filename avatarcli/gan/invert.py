@@ -12,14 +12,20 @@ Cameras: avatarcli.gan.camera (EG3D's convention; the FLAME fit's camera mapped 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 
+from avatarcli.errors import ArtifactError
 from avatarcli.gan.camera import FOCAL, gan_camera  # noqa: F401  (re-exported)
-from avatarcli.gan.generator import TriplaneGenerator
+from avatarcli.gan.generator import GanConfig, TriplaneGenerator
+from avatarcli.io.atomic import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -129,12 +135,6 @@ INVERSION_FORMAT = "avatarcli.gan-inversion"
 def write_inversion(path, inv: Inversion) -> None:
     """One safetensors file: ws [1, num_ws, w_dim], camera [1, 25] and the tuned generator's
     tensors under "G."; metadata: format, version 1, the GanConfig (JSON), the last losses."""
-    import json
-
-    from safetensors.torch import save
-
-    from avatarcli.io.atomic import atomic_write_bytes
-
     tensors = {"ws": inv.ws.contiguous(), "camera": inv.camera.contiguous()}
     fr = inv.frame
     if fr is not None:
@@ -161,14 +161,6 @@ def read_inversion(path) -> tuple[torch.Tensor, torch.Tensor, TriplaneGenerator]
 
 def read_inversion_artifact(path) -> Inversion:
     """The whole inversion file: pivot, camera, tuned generator, last losses and (when written) its frame."""
-    import json
-    from pathlib import Path
-
-    from safetensors import safe_open
-
-    from avatarcli.errors import ArtifactError
-    from avatarcli.gan.generator import GanConfig
-
     p = Path(path)
     try:
         with safe_open(str(p), framework="pt", device="cpu") as f:

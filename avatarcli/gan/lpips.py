@@ -20,6 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avatarcli.errors import ArtifactError, MissingModelError
+from avatarcli.progress import warn
+from avatarcli.weights import resolve_file
+
 # the LPIPS input normalisation for images in [-1, 1] (ImageNet mean / std rescaled)
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
@@ -117,9 +121,6 @@ def lpips_from_state(backbone: dict[str, torch.Tensor], lins: dict[str, torch.Te
 
 def load_lpips(device: str | torch.device = "cpu") -> Lpips:
     """The registry's LPIPS-VGG (MissingModelError, naming the command, when weights are absent)."""
-    from avatarcli.errors import ArtifactError
-    from avatarcli.weights import resolve_file
-
     lin_path, vgg_path = resolve_file("lpips-vgg"), resolve_file("vgg16")
     try:
         lins = torch.load(lin_path, map_location="cpu", weights_only=True)
@@ -131,9 +132,6 @@ def load_lpips(device: str | torch.device = "cpu") -> Lpips:
 
 def lpips_or_l2(device: str | torch.device = "cpu") -> Lpips | None:
     """load_lpips, or None after ONE warning line saying the inversion falls back to L2."""
-    from avatarcli.errors import MissingModelError
-    from avatarcli.progress import warn
-
     try:
         return load_lpips(device)
     except MissingModelError as e:

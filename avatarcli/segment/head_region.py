@@ -28,10 +28,18 @@ refinements / after): astronaut 0.946 / 0.946, grace_hopper 0.845 / 0.873, obama
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
+from scipy import ndimage
+
+from avatarcli.errors import InputError
+from avatarcli.io.atomic import atomic_write_bytes
+from avatarcli.segment.foreground import torch_threads_kept
 
 WORK_SIDES = (288, 320, 360)  # px: GrabCut's working resolutions (long side), one vote each
 HEAD_SHIFT = 0.25  # the skull's centre sits this fraction of the nose's offset from the jaw's middle behind it
@@ -75,8 +83,6 @@ def _face_geometry(lm: np.ndarray) -> dict[str, float]:
 
 def _seed_labels(shape: tuple[int, int], lm: np.ndarray, prior: np.ndarray | None, cfg: RegionConfig) -> np.ndarray:
     """[h, w] uint8 GrabCut labels (cv2.GC_BGD / GC_FGD / GC_PR_BGD / GC_PR_FGD) at the work size."""
-    import cv2
-
     h, w = shape
     g = _face_geometry(lm)
     lab = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
@@ -119,8 +125,6 @@ def _seed_labels(shape: tuple[int, int], lm: np.ndarray, prior: np.ndarray | Non
 def _skin_distance(img: np.ndarray, lm: np.ndarray) -> np.ndarray:
     """[h, w] Mahalanobis distance (CIE Lab) of every pixel to the skin of the face: pixels inside the
     landmark hull, without the eyes, brows and mouth."""
-    import cv2
-
     h, w = img.shape[:2]
     face = np.zeros((h, w), np.uint8)
     cv2.fillPoly(face, [cv2.convexHull(lm[:17].astype(np.float32)).astype(np.int32).reshape(-1, 2)], 1)
@@ -150,9 +154,6 @@ def _below_jaw(shape: tuple[int, int], lm: np.ndarray) -> np.ndarray:
 def _clean(fg: np.ndarray, lm: np.ndarray, open_px: int) -> np.ndarray:
     """The connected piece holding the face (nose tip), thin strands cut off (an opening with a disc of
     radius `open_px`: flag cords, a pole, a strand of backdrop), holes filled: [h, w] bool."""
-    import cv2
-    from scipy import ndimage
-
     r = max(1, int(open_px))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     fg = cv2.morphologyEx(fg.astype(np.uint8), cv2.MORPH_OPEN, disc) > 0
@@ -164,8 +165,6 @@ def _clean(fg: np.ndarray, lm: np.ndarray, open_px: int) -> np.ndarray:
 
 def _grabcut(img: np.ndarray, lab: np.ndarray, iterations: int) -> np.ndarray:
     """[h, w] bool foreground of OpenCV's GrabCut from seed labels [h, w] (fixed RNG seed)."""
-    import cv2
-
     lab = lab.copy()
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)
@@ -180,10 +179,6 @@ def _matte_hair(img: np.ndarray, fg: np.ndarray, lm: np.ndarray, cfg: RegionConf
     between is solved for alpha; alpha > 0.5 is head. Wisps of hair that mix with the backdrop (a grey
     halo over a dark hall) are what GrabCut's colour models drop and the matte's local colour lines keep.
     [h, w] bool -> [h, w] bool."""
-    import cv2
-
-    from avatarcli.segment.foreground import torch_threads_kept
-
     fw = _face_geometry(lm)["w"]
     r_in, r_out = max(1, round(cfg.matte_in * fw)), max(1, round(cfg.matte_out * fw))
     u8 = fg.astype(np.uint8)
@@ -205,8 +200,6 @@ def _segment_at(
     rgb: np.ndarray, landmarks: np.ndarray, prior: np.ndarray | None, cfg: RegionConfig, side: int
 ) -> np.ndarray:
     """[H, W] float32 0..1: one segmentation on a copy with a long side of at most `side` px, scaled back."""
-    import cv2
-
     H, W = rgb.shape[:2]
     s = min(1.0, side / max(H, W))
     w, h = max(1, round(W * s)), max(1, round(H * s))
@@ -244,12 +237,6 @@ def segment_head(
 
 def write_region(path, mask: np.ndarray) -> None:
     """The region as an 8-bit grey PNG (white = head), written atomically."""
-    import io
-
-    from PIL import Image
-
-    from avatarcli.io.atomic import atomic_write_bytes
-
     buf = io.BytesIO()
     Image.fromarray((np.clip(np.asarray(mask, np.float32), 0, 1) * 255).round().astype(np.uint8)).save(buf, "PNG")
     atomic_write_bytes(path, buf.getvalue())
@@ -258,10 +245,6 @@ def write_region(path, mask: np.ndarray) -> None:
 def read_region(path, size: tuple[int, int] | None = None) -> np.ndarray:
     """A matte (any image; grey level / 255, white = head) -> [H, W] float32 0..1, resized (bilinear)
     to `size` (H, W) when given. InputError when unreadable or empty."""
-    from PIL import Image, UnidentifiedImageError
-
-    from avatarcli.errors import InputError
-
     try:
         with Image.open(path) as im:
             im = im.convert("L")

@@ -28,11 +28,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
-from avatarcli.flame.fit import FIT_VIEWMAT, N_LANDMARKS, FitConfig, LandmarkRig, _Problem
+from avatarcli.errors import NoFaceError
+from avatarcli.flame.fit import FIT_VIEWMAT, N_LANDMARKS, FitConfig, LandmarkRig, _Problem, fit_flame
+from avatarcli.landmarks.artifact import Landmarks
 
 GROUPS = ("global_pose", "translation", "neck_pose", "jaw_pose", "expr")  # order of x_t's blocks
 STATIC = slice(17, N_LANDMARKS)  # the 51 inner-face landmarks (no jaw-line contour)
@@ -279,8 +282,6 @@ def _key_frames(scores: np.ndarray, k: int) -> list[int]:
     """Up to k frames spread over the clip among those with landmarks (mean score > 0)."""
     good = np.nonzero(scores.mean(1) > 0)[0]
     if good.size == 0:
-        from avatarcli.errors import NoFaceError
-
         raise NoFaceError("no frame of the clip has landmarks")
     pick = np.unique(np.round(np.linspace(0, good.size - 1, min(k, good.size))).astype(int))
     return [int(good[i]) for i in pick]
@@ -288,9 +289,6 @@ def _key_frames(scores: np.ndarray, k: int) -> list[int]:
 
 def _identity_start(model, pts, scores, image_size, cfg: TrackConfig) -> tuple[np.ndarray, float]:
     """Shape [S_model] (mean over key frames) and focal (median) from fit_flame on the key frames."""
-    from avatarcli.flame.fit import fit_flame
-    from avatarcli.landmarks.artifact import Landmarks
-
     keys = _key_frames(scores, cfg.key_frames)
     marks = []
     for t in keys:
@@ -306,8 +304,6 @@ def _pnp_poses(rig: LandmarkRig, shape: Tensor, pts: np.ndarray, K: np.ndarray) 
     """Head pose per frame from the 51 inner-face landmarks (OpenCV PnP) for the neutral face of
     `shape` [S]: global pose [T, 3] axis-angle and translation [T, 3], in the fit's conventions
     (X_world = R_g (X - J0) + J0 + t, x_cam = FIT_VIEWMAT X_world)."""
-    import cv2
-
     dt = rig.dtype
     pose0 = torch.zeros(1, rig.n_joints, 3, dtype=dt)
     rows = rig.gather(pose0)

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import imageio.v3 as iio
 import numpy as np
 
 from avatarcli.errors import InputError
+from avatarcli.io.images import load_image
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v", ".gif")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -31,8 +33,6 @@ class FrameSource:
     def frames(self) -> Iterator[np.ndarray]:
         """RGB uint8 [H, W, 3] per frame, in order."""
         if self.files is not None:
-            from avatarcli.io.images import load_image
-
             for f in self.files:
                 im = load_image(f, max_side=1 << 30)
                 if im.size != self.size:
@@ -49,8 +49,6 @@ def _natural_key(p: Path) -> list:
 
 
 def _video_frames(path: Path) -> Iterator[np.ndarray]:
-    import imageio.v3 as iio
-
     try:
         for frame in iio.imiter(path):
             a = np.asarray(frame)
@@ -67,8 +65,6 @@ def _video_frames(path: Path) -> Iterator[np.ndarray]:
 
 def _video_info(path: Path) -> tuple[int, tuple[int, int], float | None]:
     """(frame count, (H, W), fps) of a video, by decoding it once (containers' counts are unreliable)."""
-    import imageio.v3 as iio
-
     try:
         meta = iio.immeta(path)
     except Exception as e:  # noqa: BLE001
@@ -86,8 +82,6 @@ def _video_info(path: Path) -> tuple[int, tuple[int, int], float | None]:
 
 def open_frames(path: str | Path) -> FrameSource:
     """Check a video file or a folder of images and read its frame count, size and fps."""
-    from avatarcli.io.images import load_image
-
     path = Path(path)
     if not path.exists():
         raise InputError("not found", path=path)

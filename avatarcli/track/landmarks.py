@@ -17,7 +17,19 @@ from typing import Callable
 import numpy as np
 
 from avatarcli.errors import InputError, NoFaceError
+from avatarcli.io.images import LoadedImage
+from avatarcli.io.npz import _load_npz_bytes
 from avatarcli.landmarks.artifact import N_LANDMARKS
+from avatarcli.landmarks.detect import (
+    crop_image,
+    crop_transform,
+    decode_heatmaps,
+    detect_faces,
+    heatmap_to_image,
+    heatmaps_batch,
+)
+from avatarcli.landmarks.points import SUFFIXES, read_points
+from avatarcli.track.frames import _natural_key
 
 MIN_IOU = 0.3
 MAX_JUMP = 0.5  # centre distance, x box side
@@ -90,16 +102,6 @@ def detect_clip(
 ) -> ClipLandmarks:
     """Detect, follow and landmark the face through `frames` (a FrameSource) with a LandmarkDetector
     (FAN, batched) or a DlibDetector (its own boxes and points, frame by frame)."""
-    from avatarcli.io.images import LoadedImage
-    from avatarcli.landmarks.detect import (
-        crop_image,
-        crop_transform,
-        decode_heatmaps,
-        detect_faces,
-        heatmap_to_image,
-        heatmaps_batch,
-    )
-
     T = frames.n_frames
     pts = np.full((T, N_LANDMARKS, 2), np.nan)
     sc = np.zeros((T, N_LANDMARKS))
@@ -148,14 +150,10 @@ def read_clip_landmarks(path: str | Path, n_frames: int) -> ClipLandmarks:
     .npy [T, 68, 2|3]; .npz with `landmarks` [T, 68, 2] (+ optional `scores` [T, 68]); a row of NaN
     marks a lost frame. A folder: one point file per frame (any format `avatar landmarks --landmarks`
     reads), in natural name order, as many as there are frames."""
-    from avatarcli.landmarks.points import SUFFIXES, read_points
-
     path = Path(path)
     if not path.exists():
         raise InputError("landmark file not found", path=path)
     if path.is_dir():
-        from avatarcli.track.frames import _natural_key
-
         files = sorted((q for q in path.iterdir() if q.suffix.lower() in SUFFIXES and q.is_file()), key=_natural_key)
         if len(files) != n_frames:
             raise InputError(f"holds {len(files)} landmark files, the clip has {n_frames} frames", path=path)
@@ -177,8 +175,6 @@ def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise InputError(f"not a readable .npy array ({type(e).__name__})", path=path) from None
         s = None
     elif path.suffix.lower() == ".npz":
-        from avatarcli.io.npz import _load_npz_bytes
-
         z = _load_npz_bytes(path)
         key = next((k for k in ("landmarks", "lmk", "points", "pts") if k in z), None)
         if key is None:
