@@ -63,7 +63,7 @@ def test_read_only_filesystem_is_exit_3_and_leaves_nothing(scene_ply, tmp_path, 
 
 
 def test_an_oserror_escaping_a_command_is_one_line_exit_3(scene_ply, tmp_path, capsys, monkeypatch):
-    import avatarcli.render.video as video
+    import avatarcli.stages.render as video  # where render_file looks write_png up
 
     def full_disk(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "v.png"))

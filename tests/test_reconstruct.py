@@ -284,7 +284,7 @@ def _counting_stages(monkeypatch, fake_fit=None, fake_denoise=False) -> dict:
     """Count how often each expensive stage really runs (fake_fit: return it instead of fitting;
     fake_denoise: return the init head as it is: these tests are about the orchestration, the
     real stages run in `warm` and the single-photo tests)."""
-    import avatarcli.stages.denoise as den_mod
+    import avatarcli.reconstruct.runner as den_mod  # where the runner looks denoise_head up
     import avatarcli.stages.fit_flame as fit_mod
     import avatarcli.stages.init_gaussians as init_mod
 

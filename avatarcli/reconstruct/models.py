@@ -9,12 +9,17 @@ from typing import Sequence
 
 import torch
 
-from avatarcli.diffusion.denoiser import Denoiser
-from avatarcli.diffusion.encode import EncodeModels
+from avatarcli.device import resolve_device
+from avatarcli.diffusion.denoiser import Denoiser, load_default_denoiser
+from avatarcli.diffusion.encode import EncodeModels, load_encode_models
 from avatarcli.errors import MissingModelError
+from avatarcli.flame.loader import load_flame
+from avatarcli.flame.locate import locate_flame
 from avatarcli.flame.model import FlameModel
-from avatarcli.landmarks.choose import Detector
+from avatarcli.landmarks.choose import Detector, detector_models, load_detector
 from avatarcli.reconstruct.plan import Job, ReconstructConfig
+from avatarcli.weights import get_entry, resolve
+from avatarcli.weights.resolver import without_download
 
 DETECTOR_MODELS = ("fan-2d", "s3fd")
 ENCODE_MODELS = ("sd-image-variations", "face-parsing")
@@ -38,8 +43,6 @@ def needed_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
     """weights.lock names this run needs."""
     names: list[str] = []
     if any(j.landmarks is None for j in jobs):
-        from avatarcli.landmarks.choose import detector_models
-
         names += detector_models(config.detector)
     if config.use_diffusion:
         names += ENCODE_MODELS
@@ -49,8 +52,6 @@ def needed_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
 
 
 def _model_id(name: str) -> str:
-    from avatarcli.weights import get_entry
-
     entry = get_entry(name)
     ov = os.environ.get(entry.env_var)
     return f"override:{Path(ov).expanduser().resolve()}" if ov else f"{entry.name}@{entry.revision}"
@@ -60,12 +61,7 @@ def resolve_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
     """Check (without loading anything big) that every model the run needs is here:
     the device, the FLAME model, each pinned model. Raises one EnvironmentProblem (exit 3)
     naming all the missing ones and the fix. Returns the needed weights names."""
-    from avatarcli.device import resolve_device
-    from avatarcli.weights import resolve
-    from avatarcli.weights.resolver import without_download
-
     resolve_device(config.device)
-    from avatarcli.flame.locate import locate_flame
 
     locate_flame(config.flame)
     names = needed_models(jobs, config)
@@ -87,24 +83,15 @@ def resolve_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
 
 def load_models(jobs: Sequence[Job], config: ReconstructConfig) -> Models:
     """Resolve everything first (exit 3 before any loading), then load each model once."""
-    from avatarcli.device import resolve_device
-    from avatarcli.flame.loader import load_flame
-
     names = resolve_models(jobs, config)
     device = resolve_device(config.device)
     flame = load_flame(config.flame)
     models = Models(device=device, flame=flame, ids={n: _model_id(n) for n in names})
     if any(j.landmarks is None for j in jobs):
-        from avatarcli.landmarks.choose import detector_models, load_detector
-
         models.detector = load_detector(config.detector, device=str(device), need_detector=True)
         models.detector_models = detector_models(config.detector)
     if config.use_diffusion:
-        from avatarcli.diffusion.encode import load_encode_models
-
         models.encode = load_encode_models(device)
         if config.needs_denoiser:
-            from avatarcli.diffusion.denoiser import load_default_denoiser
-
             models.denoiser = load_default_denoiser(device, vae=models.encode.vae)  # one VAE for both
     return models

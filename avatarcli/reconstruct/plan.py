@@ -11,6 +11,9 @@ from typing import Sequence
 
 from avatarcli.batch import Batch, output_paths, wants_folder
 from avatarcli.errors import AvatarError, EnvironmentProblem, InputError
+from avatarcli.io.atomic import check_output_path
+from avatarcli.io.images import check_image, load_image
+from avatarcli.landmarks.points import find_points_file, given_landmarks
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
@@ -148,8 +151,6 @@ def plan_batch(
 
 def _points_file(folder: Path, name: str) -> Path:
     """folder/NAME.<any landmarks suffix>; NAME.npz when there is none (that job then fails alone)."""
-    from avatarcli.landmarks.points import find_points_file
-
     try:
         return find_points_file(folder, name)
     except InputError:
@@ -179,8 +180,6 @@ def check_writable_folder(folder: Path, what: str = "output folder") -> None:
 
 def check_outputs(jobs: Sequence[Job], workdir: Path | None = None) -> None:
     """Every output path usable and every output / work folder writable (raises; before any work)."""
-    from avatarcli.io.atomic import check_output_path
-
     for j in jobs:
         if j.output.is_dir():
             raise InputError("output path is a folder, expected a .ply file name", path=j.output)
@@ -198,13 +197,9 @@ def validate_job(job: Job, max_side: int = 2048, force: bool = False) -> None:
     """Open the photo fully (header, size limits, a complete decode) and the user's landmarks
     (any format; a landmarks.npz must be this photo's unless `force`); raises the one-line
     InputError / ArtifactError naming the file."""
-    from avatarcli.io.images import check_image, load_image
-
     check_image(job.image)
     img = load_image(job.image, max_side=min(max_side, 512))
     if job.landmarks is not None:
-        from avatarcli.landmarks.points import given_landmarks
-
         given_landmarks(job.landmarks, img, force=force)
 
 

@@ -11,10 +11,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, TypeVar
 
+import numpy as np
+import torch
+
 from avatarcli.batch import Batch, one_line
+from avatarcli.diffusion.encode import encode_face
+from avatarcli.diffusion.features import read_features, write_features
 from avatarcli.errors import AvatarError
+from avatarcli.flame.artifact import read_flame_fit, write_flame_fit
+from avatarcli.flame.fit import FitConfig
+from avatarcli.gaussians.init import InitConfig
+from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
+from avatarcli.io.images import load_image
+from avatarcli.landmarks.artifact import read_landmarks, write_landmarks
+from avatarcli.landmarks.points import given_landmarks
 from avatarcli.reconstruct.models import ENCODE_MODELS, Models, load_models
 from avatarcli.reconstruct.plan import Job, ReconstructConfig, check_outputs, plan_batch, validate_inputs
+from avatarcli.segment.head_region import choose_head_region, read_region, write_region
+from avatarcli.stages.denoise import DenoiseConfig, denoise_head
+from avatarcli.stages.fit_flame import fit_photos, quality_of
+from avatarcli.stages.init_gaussians import init_head
+from avatarcli.stages.landmarks import photo_landmarks
 from avatarcli.workdir import WorkDir, stage_key
 
 STAGES = ("landmarks", "fit-flame", "encode", "head-region", "init-gaussians", "denoise")
@@ -110,14 +127,10 @@ def _build(cls, **kw):
 
 
 def _init_config(config: ReconstructConfig):
-    from avatarcli.gaussians.init import InitConfig
-
     return _build(InitConfig, n_gaussians=config.n_gaussians, seed=config.seed)
 
 
 def _denoise_config(config: ReconstructConfig, device=None):
-    from avatarcli.stages.denoise import DenoiseConfig
-
     rounds = 0 if config.no_diffusion else config.rounds
     return _build(
         DenoiseConfig, rounds=rounds, steps=config.steps, round_steps=config.steps, seed=config.seed,
@@ -222,11 +235,6 @@ class _JobRunner:
 
     # the pipeline --------------------------------------------------------
     def run(self) -> JobResult:
-        import numpy as np
-        import torch
-
-        from avatarcli.io.images import load_image
-
         cfg = self.config
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed & 0xFFFFFFFF)
@@ -242,13 +250,10 @@ class _JobRunner:
 
     def landmarks(self, img):
         """-> the landmarks in working-image pixels (the photo downscaled to max_side), their key."""
-        from avatarcli.landmarks.artifact import read_landmarks, write_landmarks
-
         cfg, models, job = self.config, self.models, self.job
         if job.landmarks is not None:
             given = job.landmarks
             key = stage_key(stage="landmarks", v=1, given=given)
-            from avatarcli.landmarks.points import given_landmarks
 
             # validate_inputs refused (or, with --force, warned about) landmarks of another photo
             lm = self.stage(
@@ -266,8 +271,6 @@ class _JobRunner:
             )  # fmt: skip
 
             def detect():
-                from avatarcli.stages.landmarks import photo_landmarks
-
                 return photo_landmarks(img, models.detector, face_index=cfg.face_index)
 
             lm = self.stage("landmarks", key, read_landmarks, detect, write_landmarks)
@@ -281,10 +284,6 @@ class _JobRunner:
 
     def fit_flame(self, img, lm_work, lm_key: str):
         """FLAME fit in working-image pixels -> the fit and its key (records the fit quality)."""
-        from avatarcli.flame.artifact import read_flame_fit, write_flame_fit
-        from avatarcli.flame.fit import FitConfig
-        from avatarcli.stages.fit_flame import fit_photos, quality_of
-
         cfg, models = self.config, self.models
         fit_cfg = FitConfig(n_shape=cfg.n_shape, n_expr=cfg.n_expr)
         key = stage_key(
@@ -299,9 +298,6 @@ class _JobRunner:
 
     def encode(self, img, lm_work, lm_key: str):
         """Face-crop features for the diffusion rounds."""
-        from avatarcli.diffusion.encode import encode_face
-        from avatarcli.diffusion.features import read_features, write_features
-
         cfg, models = self.config, self.models
         encode_models = models.encode
         if encode_models is None:  # load_models loads them whenever the run uses diffusion
@@ -318,8 +314,6 @@ class _JobRunner:
     def head_region(self, img, lm_work, lm_key: str, features):
         """The head region at the working size (avatarcli.segment.head_region: face-parsing, else the
         job's --mask, else the weight-free segmentation), kept in the work folder as head_region.png."""
-        from avatarcli.segment.head_region import choose_head_region, read_region, write_region
-
         job = self.job
         src = "face-parsing" if features is not None else ("user" if job.mask is not None else "grabcut")
         key = stage_key(
@@ -332,9 +326,6 @@ class _JobRunner:
         return region, self.artifact_key("head-region", key, "region")
 
     def init_gaussians(self, img, fit, fit_key: str, region=None):
-        from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
-        from avatarcli.stages.init_gaussians import init_head
-
         init_cfg = _init_config(self.config)
         key = stage_key(
             stage="init-gaussians", v=1, fit=fit_key, image=img.sha256, size=list(img.size),
@@ -345,9 +336,6 @@ class _JobRunner:
 
     def denoise(self, img, ply, features, region=None) -> None:
         """The head, written atomically to the job's output (never cached)."""
-        from avatarcli.gaussians.ply import write_gaussian_ply
-        from avatarcli.stages.denoise import denoise_head
-
         models = self.models
         den_cfg = _denoise_config(self.config, models.device)
         with _Stage(self, "denoise"):

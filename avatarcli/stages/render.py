@@ -17,9 +17,17 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from avatarcli.device import resolve_device
 from avatarcli.errors import InputError
-from avatarcli.render.api import check_backend
+from avatarcli.flame.artifact import read_flame_fit
+from avatarcli.flame.forward import root_joint
+from avatarcli.flame.loader import load_flame
+from avatarcli.gaussians.ply import read_gaussian_ply
+from avatarcli.io.atomic import check_output_path
+from avatarcli.render.api import check_backend, render, to_uint8
 from avatarcli.render.camera import Camera
+from avatarcli.render.video import write_png, write_video
+from avatarcli.render.views import fit_camera, frame_gaussians, resolve_up, turntable_cameras, up_basis, view_camera
 
 IMAGE_SUFFIXES = (".png",)
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -115,7 +123,6 @@ def _camera_fit(cfg: RenderConfig, ply, flame):
                 "--camera photo: this PLY holds no fit (not an avatarcli head); pass --camera FLAME_FIT.npz"
             )
         return meta.fit, meta.root_joint
-    from avatarcli.flame.artifact import read_flame_fit
 
     fit = read_flame_fit(cfg.camera)
     if meta is not None and _same_shape(meta.fit.shape, fit.shape):
@@ -123,8 +130,6 @@ def _camera_fit(cfg: RenderConfig, ply, flame):
     if flame is None:
         why = "its FLAME shape differs from the head's" if meta is not None else "the PLY has no avatarcli metadata"
         raise InputError(f"--camera: {why}; pass --flame so that the fit's root joint can be computed", path=cfg.camera)
-    from avatarcli.flame.forward import root_joint
-    from avatarcli.flame.loader import load_flame
 
     model = load_flame(flame)
     shape = torch.as_tensor(np.asarray(fit.shape), dtype=torch.float32).reshape(1, -1)
@@ -133,18 +138,6 @@ def _camera_fit(cfg: RenderConfig, ply, flame):
 
 def plan_render(ply_or_path, out: str | Path, config: RenderConfig, flame: str | Path | None = None) -> RenderPlan:
     """Validate the request and build the cameras. Reads the PLY (if a path); renders nothing."""
-    from avatarcli.device import resolve_device
-    from avatarcli.gaussians.ply import read_gaussian_ply
-    from avatarcli.io.atomic import check_output_path
-    from avatarcli.render.views import (
-        fit_camera,
-        frame_gaussians,
-        resolve_up,
-        turntable_cameras,
-        up_basis,
-        view_camera,
-    )  # fmt: skip
-
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
@@ -192,8 +185,6 @@ def plan_render(ply_or_path, out: str | Path, config: RenderConfig, flame: str |
 
 def iter_frames(plan: RenderPlan) -> Iterator[np.ndarray]:
     """uint8 [H, W, 3] per camera of the plan, rendered one by one."""
-    from avatarcli.render.api import render, to_uint8
-
     g = plan.ply.gaussians.to(plan.device)
     bg = torch.tensor(plan.config.background, dtype=torch.float32, device=plan.device)
     for cam in plan.cameras:
@@ -204,8 +195,6 @@ def iter_frames(plan: RenderPlan) -> Iterator[np.ndarray]:
 
 def render_file(plan: RenderPlan, progress=None) -> Path:
     """Render the plan and write its output atomically. `progress(i, n)` after each frame."""
-    from avatarcli.render.video import write_png, write_video
-
     n = len(plan.cameras)
 
     def frames():

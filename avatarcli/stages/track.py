@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from avatarcli.errors import InputError
-from avatarcli.track.fit import TrackConfig, TrackFit
+from avatarcli.flame.loader import load_flame
+from avatarcli.flame.model import FlameModel
+from avatarcli.io.atomic import check_output_path
+from avatarcli.landmarks.choose import load_detector
+from avatarcli.track.artifact import write_track
+from avatarcli.track.fit import TrackConfig, TrackFit, track_flame
+from avatarcli.track.frames import open_frames
+from avatarcli.track.landmarks import detect_clip, read_clip_landmarks
 
 
 @dataclass
@@ -74,14 +81,6 @@ def track_video(
     flame: a FlameModel or a path (None: $AVATAR_FLAME). detector: auto | fan | dlib or a loaded detector
     (None: auto), loaded here unless `landmarks` are given. fps: overrides the video's (needed for a folder: 30).
     progress: a callable (stage, done, total) for progress bars."""
-    from avatarcli.flame.loader import load_flame
-    from avatarcli.flame.model import FlameModel
-    from avatarcli.io.atomic import check_output_path
-    from avatarcli.track.artifact import write_track
-    from avatarcli.track.fit import track_flame
-    from avatarcli.track.frames import open_frames
-    from avatarcli.track.landmarks import detect_clip, read_clip_landmarks
-
     clock = _Clock()
     out = check_output_path(Path(output))
     if out.suffix.lower() != ".npz":
@@ -97,8 +96,6 @@ def track_video(
     tick = progress or (lambda stage, done, total: None)
     if clip is None:
         if detector is None or isinstance(detector, str):
-            from avatarcli.landmarks.choose import load_detector
-
             detector = load_detector(detector or "auto", device)
         done = [0]
 

@@ -12,6 +12,11 @@ import math
 import numpy as np
 import torch
 
+from avatarcli.flame.forward import flame_forward
+from avatarcli.flame.params import FlameParams
+from avatarcli.geometry import axis_angle_to_matrix
+from avatarcli.testing.synthetic_flame import random_flame_params, synthetic_landmarks
+
 
 def clip_params(
     T: int,
@@ -24,8 +29,6 @@ def clip_params(
     dtype=torch.float64,
 ):
     """FlameParams [T] of one person moving smoothly (periods of 1-2 s at 30 fps)."""
-    from avatarcli.testing.synthetic_flame import random_flame_params
-
     p = random_flame_params(1, seed, distance=distance, dtype=dtype)
     g = torch.Generator().manual_seed(seed + 1)
     t = torch.arange(T, dtype=dtype)
@@ -42,7 +45,6 @@ def clip_params(
     glob = torch.stack([pitch, yaw, torch.zeros_like(t)], -1)
     jaw3 = torch.stack([jaw, torch.zeros_like(t), torch.zeros_like(t)], -1)
     trans = rep(p.translation) + torch.stack([0.01 * torch.sin(t / 20), 0.005 * torch.sin(t / 13), 0 * t], -1)
-    from avatarcli.flame.params import FlameParams
 
     return FlameParams(rep(p.shape), w[:, None] * e[None], glob, torch.zeros(T, 3, dtype=dtype), jaw3,
                        torch.zeros(T, 6, dtype=dtype), trans)  # fmt: skip
@@ -50,16 +52,12 @@ def clip_params(
 
 def clip_landmarks(model, params, image_size=(256, 256), noise_px: float = 1.0, seed: int = 0):
     """(noisy landmarks [T, 68, 2], noise-free [T, 68, 2]) seen by the fit camera (focal 1.2 x long side)."""
-    from avatarcli.testing.synthetic_flame import synthetic_landmarks
-
     marks, clean = synthetic_landmarks(model, params, image_size=image_size, noise_px=noise_px, seed=seed)
     return np.stack([m.landmarks for m in marks]).astype(np.float64), clean
 
 
 def fit_params(fit, dtype=torch.float64):
     """A TrackFit as FlameParams [T] (its shared shape repeated)."""
-    from avatarcli.flame.params import FlameParams
-
     t = lambda a: torch.as_tensor(np.asarray(a), dtype=dtype)  # noqa: E731
     T = fit.n_frames
     return FlameParams(t(fit.shape)[None].expand(T, -1), t(fit.expr), t(fit.global_pose), t(fit.neck_pose),
@@ -68,24 +66,18 @@ def fit_params(fit, dtype=torch.float64):
 
 def posed_vertices(model, params) -> np.ndarray:
     """World vertices [T, V, 3] (metres)."""
-    from avatarcli.flame.forward import flame_forward
-
     with torch.no_grad():
         return flame_forward(model.to(dtype=torch.float64), params.to(dtype=torch.float64), False).vertices.numpy()
 
 
 def face_vertices(model, params) -> np.ndarray:
     """Vertices [T, V, 3] with the head pose removed (global, neck, translation 0): identity + expression + jaw."""
-    from avatarcli.flame.params import FlameParams
-
     z = torch.zeros_like(params.global_pose)
     return posed_vertices(model, FlameParams(params.shape, params.expr, z, z, params.jaw_pose, params.eyes_pose, z))
 
 
 def head_rotation(params) -> np.ndarray:
     """R_global @ R_neck [T, 3, 3] (the head's rotation; the landmarks cannot tell the two apart)."""
-    from avatarcli.geometry import axis_angle_to_matrix
-
     return (axis_angle_to_matrix(params.global_pose) @ axis_angle_to_matrix(params.neck_pose)).numpy()
 
 

@@ -24,9 +24,14 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse
 import torch
 
-from avatarcli.flame.model import FlameModel
+from avatarcli.flame.embedding import embedding_from_mapping
+from avatarcli.flame.forward import flame_forward
+from avatarcli.flame.model import FlameModel, flame_from_arrays
+from avatarcli.flame.params import FlameParams
+from avatarcli.landmarks.artifact import Landmarks
 
 N_RINGS = 62
 N_COLS = 81
@@ -336,9 +341,6 @@ def _synthetic_arrays_cached(seed: int) -> dict:
 
 def make_synthetic_flame(seed: int = 0, dtype=torch.float32) -> FlameModel:
     """The synthetic model in memory (what loading its written files gives, minus path/sha256)."""
-    from avatarcli.flame.embedding import embedding_from_mapping
-    from avatarcli.flame.model import flame_from_arrays
-
     a = synthetic_arrays(seed)
     lm = embedding_from_mapping("<synthetic>", a.pop("embedding"))
     m = flame_from_arrays("<synthetic>", a, landmarks=lm, release="unknown")
@@ -377,8 +379,6 @@ class _Csc:
     """A scipy csc_matrix as old scipy pickled it (its __dict__ as the state)."""
 
     def __init__(self, dense: np.ndarray):
-        import scipy.sparse
-
         m = scipy.sparse.csc_matrix(dense)
         self.state = {
             "_shape": tuple(int(s) for s in m.shape),
@@ -633,8 +633,6 @@ def random_flame_params(
     """Plausible random FlameParams: shape / expression ~ N(0, scale^2) on the first 20 / 10
     coefficients (decaying after), yaw uniform in `yaw_deg`, small pitch / roll / neck,
     a slightly open jaw, the head `distance` metres in front of the fit camera (translation z < 0)."""
-    from avatarcli.flame.params import FlameParams
-
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
     u = lambda *s: torch.rand(*s, generator=g, dtype=dtype)  # noqa: E731
@@ -669,9 +667,6 @@ def synthetic_landmarks(
 ):
     """(list of Landmarks with `noise_px` Gaussian noise per coordinate, noise-free pixels [B,68,2])
     of `model` posed by `params`, seen by the fit camera (focal default 1.2 x the long side)."""
-    from avatarcli.flame.forward import flame_forward
-    from avatarcli.landmarks.artifact import Landmarks
-
     f = 1.2 * max(image_size) if focal is None else focal
     with torch.no_grad():
         lm3 = flame_forward(model.to(dtype=params.shape.dtype), params).landmarks  # [B, 68, 3]

@@ -11,15 +11,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from avatarcli.flame.embedding import embedding_from_mapping
+from avatarcli.flame.model import flame_from_arrays
+from avatarcli.testing.synthetic_flame import _vid, synthetic_arrays
+
 UPPER_RING, LINE_RING = 43, 44
 MOUTH_COLS = np.arange(-3, 4)  # phi = 4.44 degrees x col
 
 
 def make_synthetic_flame_with_mouth(seed: int = 0, dtype=torch.float32):
-    from avatarcli.flame.embedding import embedding_from_mapping
-    from avatarcli.flame.model import flame_from_arrays
-    from avatarcli.testing.synthetic_flame import _vid, synthetic_arrays
-
     a = synthetic_arrays(seed)
     up, line = _vid(UPPER_RING, MOUTH_COLS), _vid(LINE_RING, MOUTH_COLS)
     a["v_template"][up] = a["v_template"][line]
@@ -33,7 +33,5 @@ def make_synthetic_flame_with_mouth(seed: int = 0, dtype=torch.float32):
 def slit_outline(vertices: torch.Tensor) -> torch.Tensor:
     """The opening between the lips on posed vertices [V, 3]: a closed outline [K, 3] (upper edge left
     to right, lower edge back), the inner columns of the slit (its ends stay closed)."""
-    from avatarcli.testing.synthetic_flame import _vid
-
     cols = MOUTH_COLS[1:-1]
     return torch.cat([vertices[_vid(UPPER_RING, cols)], vertices[_vid(LINE_RING, cols[::-1].copy())]])

@@ -29,11 +29,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from avatarcli.flame.artifact import FlameFit
+from avatarcli.flame.artifact import FIT_VIEWMAT, FlameFit
+from avatarcli.flame.forward import canonical_vertices, flame_forward, root_joint
 from avatarcli.flame.model import FlameModel
+from avatarcli.flame.params import FlameParams
 from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.model import BoundGaussians
-from avatarcli.render.camera import Camera, orbit_camera
+from avatarcli.geometry import axis_angle_to_matrix
+from avatarcli.render.api import render, to_uint8
+from avatarcli.render.camera import Camera, orbit_camera, photo_camera
+from avatarcli.testing.synthetic_flame import make_synthetic_flame
 from avatarcli.testing.synthetic_scene import PHOTO_BACKGROUND, ground_truth_gaussians
 
 __all__ = ["SyntheticPhoto", "make_synthetic_photo", "PHOTO_BACKGROUND"]
@@ -83,8 +88,6 @@ class SyntheticPhoto:
 
     def true_view(self, camera: Camera, background=None, backend: str = "torch") -> tuple[Tensor, Tensor]:
         """The truth seen by `camera`: rgb [H, W, 3] over `background` (default: the photo's), alpha [H, W, 1]."""
-        from avatarcli.render.api import render
-
         bg = torch.tensor(self.background if background is None else background, dtype=torch.float32)
         with torch.no_grad():
             out = render(world_gaussians(self.truth, self.vertices, self.faces), camera, bg, backend=backend)
@@ -110,16 +113,7 @@ def make_synthetic_photo(
     size: side (square) or (H, W). yaw/pitch: the head's global rotation (degrees; positive yaw
     turns the face towards the subject's left, +x). expr_scale: std of the first 10 expression
     coefficients (seeded). jaw_open: jaw rotation (radians) about x."""
-    from avatarcli.flame.artifact import FIT_VIEWMAT, FlameFit
-    from avatarcli.flame.forward import canonical_vertices, flame_forward, root_joint
-    from avatarcli.flame.params import FlameParams
-    from avatarcli.geometry import axis_angle_to_matrix
-    from avatarcli.render.api import render, to_uint8
-    from avatarcli.render.camera import photo_camera
-
     if model is None:
-        from avatarcli.testing.synthetic_flame import make_synthetic_flame
-
         model = make_synthetic_flame()
     H, W = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     rng = np.random.default_rng(seed)

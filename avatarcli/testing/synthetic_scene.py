@@ -16,9 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from avatarcli.flame.forward import canonical_vertices
+from avatarcli.flame.params import FlameParams
 from avatarcli.gaussians.binding import bind_to_mesh, world_gaussians
 from avatarcli.gaussians.model import BoundGaussians, Gaussians, rgb_to_sh0, sh_coeffs
 from avatarcli.geometry import matrix_to_quaternion, triangle_frames
+from avatarcli.render.api import render
 from avatarcli.render.camera import Camera, orbit_camera
 
 PHOTO_BACKGROUND = (0.35, 0.45, 0.55)  # the backdrop of the synthetic photo (not the render background)
@@ -135,8 +138,6 @@ class SyntheticScene:
 
     def true_view(self, camera: Camera, background=PHOTO_BACKGROUND, backend: str = "torch") -> tuple[Tensor, Tensor]:
         """The truth seen by `camera`: rgb [H, W, 3] over `background`, alpha [H, W, 1]."""
-        from avatarcli.render.api import render
-
         with torch.no_grad():
             out = render(
                 world_gaussians(self.truth, self.vertices, self.faces),
@@ -174,9 +175,6 @@ def make_scene(
 
 def flame_head_scene(model, size: int = 256, **kw) -> SyntheticScene:
     """make_scene on a FLAME-format model's template head (zero shape, expression and pose)."""
-    from avatarcli.flame.forward import canonical_vertices
-    from avatarcli.flame.params import FlameParams
-
     params = FlameParams.zeros(1, model.n_shape, model.n_expr)
     with torch.no_grad():
         v = canonical_vertices(model, params)[0].float()

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from avatarcli.weights import env_var_for
+
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
 SFD_FILE = "s3fd-619a316812.pth"
 SIDE_ONE = 100.0  # px, the "one" face's box side
@@ -85,6 +87,4 @@ def write_tiny_face_alignment(folder: str | Path, sfd: str = "one", seed: int = 
 
 def env(files: dict[str, Path]) -> dict[str, str]:
     """The override env vars that make the resolver use `files`."""
-    from avatarcli.weights import env_var_for
-
     return {env_var_for(name): str(p.parent) for name, p in files.items()}
