@@ -8,15 +8,19 @@ AVATAR_DEBUG=1 is set.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 import click
 import typer
+from rich.markup import escape
 
 from avatarcli import __version__
+from avatarcli.commands import COMMAND_MODULES
 from avatarcli.commands.common import flag_for
 from avatarcli.errors import EXIT_ENVIRONMENT, EXIT_USAGE, AvatarError
+from avatarcli.progress import console, set_quiet
 
 try:  # typer >= 0.25 ships its own copy of click; its commands raise that copy's exceptions
     from typer._click import exceptions as _typer_click_exc  # type: ignore[attr-defined]
@@ -72,16 +76,10 @@ def _root(
         False, "--quiet", "-q", help="No progress bars or status lines (errors and warnings still print)."
     ),
 ) -> None:
-    from avatarcli.progress import set_quiet
-
     set_quiet(quiet)
 
 
 def _register_all() -> None:
-    import importlib
-
-    from avatarcli.commands import COMMAND_MODULES
-
     for name in COMMAND_MODULES:
         importlib.import_module(f"avatarcli.commands.{name}").register(app)
 
@@ -91,10 +89,6 @@ _register_all()
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `avatar` console script. Returns the exit code."""
-    from rich.markup import escape
-
-    from avatarcli.progress import console
-
     debug = os.environ.get("AVATAR_DEBUG") == "1"
     cmd = typer.main.get_command(app)
     try:

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from avatarcli.commands.common import BackendOpt, BackgroundOpt, DeviceOpt, FlameOpt
+from avatarcli.commands.common import BackendOpt, BackgroundOpt, DeviceOpt, FlameOpt, existing_inputs
+from avatarcli.progress import info, progress
 
 HELP = """Animate a head PLY with FLAME expression/pose files: video, PNG frames or a PLY sequence.
 
@@ -74,8 +75,6 @@ def animate_command(
 ) -> int:
     from avatarcli.animate.expressions import load_expressions
     from avatarcli.animate.run import AnimateConfig, animate, plan_outputs
-    from avatarcli.commands.common import existing_inputs
-    from avatarcli.progress import info, progress
     from avatarcli.render.views import parse_background
 
     config = AnimateConfig(

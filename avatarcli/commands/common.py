@@ -8,14 +8,13 @@ from typing import Iterator, Optional
 
 import typer
 
-from avatarcli.errors import AvatarError
+from avatarcli.errors import AvatarError, InputError
 
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 
 
 def _backend_name(value: str) -> str:
     """--backend names one of the renderers (what else the machine allows: render.api.check_backend)."""
-    from avatarcli.errors import InputError
     from avatarcli.render.api import BACKENDS
 
     if value not in BACKENDS:
@@ -37,8 +36,6 @@ FlameOpt = typer.Option(
 
 def existing_inputs(paths: list[Path]) -> list[Path]:
     """Check every input path exists and is a file before any work starts."""
-    from avatarcli.errors import InputError
-
     for p in paths:
         if not p.exists():
             raise InputError("file not found", path=p)

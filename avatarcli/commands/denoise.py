@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from avatarcli.commands.common import BackendOpt, DeviceOpt, FlameOpt, existing_inputs, flag_names
+from avatarcli.diffusion.features import read_features
+from avatarcli.diffusion.models import SD_IMAGE_VARIATIONS, resolve_model
 from avatarcli.errors import InputError
+from avatarcli.io.atomic import check_output_path
 from avatarcli.progress import info, progress, warn
 
 if TYPE_CHECKING:  # the stage's modules load with the command (scipy and the fit): `avatar --help` stays quick
@@ -82,7 +85,6 @@ def denoise_command(
     """
     from avatarcli.device import resolve_device
     from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
-    from avatarcli.io.atomic import check_output_path
     from avatarcli.render.api import check_backend
     from avatarcli.stages.denoise import DenoiseConfig
     from avatarcli.stages.init_gaussians import load_photo_for
@@ -116,8 +118,6 @@ def denoise_command(
         cfg.validate()
     denoiser = None
     if n_rounds > 0:  # resolve the pinned model BEFORE any work: a missing one exits 3 at once
-        from avatarcli.diffusion.models import SD_IMAGE_VARIATIONS, resolve_model
-
         resolve_model(SD_IMAGE_VARIATIONS)
         if dev.type == "cpu":
             warn(CPU_DIFFUSION_NOTE)
@@ -146,8 +146,6 @@ def denoise_command(
 
 def _features_of(path: Path, photo_sha256: str, force: bool) -> Features:
     """The photo's features file, refused when made from another image unless --force."""
-    from avatarcli.diffusion.features import read_features
-
     feats = read_features(path)
     if feats.image_sha256 != photo_sha256:
         msg = "was computed from another image (image sha256 differs from --image)"

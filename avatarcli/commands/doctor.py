@@ -9,12 +9,18 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Optional
 
+import torch
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from avatarcli.commands.common import FlameOpt
+from avatarcli.errors import EXIT_ENVIRONMENT, EXIT_OK, AvatarError, EnvironmentProblem
 
 MIN_FREE_BYTES = 10 << 30  # the default models take ~6 GB in the cache; leave room for outputs
 
@@ -44,8 +50,6 @@ def check_python() -> Check:
 
 
 def check_packages() -> Check:
-    from importlib.metadata import PackageNotFoundError, version
-
     parts, missing = [], []
     for pkg in ("torch", "gsplat", "face-alignment", "diffusers", "transformers", "safetensors"):
         try:
@@ -59,8 +63,6 @@ def check_packages() -> Check:
 
 
 def check_cuda() -> Check:
-    import torch
-
     if not torch.cuda.is_available():
         return Check("cuda", "info", f"no CUDA GPU (torch {torch.__version__}): every stage runs on the CPU, slower")
     gpus = []
@@ -73,8 +75,6 @@ def check_cuda() -> Check:
 def check_gsplat() -> Check:
     """Build (first use JIT-compiles where no wheel kernels exist) and render a small scene with
     gsplat, compared against the torch rasterizer."""
-    import torch
-
     if not torch.cuda.is_available():
         return Check("gsplat", "skipped", "skipped: no CUDA (the torch rasterizer renders on the CPU)")
     fix = "reinstall gsplat built for this torch/CUDA (see README), or run with --device cpu"
@@ -122,8 +122,6 @@ def check_gsplat() -> Check:
 
 
 def check_flame(flame: Path | None) -> Check:
-    from avatarcli.errors import AvatarError, EnvironmentProblem
-
     src = "--flame" if flame is not None else ("AVATAR_FLAME" if os.environ.get("AVATAR_FLAME") else None)
     fix = "register at https://flame.is.tue.mpg.de, download FLAME 2020 or 2023, then pass --flame PATH or set AVATAR_FLAME=PATH"
     try:
@@ -160,7 +158,6 @@ def check_flame(flame: Path | None) -> Check:
 
 
 def check_weights(verify: bool) -> list[Check]:
-    from avatarcli.errors import AvatarError
     from avatarcli.weights import load_lock, status
     from avatarcli.weights.resolver import without_download
 
@@ -254,12 +251,6 @@ def doctor_command(
       avatar doctor --flame ~/flame --verify
       avatar doctor --json | jq '.checks[] | select(.status != "ok")'
     """
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    from avatarcli.errors import EXIT_ENVIRONMENT, EXIT_OK
-
     checks = run_checks(flame, verify, gpu_test)
     failed = [c for c in checks if c.failed]
     if json_out:

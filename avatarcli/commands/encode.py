@@ -8,6 +8,16 @@ from typing import List
 import typer
 
 from avatarcli.commands.common import DeviceOpt, existing_inputs, output_for
+from avatarcli.diffusion.crop import align_face
+from avatarcli.diffusion.encode import load_encode_models
+from avatarcli.diffusion.features import REGION_NAMES, write_features
+from avatarcli.errors import InputError
+from avatarcli.io.atomic import check_output_path
+from avatarcli.io.hashing import sha256_file
+from avatarcli.io.images import check_image, load_image
+from avatarcli.landmarks.artifact import read_landmarks
+from avatarcli.landmarks.points import is_landmarks_artifact, read_points
+from avatarcli.progress import console, info, progress
 from avatarcli.stages.encode import EncodeJob, check_landmarks_match, encode_job, landmarks_for
 
 
@@ -47,14 +57,6 @@ def encode_command(
       avatar encode face.jpg -l face.npz -o face.safetensors --device cpu --size 256
     """
     from avatarcli.batch import Batch, exit_code, one_line
-    from avatarcli.diffusion.crop import align_face
-    from avatarcli.errors import InputError
-    from avatarcli.io.atomic import check_output_path
-    from avatarcli.io.hashing import sha256_file
-    from avatarcli.io.images import check_image
-    from avatarcli.landmarks.artifact import read_landmarks
-    from avatarcli.landmarks.points import is_landmarks_artifact, read_points
-    from avatarcli.progress import console, info, progress
 
     # 1. every input and output checked before any model is touched
     if size % 8 != 0 or not 64 <= size <= 2048:
@@ -79,7 +81,6 @@ def encode_command(
             lm = read_landmarks(lm_path)
             check_landmarks_match(img, lm_path, lm, sha, force)
         else:  # bare points (.npy/.txt/.csv/.pts/.npz), the same reader as `avatar landmarks --landmarks`
-            from avatarcli.io.images import load_image
             from avatarcli.landmarks.detect import landmarks_from_points
 
             lm = landmarks_from_points(load_image(img), read_points(lm_path))
@@ -95,8 +96,6 @@ def encode_command(
 
     # 2. both models resolved (MissingModelError, exit 3, nothing written) before loading either
     from avatarcli.device import resolve_device
-    from avatarcli.diffusion.encode import load_encode_models
-    from avatarcli.diffusion.features import REGION_NAMES, write_features
 
     models = load_encode_models(resolve_device(device)) if todo else None
 

@@ -7,6 +7,11 @@ from typing import Optional
 
 import typer
 
+from avatarcli.commands.common import existing_inputs
+from avatarcli.errors import InputError
+from avatarcli.io.atomic import check_output_path
+from avatarcli.progress import info
+
 
 def export_command(
     ply: Path = typer.Argument(
@@ -32,18 +37,13 @@ def export_command(
       avatar export head.ply -o plain.ply
       avatar export head.ply -o web/head.bin --format splat
     """
-    from avatarcli.commands.common import existing_inputs
     from avatarcli.gaussians.export import export_file, format_for_path
     from avatarcli.gaussians.ply import read_gaussian_ply
-    from avatarcli.io.atomic import check_output_path
-    from avatarcli.progress import info
 
     existing_inputs([ply])
     kind = format_for_path(output, fmt)
     check_output_path(output)
     if output.resolve() == ply.resolve():
-        from avatarcli.errors import InputError
-
         raise InputError("output is the input file: choose another name", path=output)
     head = read_gaussian_ply(ply)
     path, kind = export_file(head, output, kind)

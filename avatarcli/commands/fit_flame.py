@@ -8,6 +8,9 @@ from typing import List, Optional
 import typer
 
 from avatarcli.commands.common import DeviceOpt, FlameOpt, existing_inputs, output_for
+from avatarcli.io.atomic import check_output_path
+from avatarcli.landmarks.artifact import read_landmarks
+from avatarcli.progress import info, progress, warn
 
 
 def fit_flame_command(
@@ -42,9 +45,6 @@ def fit_flame_command(
     from avatarcli.flame.artifact import write_flame_fit
     from avatarcli.flame.fit import FitConfig
     from avatarcli.flame.loader import load_flame
-    from avatarcli.io.atomic import check_output_path
-    from avatarcli.landmarks.artifact import read_landmarks
-    from avatarcli.progress import info, progress, warn
     from avatarcli.stages.fit_flame import fit_photos
 
     existing_inputs(inputs)

@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
+from PIL import Image
 
 from avatarcli.commands.common import existing_inputs
+from avatarcli.io.atomic import atomic_path, check_output_path
+from avatarcli.io.images import load_image
+from avatarcli.landmarks.artifact import read_landmarks
+from avatarcli.progress import info
 
 
 def head_region_command(
@@ -31,13 +37,6 @@ def head_region_command(
       avatar head-region photo.jpg --landmarks photo.landmarks.npz -o photo.region.png
       avatar head-region photo.jpg -l photo.npz -o region.png --overlay check.png
     """
-    import numpy as np
-    from PIL import Image
-
-    from avatarcli.io.atomic import check_output_path
-    from avatarcli.io.images import load_image
-    from avatarcli.landmarks.artifact import read_landmarks
-    from avatarcli.progress import info
     from avatarcli.segment.head_region import segment_head, write_region
 
     existing_inputs([image, landmarks])
@@ -52,7 +51,6 @@ def head_region_command(
     if overlay is not None:
         full = load_image(image, max_side=max(H, W)).rgb.astype(np.float32)
         full[~(np.asarray(mask) > 0.5)] *= 0.3
-        from avatarcli.io.atomic import atomic_path
 
         with atomic_path(outs[1]) as tmp:
             Image.fromarray(full.astype(np.uint8)).save(tmp, format="PNG")

@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 from avatarcli.commands.common import FlameOpt, existing_inputs
+from avatarcli.io.atomic import check_output_path
+from avatarcli.progress import info, warn
 
 
 def init_gaussians_command(
@@ -52,8 +54,6 @@ def init_gaussians_command(
     from avatarcli.flame.model import check_model_hash
     from avatarcli.gaussians.init import InitConfig
     from avatarcli.gaussians.ply import write_gaussian_ply
-    from avatarcli.io.atomic import check_output_path
-    from avatarcli.progress import info, warn
     from avatarcli.segment.head_region import read_region
     from avatarcli.stages.init_gaussians import init_head, load_photo_for
 

@@ -8,6 +8,11 @@ from typing import Optional
 import typer
 
 from avatarcli.commands.common import DeviceOpt, FlameOpt, existing_inputs
+from avatarcli.errors import InputError
+from avatarcli.io.atomic import check_output_path
+from avatarcli.landmarks.artifact import read_landmarks
+from avatarcli.progress import info, progress, warn
+from avatarcli.stages.encode import check_landmarks_match
 
 
 def invert_gan_command(
@@ -51,10 +56,6 @@ def invert_gan_command(
     from avatarcli.flame.artifact import read_flame_fit
     from avatarcli.gan.convert import load_generator
     from avatarcli.gan.invert import InversionConfig, write_inversion
-    from avatarcli.io.atomic import check_output_path
-    from avatarcli.landmarks.artifact import read_landmarks
-    from avatarcli.progress import info, progress, warn
-    from avatarcli.stages.encode import check_landmarks_match
     from avatarcli.stages.init_gaussians import load_photo_for
     from avatarcli.stages.invert_gan import invert_photo
 
@@ -65,8 +66,6 @@ def invert_gan_command(
     lm = read_landmarks(landmarks)
     check_landmarks_match(image, landmarks, lm, photo.sha256, force)
     if tuple(lm.image_size) != tuple(ff.image_size):
-        from avatarcli.errors import InputError
-
         raise InputError(
             f"landmarks are for a {tuple(lm.image_size)} image, the fit for {ff.image_size}", path=landmarks
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -9,14 +10,16 @@ import numpy as np
 import typer
 
 from avatarcli.commands.common import DeviceOpt, output_for
+from avatarcli.errors import InputError
+from avatarcli.io.atomic import check_output_path
+from avatarcli.io.images import MIN_SIDE, check_image, load_image
+from avatarcli.landmarks.artifact import write_landmarks
+from avatarcli.landmarks.points import find_points_file, read_points
+from avatarcli.progress import console, info, progress
 
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
     """'x0,y0,x1,y1' -> 4 floats (InputError when malformed)."""
-    import math
-
-    from avatarcli.errors import InputError
-
     parts = [p for p in text.replace(" ", ",").split(",") if p]
     try:
         vals = tuple(float(p) for p in parts)
@@ -91,13 +94,7 @@ def landmarks_command(
       avatar landmarks photo.jpg -o photo.npz --detector dlib    # no hub weights needed
     """
     from avatarcli.batch import Batch, exit_code, one_line
-    from avatarcli.errors import InputError
-    from avatarcli.io.atomic import check_output_path
-    from avatarcli.io.images import MIN_SIDE, check_image, load_image
-    from avatarcli.landmarks.artifact import write_landmarks
     from avatarcli.landmarks.choose import DETECTORS
-    from avatarcli.landmarks.points import find_points_file, read_points
-    from avatarcli.progress import console, info, progress
 
     if detector_kind not in DETECTORS:
         raise InputError(f"--detector {detector_kind!r}: expected one of {', '.join(DETECTORS)}")

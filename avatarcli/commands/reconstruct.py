@@ -6,9 +6,14 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
+import torch
 import typer
+from rich.markup import escape
 
 from avatarcli.commands.common import DeviceOpt, FlameOpt
+from avatarcli.commands.denoise import CPU_DIFFUSION_NOTE
+from avatarcli.errors import InputError
+from avatarcli.progress import console, info, progress, warn
 
 
 def reconstruct_command(
@@ -119,13 +124,8 @@ def reconstruct_command(
       avatar reconstruct photos/ -o heads/ --skip-existing --landmarks my_landmarks/
       avatar reconstruct photo.jpg -o head.ply --detector dlib --no-diffusion   # offline, no hub weights
     """
-    import torch
-    from rich.markup import escape
-
     from avatarcli.batch import exit_code
-    from avatarcli.errors import InputError
     from avatarcli.landmarks.choose import DETECTORS
-    from avatarcli.progress import console, info, progress, warn
     from avatarcli.reconstruct import STAGES, ReconstructConfig, expand_images, plan_batch, run_batch
     from avatarcli.reconstruct.plan import attach_masks
 
@@ -151,8 +151,6 @@ def reconstruct_command(
             if ev.kind == "models":
                 bar.update(t_all, status=f"models loaded in {ev.seconds:.1f} s")
                 if cpu_diffusion and not torch.cuda.is_available():  # inputs are valid: work starts now
-                    from avatarcli.commands.denoise import CPU_DIFFUSION_NOTE
-
                     warn(CPU_DIFFUSION_NOTE)
             elif ev.kind == "job_start":
                 bar.reset(t_stage, total=len(stages))
@@ -190,8 +188,6 @@ def reconstruct_command(
 def _report(r) -> None:
     """One line per photo as soon as it is settled, on a terminal or not (scripts, CI logs);
     --quiet keeps only the warnings. Failures are listed at the end (and by cli.main for one photo)."""
-    from avatarcli.progress import info, warn
-
     if r.status == "done":
         fit = f"fit {r.fit_error_px:.2f} px, " if r.fit_error_px is not None else ""
         info(f"{r.image} -> {r.output} ({fit}{sum(r.stage_times.values()):.1f} s)")

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from avatarcli.commands.common import BackendOpt, BackgroundOpt, DeviceOpt, FlameOpt, flag_names
+from avatarcli.commands.common import BackendOpt, BackgroundOpt, DeviceOpt, FlameOpt, existing_inputs, flag_names
+from avatarcli.progress import info, progress
 
 
 def render_command(
@@ -73,8 +74,6 @@ def render_command(
       avatar render head.ply -o view.png --yaw 0,60,90,180    # view_yaw0.png ... in one call
       avatar render scene.ply -o scene.gif --up -y --size 256 --backend torch
     """
-    from avatarcli.commands.common import existing_inputs
-    from avatarcli.progress import info, progress
     from avatarcli.render.views import parse_background
     from avatarcli.stages.render import RenderConfig, parse_yaws, plan_render, render_file
 

