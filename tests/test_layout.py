@@ -118,3 +118,46 @@ def test_modules_import_each_other_without_cycles():
     graph = module_graph()
     assert "avatarcli.flame.loader" in graph["avatarcli.stages.render"] | graph["avatarcli.reconstruct.models"]
     assert find_cycle(graph) is None, f"module import cycle: {' -> '.join(find_cycle(graph) or [])}"
+
+
+MAX_LINES = 80  # the project's rule: functions stay short
+# functions allowed to be longer, with the reason (none at present)
+LONG_ALLOWED: dict[str, str] = {}
+
+
+def function_lengths(root: Path = ROOT) -> list[tuple[str, int, int]]:
+    """(module:function, lines from `def` to the end, lines of code after the signature and docstring)."""
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            body = node.body
+            if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and len(body) > 1:
+                body = body[1:]
+            end = node.end_lineno or node.lineno
+            out.append((f"{_module_name(path, root)}:{node.name}", end - node.lineno + 1, end - body[0].lineno + 1))
+    return out
+
+
+def test_function_lengths_are_measured(tmp_path):
+    pkg = tmp_path / "avatarcli"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    body = "\n".join(f"    x{i} = {i}" for i in range(90))
+    (pkg / "m.py").write_text(f'def f(\n    a,\n    b,\n):\n    """doc."""\n{body}\n')
+    assert function_lengths(pkg) == [("avatarcli.m:f", 95, 90)]
+
+
+def test_functions_are_short():
+    """Every function's code is at most MAX_LINES long; outside the commands (whose signatures are
+    the Typer option declarations) the whole function, signature and docstring included, is too."""
+    long = [
+        f"{name} ({total} lines, {code} of code)"
+        for name, total, code in function_lengths()
+        if name not in LONG_ALLOWED
+        and (code > MAX_LINES or (total > MAX_LINES and not name.startswith("avatarcli.commands.")))
+    ]
+    assert not long, "functions over the limit (split them, or allow one in LONG_ALLOWED with a reason): " + ", ".join(
+        long
+    )

@@ -109,6 +109,24 @@ def _text(a: np.ndarray) -> str:
     return str(a.item() if a.ndim == 0 else a.reshape(-1)[0])
 
 
+def _param_frames(raw: np.ndarray, key: str, width: int | None, path: Path) -> np.ndarray:
+    """One parameter's frames as float32 [T, width] ([width] is one frame; width None: any)."""
+    a = np.asarray(raw)
+    if a.dtype.kind not in "fiu":
+        raise ArtifactError(f"key {key!r}: dtype {a.dtype} is not numeric", path=path)
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2 or (width is not None and a.shape[1] != width):
+        want = f"[T, {width}] or [{width}]" if width is not None else "[T, n] or [n]"
+        raise ArtifactError(f"key {key!r}: shape {list(np.shape(raw))}, expected {want}", path=path)
+    if a.shape[0] == 0:
+        raise ArtifactError(f"key {key!r}: has no frames", path=path)
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise ArtifactError(f"key {key!r}: contains NaN or infinity", path=path)
+    return a
+
+
 def clip_from_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> ExpressionClip:
     """Validate and normalise the arrays of one expression file (see the module doc)."""
     path = Path(path)
@@ -166,22 +184,8 @@ def clip_from_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Express
     frames: dict[str, int] = {}
     out: dict[str, np.ndarray] = {}
     for name, (key, a) in found.items():
-        a = np.asarray(a)
-        width = PARAMS[name][0]
-        if a.dtype.kind not in "fiu":
-            raise ArtifactError(f"key {key!r}: dtype {a.dtype} is not numeric", path=path)
-        if a.ndim == 1:
-            a = a[None]
-        if a.ndim != 2 or (width is not None and a.shape[1] != width):
-            want = f"[T, {width}] or [{width}]" if width is not None else "[T, n] or [n]"
-            raise ArtifactError(f"key {key!r}: shape {list(np.shape(found[name][1]))}, expected {want}", path=path)
-        if a.shape[0] == 0:
-            raise ArtifactError(f"key {key!r}: has no frames", path=path)
-        a = a.astype(np.float32)
-        if not np.isfinite(a).all():
-            raise ArtifactError(f"key {key!r}: contains NaN or infinity", path=path)
-        frames[key] = a.shape[0]
-        out[name] = a
+        out[name] = _param_frames(a, key, PARAMS[name][0], path)
+        frames[key] = out[name].shape[0]
     counts = set(frames.values())
     if len(counts) > 1:
         detail = ", ".join(f"{k}: {t}" for k, t in frames.items())
