@@ -339,7 +339,7 @@ def init_gaussians(
     g, normals, spacing = _surface_gaussians(verts, faces, pts, face, cfg)
     image = torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0
     colour = colour_points(pts, normals, g, cam, image, cfg, reg)
-    if hairy is not None:
+    if hairy is not None and reg is not None:  # (hairy comes with a region)
         inner = inner_points(pts, cam, reg, 0.015 * max(H, W))
         colour = hair_colours(colour, pts, hairy.float()[faces[face]].mean(1), inner | ~colour.visible)
     g.sh[:, 0] = rgb_to_sh0(colour.rgb)  # [N, 3] DC colour

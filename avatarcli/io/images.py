@@ -204,7 +204,7 @@ def load_image(
     w, h = im.size
     if max(w, h) > max_side:
         s = max_side / max(w, h)
-        im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS)
+        im = im.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS)
     rgb = np.asarray(im, dtype=np.uint8)
     if rgb.ndim != 3 or rgb.shape[2] != 3:  # pragma: no cover - _to_rgb guarantees it
         raise InputError(f"unexpected decoded shape {rgb.shape}", path=path)

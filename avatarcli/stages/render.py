@@ -22,7 +22,7 @@ from avatarcli.errors import InputError
 from avatarcli.flame.artifact import read_flame_fit
 from avatarcli.flame.forward import root_joint
 from avatarcli.flame.loader import load_flame
-from avatarcli.gaussians.ply import read_gaussian_ply
+from avatarcli.gaussians.ply import GaussianPly, read_gaussian_ply
 from avatarcli.io.atomic import check_output_path
 from avatarcli.render.api import check_backend, render, to_uint8
 from avatarcli.render.camera import Camera
@@ -59,7 +59,7 @@ def view_paths(out: Path, yaws) -> list[Path]:
 
 @dataclass
 class RenderPlan:
-    ply: object  # GaussianPly
+    ply: GaussianPly
     out: Path
     kind: str  # "png" | "video" | "views" (one PNG per camera, `outputs`)
     cameras: list[Camera]

@@ -162,5 +162,5 @@ def make_synthetic_photo(
         out = render(world_gaussians(truth, verts, faces), camera, bg, backend="torch")
     return SyntheticPhoto(
         rgb=to_uint8(out.rgb), landmarks=landmarks, fit=fit, camera=camera, truth=truth, vertices=verts, faces=faces,
-        root_joint=J0, mask=out.alpha.detach().clone(), model=model, background=tuple(background),
+        root_joint=J0, mask=out.alpha.detach().clone(), model=model, background=(float(background[0]), float(background[1]), float(background[2])),
     )  # fmt: skip
