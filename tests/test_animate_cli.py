@@ -276,3 +276,19 @@ def test_subprocess_exit_code_and_help(files, bad, tmp_path):
     )  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr and "smile" in r.stderr
     assert main(["animate", "--help"]) == 0
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--fps", "-1"], "--fps -1.0: must be a positive number"),
+        (["--duration", "0"], "--duration 0.0: must be a positive number of seconds"),
+        (["--camera", "nosuch"], "nosuch: --camera: expected front, orbit, photo or a flame.npz fit file"),
+    ],
+)
+def test_library_settings_show_as_flags(files, tmp_path, capsys, extra, needle):
+    """The library names the setting (fps, duration, camera); the CLI shows the flag, in one line."""
+    assert main(_args(files, "--expr", files["nod"], *extra, "-o", tmp_path / "out.mp4")) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out.mp4").exists()

@@ -151,7 +151,7 @@ def make_cameras(config: AnimateConfig, poser: HeadPoser, n_frames: int, meta=No
 
     fit = (meta.fit if meta is not None else None) if cam == "photo" else read_flame_fit(cam)
     if fit is None:
-        raise InputError("--camera photo: the head has no fit stored in it")
+        raise InputError("camera photo: the head has no fit stored in it", setting="camera")
     c = scaled_camera(photo_camera(fit, poser.root.cpu()), config.size)
     return lambda i: c
 
@@ -291,7 +291,9 @@ def animate(
     if config.camera not in ("front", "orbit", "photo"):
         cam_path = Path(config.camera)
         if not cam_path.is_file():
-            raise InputError("--camera: expected front, orbit, photo or a flame.npz fit file", path=cam_path)
+            raise InputError(
+                "camera: expected front, orbit, photo or a flame.npz fit file", path=cam_path, setting="camera"
+            )
 
         read_flame_fit(cam_path)  # a bad fit file fails here, before FLAME is loaded
     if config.size is not None and not (8 <= config.size <= 8192):

@@ -94,9 +94,9 @@ def build_sequence(
     if fps is None:
         fps = next((c.fps for c in clips if c.fps is not None), DEFAULT_FPS)
     if not (fps > 0 and math.isfinite(fps)):
-        raise InputError(f"--fps {fps}: must be a positive number")
+        raise InputError(f"fps {fps}: must be a positive number", setting="fps")
     if not (duration > 0 and math.isfinite(duration)):
-        raise InputError(f"--duration {duration}: must be a positive number of seconds")
+        raise InputError(f"duration {duration}: must be a positive number of seconds", setting="duration")
     parts = [clip_frames(c, n_expr, fps, duration) for c in clips]
     cat = {k: np.concatenate([p[k] for p in parts]) for k in PARAMS}
     clip_idx = np.concatenate([np.full(p["jaw_pose"].shape[0], i) for i, p in enumerate(parts)])

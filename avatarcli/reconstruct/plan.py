@@ -189,7 +189,7 @@ def check_outputs(jobs: Sequence[Job], workdir: Path | None = None) -> None:
         check_output_path(j.output)
     if workdir is not None:
         if workdir.exists() and not workdir.is_dir():
-            raise InputError("--workdir exists and is not a folder", path=workdir)
+            raise InputError("workdir exists and is not a folder", path=workdir, setting="workdir")
         check_writable_folder(workdir, "work folder")
 
 
