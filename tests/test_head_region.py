@@ -5,14 +5,29 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
 from avatarcli import quality
 from avatarcli.cli import main
+from avatarcli.flame.artifact import canonical_head
+from avatarcli.flame.deform import mesh_coverage
+from avatarcli.flame.fit import FitConfig, fit_flame
 from avatarcli.io.images import load_image
-from avatarcli.segment.head_region import choose_head_region, read_region, segment_head, write_region
+from avatarcli.landmarks.artifact import Landmarks
+from avatarcli.render.camera import photo_camera
+from avatarcli.segment.head_region import (
+    RegionConfig,
+    _matte_hair,
+    _seed_labels,
+    choose_head_region,
+    read_region,
+    segment_head,
+    write_region,
+)
 from avatarcli.testing.portraits import portrait
+from avatarcli.testing.synthetic_flame import make_synthetic_flame
 
 dlib = pytest.importorskip("dlib")
 
@@ -60,8 +75,6 @@ def _flat_landmarks(n: int = 120) -> np.ndarray:
 def test_hair_matte_takes_in_the_halo_up_to_half_alpha():
     """GrabCut's cut at the solid disc (r < 30); the halo's alpha is 0.5 at r = 40 (analytic): the matte
     grows the region to ~40 px, and leaves a hard-edged disc where it is."""
-    from avatarcli.segment.head_region import RegionConfig, _matte_hair
-
     cfg = RegionConfig()  # matte band: 3 px inside, 20 px outside a 100 px face
     rgb, r = _halo_image(30.0, 50.0)
     out = _matte_hair(rgb, r < 30, _flat_landmarks(), cfg)
@@ -127,16 +140,6 @@ def test_offline_astronaut_run_covers_the_drawn_outline(tmp_path, flame_dir, cap
 def test_flame_projection_prior_seeds_probable_head(landmarks_of):
     """The fitted FLAME mesh's projection (the FLAME-format fixture model fitted to dlib's points) marks
     'probably head' where nothing surer is known, never over the sure background (image border, below the collar), and the region with it still matches the drawn outline."""
-    import cv2
-
-    from avatarcli.flame.deform import mesh_coverage
-    from avatarcli.flame.fit import FitConfig, fit_flame
-    from avatarcli.gaussians.init import canonical_head
-    from avatarcli.landmarks.artifact import Landmarks
-    from avatarcli.render.camera import photo_camera
-    from avatarcli.segment.head_region import RegionConfig, _seed_labels
-    from avatarcli.testing.synthetic_flame import make_synthetic_flame
-
     p = portrait("astronaut")
     rgb, lm = p.rgb(), landmarks_of("astronaut")
     H, W = rgb.shape[:2]

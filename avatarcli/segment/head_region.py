@@ -238,8 +238,6 @@ def segment_head(
     GrabCut's cut can flip where head and backdrop share colours (a red flag stripe beside a face, a
     white cap band against white stars), and which way it flips depends on the pixel grid: one vote
     per working size in cfg.work_sides, the majority kept."""
-    import cv2
-
     votes = [_segment_at(rgb, landmarks, prior, cfg, side) for side in cfg.work_sides]  # each [H, W]
     mask = (np.mean(votes, axis=0) > 0.5).astype(np.uint8)
     r = round(cfg.margin_frac * _face_geometry(np.asarray(landmarks, np.float64))["w"])
