@@ -284,6 +284,7 @@ def test_subprocess_exit_code_and_help(files, bad, tmp_path):
         (["--fps", "-1"], "--fps -1.0: must be a positive number"),
         (["--duration", "0"], "--duration 0.0: must be a positive number of seconds"),
         (["--camera", "nosuch"], "nosuch: --camera: expected front, orbit, photo or a flame.npz fit file"),
+        (["--ply-seq", "seq.ply"], "seq.ply: --ply-seq takes a folder"),
     ],
 )
 def test_library_settings_show_as_flags(files, tmp_path, capsys, extra, needle):

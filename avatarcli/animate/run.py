@@ -91,9 +91,9 @@ def plan_outputs(out: str | Path | None, ply_seq: str | Path | None) -> OutputPl
     if ply_seq is not None:
         p = Path(ply_seq)
         if p.exists() and not p.is_dir():
-            raise InputError("--ply-seq: exists and is not a folder", path=p)
+            raise InputError("ply_seq: exists and is not a folder", path=p, setting="ply_seq")
         if p.suffix.lower() == ".ply":
-            raise InputError("--ply-seq takes a folder (one PLY per frame is written into it)", path=p)
+            raise InputError("ply_seq takes a folder (one PLY per frame is written into it)", path=p, setting="ply_seq")
         _check_replaceable(p, ".ply", "--ply-seq")
         plan.ply_dir = p
     if plan.frames_dir is not None and plan.ply_dir is not None and plan.frames_dir.resolve() == plan.ply_dir.resolve():

@@ -103,12 +103,14 @@ def attach_masks(jobs: list[Job], mask: str | Path | None) -> list[Job]:
         return jobs
     mp = Path(mask)
     if not mp.exists():
-        raise InputError("--mask: file or folder not found", path=mp)
+        raise InputError("mask: file or folder not found", path=mp, setting="mask")
     if mp.is_dir():
         for j in jobs:
             j.mask = mp / f"{j.name}.png" if (mp / f"{j.name}.png").is_file() else None
     elif len(jobs) > 1:
-        raise InputError("--mask is one file but there are several photos: give a folder of NAME.png", path=mp)
+        raise InputError(
+            "mask is one file but there are several photos: give a folder of NAME.png", path=mp, setting="mask"
+        )
     else:
         jobs[0].mask = mp
     return jobs
@@ -137,7 +139,7 @@ def plan_batch(
     if landmarks is not None:
         lp = Path(landmarks)
         if not lp.exists():
-            raise InputError("--landmarks: file or folder not found", path=lp)
+            raise InputError("landmarks: file or folder not found", path=lp, setting="landmarks")
         if lp.is_dir():
             lms = [_points_file(lp, n) for n in names]
         elif len(files) > 1:
