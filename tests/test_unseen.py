@@ -13,8 +13,17 @@ from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.fit import FitConfig, fit_gaussians, fit_input_view
 from avatarcli.gaussians.init import InitConfig, init_gaussians
 from avatarcli.gaussians.losses import erode, transparency
-from avatarcli.gaussians.model import Gaussians
-from avatarcli.gaussians.visibility import VisibilityConfig, contribution, footprint, update_gate, visibility
+from avatarcli.gaussians.model import BoundGaussians, Gaussians, rgb_to_sh0
+from avatarcli.gaussians.visibility import (
+    VisibilityConfig,
+    contribution,
+    facing,
+    facing_gate,
+    footprint,
+    gates,
+    update_gate,
+    visibility,
+)
 from avatarcli.render.api import render
 from avatarcli.render.camera import orbit_camera
 from avatarcli.segment.foreground import edge_alpha, foreground
@@ -68,6 +77,72 @@ def test_transparency_and_erode_against_scipy():
     assert float(transparency(torch.full((20, 20, 1), 0.25), m)) == pytest.approx(0.75)
     ref = ndimage.binary_erosion(m[..., 0].numpy() > 0, structure=np.ones((5, 5)))
     assert np.array_equal(erode(m, 2)[..., 0].numpy() > 0.5, ref)
+
+
+def test_facing_is_the_cosine_to_the_camera():
+    normal = torch.tensor([[0.0, 0.0, 1.0]])
+    for yaw in (0.0, 45.0, 80.0, 120.0, 180.0):
+        cam = orbit_camera(yaw, 0.0, distance=0.5, target=(0.0, 0.0, 0.0), width=8, height=8)
+        assert float(facing(torch.zeros(1, 3), normal, cam)[0]) == pytest.approx(math.cos(math.radians(yaw)), abs=1e-5)
+    # off the target, against numpy: n . (c - p) / |c - p|
+    p, n = np.array([0.1, -0.05, 0.02]), np.array([0.3, 0.4, 0.866])
+    d = CAM.position.numpy() - p
+    ref = float(n @ d / (np.linalg.norm(n) * np.linalg.norm(d)))
+    got = facing(torch.tensor(p[None], dtype=torch.float32), torch.tensor(n[None], dtype=torch.float32), CAM)
+    assert float(got[0]) == pytest.approx(ref, abs=1e-6)
+
+
+def test_facing_gate_ramp():
+    cfg = VisibilityConfig()  # defaults: none at n . d <= 0.35 (the init's threshold), full from 0.6
+    g = facing_gate(torch.tensor([-1.0, 0.0, 0.35, 0.475, 0.6, 1.0]), cfg)
+    assert torch.allclose(g, torch.tensor([0.0, 0.0, 0.0, 0.5, 1.0, 1.0]))
+    with pytest.raises(ValueError):
+        VisibilityConfig(facing_floor=0.6, facing_full=0.6).validate()
+
+
+def _facing_and_grazing() -> tuple[torch.Tensor, torch.Tensor, BoundGaussians]:
+    """Two triangles 6 cm apart in front of CAM, one facing it, one tilted 80 degrees away (about the y
+    axis), and one flat grey Gaussian on each (half the triangle's size in its plane)."""
+    tri = torch.tensor([[-0.02, -0.017, 0.0], [0.02, -0.017, 0.0], [0.0, 0.017, 0.0]])
+    c, s = math.cos(math.radians(80.0)), math.sin(math.radians(80.0))
+    tilt = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])  # rotation about y: normal +z -> 80 deg off
+    verts = torch.cat([tri + torch.tensor([-0.03, 0.0, 0.0]), tri @ tilt.T + torch.tensor([0.03, 0.0, 0.0])])
+    faces = torch.tensor([[0, 1, 2], [3, 4, 5]])
+    grey = rgb_to_sh0(torch.full((2, 3), 0.5))[:, None]  # [2, 1, 3]
+    bound = BoundGaussians(
+        binding=torch.tensor([0, 1]),
+        local_xyz=torch.zeros(2, 3),
+        local_rot=torch.tensor([[1.0, 0.0, 0.0, 0.0]] * 2),
+        local_log_scale=torch.log(torch.tensor([[0.5, 0.5, 0.05]] * 2)),
+        opacity_logit=torch.full((2,), 2.0),
+        sh=grey,
+    )
+    return verts, faces, bound
+
+
+def test_a_gaussian_seen_at_grazing_incidence_keeps_its_colour():
+    verts, faces, bound = _facing_and_grazing()
+    g = world_gaussians(bound, verts, faces)
+    normals = torch.linalg.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
+    cos = facing(g.means, normals, CAM)
+    assert float(cos[0]) > 0.99 and 0.1 < float(cos[1]) < 0.25  # face-on; ~80 degrees off the ray
+    gate = gates(g, normals, [CAM], render, VisibilityConfig(), "torch")
+    assert float(gate.geometry[1]) == 1.0 and float(gate.colour[1]) == 0.0  # seen, unoccluded, edge-on
+    red = torch.tensor([0.9, 0.1, 0.1])
+    image, mask = red.expand(CAM.height, CAM.width, 3).clone(), torch.ones(CAM.height, CAM.width, 1)
+
+    def fit(vis: VisibilityConfig) -> BoundGaussians:
+        cfg = FitConfig(steps=30, densify_every=0, sh_degree=0, lambda_opaque=0.0, visibility=vis)
+        return fit_input_view(bound, verts, faces, CAM, image, mask, cfg)[0]
+
+    rgb = lambda b: (0.5 + 0.28209479177387814 * b.sh[:, 0]).clamp(0, 1)  # noqa: E731
+    fitted = fit(VisibilityConfig())
+    assert float(rgb(fitted)[0, 0] - rgb(fitted)[0, 1]) > 0.12  # the face-on one turns red (30 steps: ~0.18)
+    assert torch.equal(fitted.sh[1], bound.sh[1])  # the grazing one kept its grey exactly
+    assert not torch.equal(fitted.local_log_scale[1], bound.local_log_scale[1])  # its shape did fit
+    # without the facing factor (full steps from n . d > -0.5) the grazing one turns red too
+    free = fit(VisibilityConfig(facing_floor=-1.0, facing_full=-0.5))
+    assert float(rgb(free)[1, 0] - rgb(free)[1, 1]) > 0.12
 
 
 @pytest.fixture(scope="module")

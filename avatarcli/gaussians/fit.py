@@ -24,7 +24,8 @@ Target 0 is in every step; the other targets are cycled through,
 Unseen sides stay as they are (avatarcli.gaussians.visibility): each Gaussian's Adam update is
 scaled by a gate of its visibility from the targets' cameras (transmittance-weighted
 contribution / footprint), refreshed every `visibility.every` steps and after densification, so
-only what some target sees changes. Spherical-harmonics bands above 0 are fitted only when more
+only what some target sees changes; its colour update also by how squarely a target sees its
+triangle (none below n . d = 0.35), so surfaces seen at grazing incidence keep their colour. Spherical-harmonics bands above 0 are fitted only when more
 than one target constrains them (`fit_sh_rest`; the input view alone cannot tell
 view-dependent colour from texture); with one target they keep their values.
 """
@@ -42,7 +43,8 @@ from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.densify import DefaultStrategy, DensifyState, NoDensify, Strategy
 from avatarcli.gaussians.losses import dssim_l1, erode, masked_ssim, psnr, transparency
 from avatarcli.gaussians.model import BoundGaussians, Gaussians, sh_coeffs
-from avatarcli.gaussians.visibility import VisibilityConfig, update_gate, visibility
+from avatarcli.gaussians.visibility import UpdateGate, VisibilityConfig, gates
+from avatarcli.geometry import triangle_frames
 from avatarcli.render.api import RenderOutput, render
 from avatarcli.render.camera import Camera
 
@@ -135,6 +137,7 @@ class FitStats:
 
 
 _GROUPS = ("local_xyz", "local_rot", "local_log_scale", "opacity_logit", "sh0", "sh_rest")
+_COLOUR = ("sh0", "sh_rest")  # the groups UpdateGate.colour scales (the others: UpdateGate.geometry)
 
 
 def _default_render() -> RenderFn:
@@ -193,8 +196,9 @@ class _Params:
             sh=torch.cat([self.t["sh0"], self.t["sh_rest"]], dim=1),
         )
 
-    def step(self, gate: Tensor | None) -> None:
-        """One Adam step; with `gate` [N] in [0, 1], row i moves gate[i] of its Adam update."""
+    def step(self, gate: UpdateGate | None) -> None:
+        """One Adam step; with `gate`, row i of the colour groups moves gate.colour[i] of its Adam
+        update, of the other groups gate.geometry[i]."""
         if gate is None:
             self.opt.step()
             return
@@ -203,7 +207,7 @@ class _Params:
         self.opt.step()
         with torch.no_grad():
             for k, v in self.t.items():
-                gk = gate.view(-1, *([1] * (v.ndim - 1))).to(v.dtype)
+                gk = (gate.colour if k in _COLOUR else gate.geometry).view(-1, *([1] * (v.ndim - 1))).to(v.dtype)
                 v.copy_(before[k] + gk * (v - before[k]))
 
     def set_lr(self, name: str, lr: float) -> None:
@@ -314,23 +318,25 @@ class _Gate:
 
     def __init__(self, cfg: FitConfig, sc: _Scene, render: RenderFn):
         self.cfg, self.sc, self.render = cfg, sc, render
-        self.gate: Tensor | None = None
+        self.gate: UpdateGate | None = None
         self.binding: Tensor | None = None
+        self.normals = triangle_frames(sc.verts, sc.faces)[1][:, :, 2]  # [F, 3] outward unit normals
 
-    def get(self, step: int, g: Gaussians, binding: Tensor) -> Tensor | None:
+    def get(self, step: int, g: Gaussians, binding: Tensor) -> UpdateGate | None:
         vc = self.cfg.visibility
         if not vc.enabled:
             return None
         stale = self.gate is None or binding is not self.binding or (vc.every > 0 and (step - 1) % vc.every == 0)
         if stale:
             cams = [c for c, w in zip(self.sc.cams, self.sc.weights) if w > 0]  # a weight-0 view sees nothing
-            vis = visibility(g.detach(), cams, self.render, self.cfg.backend)
-            self.gate, self.binding = update_gate(vis, vc), binding
+            normals = self.normals[binding.to(self.normals.device)]  # [N, 3]
+            self.gate = gates(g.detach(), normals, cams, self.render, vc, self.cfg.backend)
+            self.binding = binding
         return self.gate
 
     @property
     def n_frozen(self) -> int:
-        return 0 if self.gate is None else int((self.gate <= 0).sum())
+        return 0 if self.gate is None else self.gate.n_frozen
 
 
 def _views_loss(

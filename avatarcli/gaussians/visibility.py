@@ -17,6 +17,17 @@ what no target sees keeps its init (or what a previous fit gave it), and Adam, w
 tiny gradients that reach hidden Gaussians through semi-transparent front layers into
 full-size steps, cannot paint the unseen sides. Scaling the gradients instead would do
 nothing: Adam divides each parameter's gradient by its own running magnitude.
+
+Colour (the SH coefficients) is gated further by how squarely the camera sees the surface:
+with c = n . d (n the unit normal of the Gaussian's bound triangle, d the unit vector from the
+Gaussian to the camera; FLAME's triangles wind outwards),
+    colour gate = max over cameras of gate(v) * clamp((c - facing_floor) / (facing_full - facing_floor), 0, 1).
+A Gaussian seen at grazing incidence covers a sliver of a pixel in the photo but a whole patch
+from the side; Adam would give it the same full-size colour steps as a Gaussian seen face-on,
+and the side views fill with saturated streaks. Below facing_floor (0.35, the init's own
+photo-colour threshold, ~70 degrees) it keeps its colour; a triangle facing away (c < 0) is
+never coloured by that camera, even where the transmittance lets some of it through. Position,
+rotation, scale and opacity keep the visibility gate alone, so the silhouette still fits.
 """
 
 from __future__ import annotations
@@ -44,10 +55,30 @@ class VisibilityConfig:
     # (each Gaussian is partly behind its coplanar neighbours), the far side v ~ 0.001.
     floor: float = 0.005  # visibility at or below this: the Gaussian does not move
     full: float = 0.03  # visibility at or above this: full Adam steps
+    # colour updates also ramp with the facing n . d of the bound triangle (d: unit vector to the camera)
+    facing_floor: float = 0.35  # at or below this (~70 degrees, the init's threshold): colour does not move
+    facing_full: float = 0.6  # at or above this (~53 degrees): full colour steps
 
     def validate(self) -> None:
         if not 0.0 <= self.floor < self.full <= 1.0:
             raise ValueError(f"visibility gate needs 0 <= floor < full <= 1, got {self.floor}, {self.full}")
+        if not -1.0 <= self.facing_floor < self.facing_full <= 1.0:
+            raise ValueError(
+                f"facing gate needs -1 <= facing_floor < facing_full <= 1, got {self.facing_floor}, {self.facing_full}"
+            )
+
+
+@dataclass
+class UpdateGate:
+    """Fraction of its Adam update each Gaussian takes, per parameter kind (0 frozen .. 1 free)."""
+
+    geometry: Tensor  # [N] position, rotation, scale, opacity
+    colour: Tensor  # [N] SH coefficients (<= geometry)
+
+    @property
+    def n_frozen(self) -> int:
+        """Gaussians that nothing moves (no target sees them)."""
+        return int((self.geometry <= 0).sum())
 
 
 @torch.no_grad()
@@ -87,4 +118,45 @@ def update_gate(vis: Tensor, cfg: VisibilityConfig) -> Tensor:
     return ((vis - cfg.floor) / (cfg.full - cfg.floor)).clamp(0, 1)
 
 
-__all__ = ["VisibilityConfig", "footprint", "contribution", "visibility", "update_gate"]
+def facing(means: Tensor, normals: Tensor, cam: Camera) -> Tensor:
+    """n . d for points `means` [N, 3] with normals [N, 3], d the unit vector to the camera -> [N] in [-1, 1]."""
+    d = cam.position.to(means) - means  # [N, 3]
+    cos = (normals * d).sum(-1) / (normals.norm(dim=-1) * d.norm(dim=-1)).clamp_min(1e-12)
+    return cos.clamp(-1, 1)
+
+
+def facing_gate(cos: Tensor, cfg: VisibilityConfig) -> Tensor:
+    """Facing [N] -> fraction of its colour update a Gaussian takes from that camera [N]."""
+    return ((cos - cfg.facing_floor) / (cfg.facing_full - cfg.facing_floor)).clamp(0, 1)
+
+
+def gates(
+    g: Gaussians,
+    normals: Tensor,  # [N, 3] the bound triangles' normals
+    cams: Sequence[Camera],
+    render: RenderFn,
+    cfg: VisibilityConfig,
+    backend: str = "auto",
+) -> UpdateGate:
+    """The fit's update gates from `cams` (module docstring): geometry = max_c gate(v_c),
+    colour = max_c gate(v_c) * facing_gate(n . d_c)."""
+    geo = torch.zeros(g.n, dtype=g.means.dtype, device=g.means.device)
+    col = torch.zeros_like(geo)
+    for cam in cams:
+        a = update_gate(visibility(g, [cam], render, backend), cfg)
+        geo = torch.maximum(geo, a)
+        col = torch.maximum(col, a * facing_gate(facing(g.means, normals, cam), cfg))
+    return UpdateGate(geometry=geo, colour=col)
+
+
+__all__ = [
+    "VisibilityConfig",
+    "UpdateGate",
+    "footprint",
+    "contribution",
+    "visibility",
+    "update_gate",
+    "facing",
+    "facing_gate",
+    "gates",
+]
