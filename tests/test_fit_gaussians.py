@@ -55,9 +55,9 @@ def test_fit_recovers_perturbed_truth(scene):
     assert len(losses) == 40
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
     assert after >= before + 8.0, (before, after)
-    # every colour is perturbed here, also on the rim seen at grazing incidence (n . d < 0.35), whose
-    # colour the fit leaves alone by design (tests/test_unseen.py); measured 29.4 dB (30.2 without that rule)
-    assert after >= 29.0
+    # every colour is perturbed here, also on the rim seen at grazing incidence (n . d < 0.35), which
+    # the colour prior holds near its start by design (tests/test_unseen.py): 29.9 dB (30.2 without it)
+    assert after >= 29.5
     assert abs(stats.psnr - after) < 1e-3
     assert 0.9 < stats.ssim <= 1.0
     # the binding and the count are untouched without densification; everything finite

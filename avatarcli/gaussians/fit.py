@@ -24,8 +24,9 @@ Target 0 is in every step; the other targets are cycled through,
 Unseen sides stay as they are (avatarcli.gaussians.visibility): each Gaussian's Adam update is
 scaled by a gate of its visibility from the targets' cameras (transmittance-weighted
 contribution / footprint), refreshed every `visibility.every` steps and after densification, so
-only what some target sees changes; its colour update also by how squarely a target sees its
-triangle (none below n . d = 0.35), so surfaces seen at grazing incidence keep their colour. Spherical-harmonics bands above 0 are fitted only when more
+only what some target sees changes. A colour prior ties each Gaussian's colour to its start
+as far as no target sees its triangle squarely (n . d below 0.6, fully below 0.35): slivers
+seen at grazing incidence keep their colour (VisibilityConfig.colour_prior). Spherical-harmonics bands above 0 are fitted only when more
 than one target constrains them (`fit_sh_rest`; the input view alone cannot tell
 view-dependent colour from texture); with one target they keep their values.
 """
@@ -42,7 +43,7 @@ from torch import Tensor
 from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.densify import DefaultStrategy, DensifyState, NoDensify, Strategy
 from avatarcli.gaussians.losses import dssim_l1, erode, masked_ssim, psnr, transparency
-from avatarcli.gaussians.model import BoundGaussians, Gaussians, sh_coeffs
+from avatarcli.gaussians.model import SH_C0, BoundGaussians, Gaussians, sh_coeffs
 from avatarcli.gaussians.visibility import UpdateGate, VisibilityConfig, gates
 from avatarcli.geometry import triangle_frames
 from avatarcli.render.api import RenderOutput, render
@@ -137,7 +138,6 @@ class FitStats:
 
 
 _GROUPS = ("local_xyz", "local_rot", "local_log_scale", "opacity_logit", "sh0", "sh_rest")
-_COLOUR = ("sh0", "sh_rest")  # the groups UpdateGate.colour scales (the others: UpdateGate.geometry)
 
 
 def _default_render() -> RenderFn:
@@ -182,6 +182,7 @@ class _Params:
             "sh0": cfg.lr_sh0,
             "sh_rest": cfg.lr_sh_rest if fit_sh_rest else 0.0,
         }
+        self.anchor = sh[:, 0].clone()  # [N, 3] the SH DC the fit started from (the colour prior's anchor)
         self.opt = torch.optim.Adam(
             [{"params": [self.t[k]], "lr": lrs[k], "name": k} for k in _GROUPS], lr=1e-3, eps=1e-15
         )
@@ -197,8 +198,7 @@ class _Params:
         )
 
     def step(self, gate: UpdateGate | None) -> None:
-        """One Adam step; with `gate`, row i of the colour groups moves gate.colour[i] of its Adam
-        update, of the other groups gate.geometry[i]."""
+        """One Adam step; with `gate`, row i moves gate.geometry[i] of its Adam update."""
         if gate is None:
             self.opt.step()
             return
@@ -207,7 +207,7 @@ class _Params:
         self.opt.step()
         with torch.no_grad():
             for k, v in self.t.items():
-                gk = (gate.colour if k in _COLOUR else gate.geometry).view(-1, *([1] * (v.ndim - 1))).to(v.dtype)
+                gk = gate.geometry.view(-1, *([1] * (v.ndim - 1))).to(v.dtype)
                 v.copy_(before[k] + gk * (v - before[k]))
 
     def set_lr(self, name: str, lr: float) -> None:
@@ -226,6 +226,7 @@ class _Params:
             "sh_rest": new.sh[:, 1:],
         }
         self.binding = new.binding.clone()
+        self.anchor = self.anchor[source]  # clones and split children keep their parent's anchor
         for g in self.opt.param_groups:
             name = g["name"]
             old = g["params"][0]
@@ -252,6 +253,15 @@ def _regularisers(bound: BoundGaussians, cfg: FitConfig) -> Tensor:
     return out
 
 
+def _colour_prior(params: _Params, gate: UpdateGate | None, sc: _Scene, cfg: FitConfig) -> Tensor:
+    """kappa / P * sum_i (1 - gate.colour_i) |rgb_i - rgb_anchor_i|^2 (P: target 0's pixel weight)."""
+    kappa = cfg.visibility.colour_prior
+    if gate is None or kappa <= 0:
+        return torch.zeros((), device=sc.verts.device)
+    d = SH_C0 * (params.t["sh0"][:, 0] - params.anchor)  # [N, 3] rgb offset from the anchor
+    return kappa / sc.pixel_weight * ((1 - gate.colour) * d.pow(2).sum(-1)).sum()
+
+
 def _check_targets(targets: list[ViewTarget]) -> None:
     if not targets:
         raise ValueError("fit_gaussians needs at least one target view")
@@ -274,6 +284,7 @@ class _Scene:
     comp: list[tuple[Tensor, Tensor, Tensor]]  # per target: target over bg [H, W, 3], mask [H, W, 1], outside [H, W, 1]
     weights: list[float]
     interior: list[Tensor]  # per target: eroded mask [H, W, 1] (where the front must be opaque)
+    pixel_weight: float  # target 0's sum of L1 pixel weights (the colour prior is in its pixel units)
 
     @classmethod
     def build(
@@ -287,7 +298,8 @@ class _Scene:
         ]
         verts = vertices.detach().to(dev, torch.float32)
         interior = [erode(m, cfg.opaque_erode_px) for _, m, _ in comp]
-        return cls(verts, faces.to(dev), bg, cams, comp, [float(t.weight) for t in targets], interior)
+        pw = float((comp[0][1] + cfg.outside_weight * comp[0][2]).sum())
+        return cls(verts, faces.to(dev), bg, cams, comp, [float(t.weight) for t in targets], interior, pw)
 
     @property
     def radius(self) -> float:
@@ -417,7 +429,7 @@ def fit_gaussians(
         g = world_gaussians(b, sc.verts, sc.faces)
         gate = gates.get(step, g, params.binding)
         loss, step_psnr = _views_loss(g, order.next(), sc, cfg, active_sh, render, strategy, state)
-        loss = loss + _regularisers(b, cfg)
+        loss = loss + _regularisers(b, cfg) + _colour_prior(params, gate, sc, cfg)
         params.opt.zero_grad(set_to_none=True)
         loss.backward()
         params.step(gate)

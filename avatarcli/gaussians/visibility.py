@@ -18,16 +18,22 @@ tiny gradients that reach hidden Gaussians through semi-transparent front layers
 full-size steps, cannot paint the unseen sides. Scaling the gradients instead would do
 nothing: Adam divides each parameter's gradient by its own running magnitude.
 
-Colour (the SH coefficients) is gated further by how squarely the camera sees the surface:
-with c = n . d (n the unit normal of the Gaussian's bound triangle, d the unit vector from the
-Gaussian to the camera; FLAME's triangles wind outwards),
-    colour gate = max over cameras of gate(v) * clamp((c - facing_floor) / (facing_full - facing_floor), 0, 1).
-A Gaussian seen at grazing incidence covers a sliver of a pixel in the photo but a whole patch
-from the side; Adam would give it the same full-size colour steps as a Gaussian seen face-on,
-and the side views fill with saturated streaks. Below facing_floor (0.35, the init's own
-photo-colour threshold, ~70 degrees) it keeps its colour; a triangle facing away (c < 0) is
-never coloured by that camera, even where the transmittance lets some of it through. Position,
-rotation, scale and opacity keep the visibility gate alone, so the silhouette still fits.
+Colour is held further by how squarely the camera sees the surface: with c = n . d (n the
+unit normal of the Gaussian's bound triangle, d the unit vector from the Gaussian to the
+camera; FLAME's triangles wind outwards),
+    colour gate = max over cameras of gate(v) * clamp((c - facing_floor) / (facing_full - facing_floor), 0, 1)
+(0 below n . d = 0.35, the init's own photo-colour threshold, ~70 degrees; 0 for a triangle
+facing away, even where the transmittance lets some of it through). A Gaussian seen at grazing
+incidence covers a sliver of a pixel in the photo but a whole patch from the side; Adam gives it
+the same full-size colour steps as a Gaussian seen face-on, and the side views fill with
+saturated streaks. The fit therefore adds a colour prior
+    kappa / P * sum_i (1 - colour gate_i) |rgb_i - rgb_start_i|^2
+(P: target 0's sum of L1 pixel weights, so kappa is in pixels). Unlike a gate on Adam's step,
+it sets where the colour settles, not how fast: the L1 term pulls a channel with
+(1 - lambda_dssim) C_i / (3 P), so a Gaussian moves about C_i / (7.5 kappa) from its start
+(C_i: its contribution in pixels). A sliver seen at grazing incidence keeps its colour; one that
+alone makes up whole pixels of the photo's silhouette still matches them, so the input view
+stays exact. Position, rotation, scale and opacity have the visibility gate alone.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ class VisibilityConfig:
     # colour updates also ramp with the facing n . d of the bound triangle (d: unit vector to the camera)
     facing_floor: float = 0.35  # at or below this (~70 degrees, the init's threshold): colour does not move
     facing_full: float = 0.6  # at or above this (~53 degrees): full colour steps
+    # colour prior: kappa / P * sum_i (1 - colour gate_i) |rgb_i - rgb_start_i|^2 (module docstring)
+    colour_prior: float = 3.0  # kappa, in target 0's pixels (P: its sum of loss weights); 0: off
 
     def validate(self) -> None:
         if not 0.0 <= self.floor < self.full <= 1.0:
@@ -70,10 +78,11 @@ class VisibilityConfig:
 
 @dataclass
 class UpdateGate:
-    """Fraction of its Adam update each Gaussian takes, per parameter kind (0 frozen .. 1 free)."""
+    """Per Gaussian: the fraction of its Adam update it takes (geometry, 0 frozen .. 1 free; every
+    parameter) and how squarely a target sees it (colour, <= geometry; 1 - colour weighs the prior)."""
 
-    geometry: Tensor  # [N] position, rotation, scale, opacity
-    colour: Tensor  # [N] SH coefficients (<= geometry)
+    geometry: Tensor  # [N]
+    colour: Tensor  # [N]
 
     @property
     def n_frozen(self) -> int:
