@@ -172,3 +172,18 @@ def test_box_limits_slab_intersection():
     # the two misses get the hits' smallest near and largest far
     for i in (1, 2):
         assert near[0, i] == pytest.approx(0.0) and far[0, i] == pytest.approx(3.2)
+
+
+def test_fixed_ray_bounds_move_with_the_camera_distance():
+    """ray_start / ray_end are for cameras at camera_radius: a camera 0.7 nearer samples 0.7 nearer.
+    An opaque volume (huge density) puts the depth in the first interval after the near bound."""
+    from avatarcli.gan.camera import gan_camera
+
+    torch.manual_seed(0)
+    G = TriplaneGenerator(dataclasses.replace(GanConfig.tiny(), density_shift=60.0, importance_samples=0))
+    planes = G.planes(G.map(torch.randn(1, 16), gan_camera(0.0, 0.0)))
+    step = (G.cfg.ray_end - G.cfg.ray_start) / (G.cfg.depth_samples - 1)
+    for radius in (2.7, 2.0):
+        _, depth, _ = G.render(planes, gan_camera(0.3, 0.1, radius=radius))
+        lo = G.cfg.ray_start + radius - 2.7
+        np.testing.assert_allclose(depth.detach().numpy(), lo + step / 2, atol=1e-3)

@@ -16,6 +16,7 @@ from avatarcli.io.atomic import check_output_path
 from avatarcli.progress import info, progress, warn
 
 if TYPE_CHECKING:  # the stage's modules load with the command (scipy and the fit): `avatar --help` stays quick
+    from avatarcli.diffusion.denoiser import Denoiser
     from avatarcli.diffusion.features import Features
     from avatarcli.gaussians.ply import GaussianPly
     from avatarcli.stages.denoise import DenoiseConfig, DenoiseStats
@@ -67,6 +68,18 @@ def denoise_command(
         help="Head region (white = face, hair, ears, neck; any image, e.g. from `avatar head-region`): where the photo counts; overrides the features' face-parsing mask.",
         show_default=False,
     ),
+    prior: str = typer.Option(
+        "diffusion",
+        "--prior",
+        help="What the rounds fit the unseen sides to: diffusion (the image-variations model), gan (the inverted "
+        "3D GAN, --gan FILE; no --features needed) or gan+diffusion (the GAN's views refined by diffusion).",
+    ),
+    gan: Optional[Path] = typer.Option(
+        None,
+        "--gan",
+        help="GAN inversion .safetensors (from `avatar invert-gan`) for --prior gan / gan+diffusion.",
+        show_default=False,
+    ),
     force: bool = typer.Option(False, "--force", help="Use --flame / --features even if their hashes do not match."),
 ) -> int:
     """Fit the Gaussians to the photo (L1 + D-SSIM in the head region), then refine the unseen sides.
@@ -82,6 +95,7 @@ def denoise_command(
       avatar denoise init.ply -i face.jpg -o head.ply --no-diffusion --steps 500 --sh-degree 2
       avatar denoise init.ply -i face.jpg --features f.safetensors -o head.ply --rounds 6 --device cuda
       avatar denoise init.ply -i face.jpg -o head.ply --no-diffusion --mask face.region.png
+      avatar denoise init.ply -i face.jpg -o head.ply --prior gan --gan face.gan.safetensors --flame ~/flame
     """
     from avatarcli.device import resolve_device
     from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
@@ -90,7 +104,8 @@ def denoise_command(
     from avatarcli.stages.init_gaussians import load_photo_for
 
     n_rounds = 0 if no_diffusion else rounds
-    existing_inputs([init_ply, image] + ([features] if features is not None else []))
+    use_diffusion, use_gan = _check_prior(prior, n_rounds, gan)
+    existing_inputs([init_ply, image] + [p for p in (features, gan) if p is not None])
     check_output_path(output)
     dev = resolve_device(device)
     check_backend(backend, dev)
@@ -105,7 +120,7 @@ def denoise_command(
         from avatarcli.segment.head_region import read_region
 
         region = read_region(mask, photo.rgb.shape[:2])
-    if n_rounds > 0 and features is None:
+    if use_diffusion and features is None:
         raise InputError(
             "--rounds > 0 needs --features FEATURES.safetensors (from `avatar encode`); or use --no-diffusion"
         )
@@ -116,8 +131,9 @@ def denoise_command(
     )  # fmt: skip
     with flag_names(max_side="--size"):
         cfg.validate()
-    denoiser = None
-    if n_rounds > 0:  # resolve the pinned model BEFORE any work: a missing one exits 3 at once
+    denoiser: Denoiser | None = None
+    gan_prior = _gan_prior(gan, ply.meta.image_size, dev) if use_gan else None
+    if use_diffusion:  # resolve the pinned model BEFORE any work: a missing one exits 3 at once
         resolve_model(SD_IMAGE_VARIATIONS)
         if dev.type == "cpu":
             warn(CPU_DIFFUSION_NOTE)
@@ -127,21 +143,44 @@ def denoise_command(
     model = load_flame(flame)
     if not check_model_hash(ply.meta.flame_model_sha256, model, init_ply, force):
         warn(f"{init_ply}: made with another FLAME model (sha256 differs); continuing (--force)")
-    if n_rounds > 0:
+    if use_diffusion:
         from avatarcli.diffusion.denoiser import load_default_denoiser
 
         denoiser = load_default_denoiser(dev)
+    if gan_prior is not None:
+        from avatarcli.gan.prior import PriorChain
+
+        denoiser = gan_prior if denoiser is None else PriorChain(gan_prior, denoiser)
 
     with flag_names(max_side="--size"):
         head, stats = _denoise_with_progress(ply, model, photo.rgb, feats, denoiser, cfg, region)
     write_gaussian_ply(output, head)
     info(
         f"{output}: {stats.n_gaussians} Gaussians; input view PSNR {stats.psnr_init:.1f} -> {stats.psnr:.1f} dB, "
-        f"SSIM {stats.ssim:.3f} at {stats.size[1]}x{stats.size[0]} ({n_rounds} diffusion round(s), {stats.seconds:.0f} s); "
+        f"SSIM {stats.ssim:.3f} at {stats.size[1]}x{stats.size[0]} ({n_rounds} {prior} round(s), {stats.seconds:.0f} s); "
         f"head region ({stats.mask}): PSNR {stats.psnr_region:.1f} dB on white, "
         f"coverage {stats.coverage:.3f}, spill {stats.spill:.3f}"
     )
     return 0
+
+
+def _check_prior(prior: str, n_rounds: int, gan: Path | None) -> tuple[bool, bool]:
+    """(diffusion used, GAN used) by --prior; InputError for an unknown one or a GAN prior without --gan."""
+    from avatarcli.gan.prior import PRIORS
+
+    if prior not in PRIORS:
+        raise InputError(f"--prior {prior!r}: expected one of {', '.join(PRIORS)}")
+    use_diffusion, use_gan = n_rounds > 0 and "diffusion" in prior, n_rounds > 0 and "gan" in prior
+    if use_gan and gan is None:
+        raise InputError(f"--prior {prior} needs --gan INVERSION.safetensors (from `avatar invert-gan`)")
+    return use_diffusion, use_gan
+
+
+def _gan_prior(gan: Path | None, image_size: tuple[int, int], dev):
+    from avatarcli.gan.prior import load_gan_prior
+
+    assert gan is not None  # _check_prior
+    return load_gan_prior(gan, image_size, dev)
 
 
 def _features_of(path: Path, photo_sha256: str, force: bool) -> Features:

@@ -54,6 +54,7 @@ class GanConfig:
     importance_samples: int = 48
     ray_start: float | None = 2.25  # None (a checkpoint's "auto"): per ray, where it enters the box
     ray_end: float | None = 3.3  # None: where it leaves the box
+    camera_radius: float = 2.7  # the training cameras' distance to the origin, which fixed ray bounds are for
     box_warp: float = 1.0
     density_shift: float = -1.0  # sigma = softplus(raw + shift)
     white_background: bool = False
@@ -156,8 +157,9 @@ class TriplaneGenerator(nn.Module):
         if cfg.ray_start is None or cfg.ray_end is None:
             start, end = box_limits(origins, dirs, cfg.box_warp)  # [N, R] each
             ray_range: tuple[float | torch.Tensor, float | torch.Tensor] = (start, end)
-        else:
-            ray_range = (cfg.ray_start, cfg.ray_end)
+        else:  # fixed bounds are for cameras at camera_radius: moved with a camera nearer or farther
+            shift = (cam2world[:, :3, 3].norm(dim=-1) - cfg.camera_radius)[:, None]  # [N, 1]
+            ray_range = ((cfg.ray_start + shift).clamp(min=1e-3), (cfg.ray_end + shift).clamp(min=2e-3))
         d = stratified_depths(n, rays, cfg.depth_samples, *ray_range, generator is not None, generator, c.device)
         d = d.to(c.dtype)
         col, sig = self._march(planes, origins, dirs, d)

@@ -18,7 +18,8 @@
 6. Figures (quality.py), from the final render on white against the photo at the working size:
    head-region PSNR, coverage (region pixels with alpha > 0.5) and spill (alpha mass outside).
    A fit that diverged (non-finite render) raises FitDivergedError.
-7. rounds > 0 with a denoiser: avatarcli.diffusion.rounds.refine (novel views rendered,
+7. rounds > 0 with a denoiser (the diffusion model, or a prior with its interface: the inverted
+   GAN, avatarcli.gan.prior, which needs no features): avatarcli.diffusion.rounds.refine (novel views rendered,
    denoised at falling strength, fitted softly with the input view as the hard constraint),
    conditioned on the features' CLIP image embedding; `round_steps` fit steps per round,
    no densification inside the rounds.
@@ -265,7 +266,7 @@ def _diffusion_rounds(
     bound: BoundGaussians,
     mesh: tuple[Tensor, Tensor],  # vertices [V, 3], faces [F, 3]
     target: ViewTarget,
-    features: Features,
+    features: Features | None,  # None: a denoiser that needs no conditioning (the GAN prior)
     denoiser: Denoiser,
     cfg: DenoiseConfig,
     fcfg: FitConfig,
@@ -273,12 +274,11 @@ def _diffusion_rounds(
     on_step: Callable[[int, dict], None] | None,
     on_round: Callable[[int, int, dict], None] | None,
 ) -> tuple[BoundGaussians, RefineStats]:
-    """avatarcli.diffusion.rounds.refine conditioned on the features' CLIP embedding; its steps are
-    numbered after the input-view fit's."""
+    """avatarcli.diffusion.rounds.refine conditioned on the features' CLIP embedding (a zero one
+    without features); its steps are numbered after the input-view fit's."""
     dev = target.image.device
-    cond = Conditioning(
-        image_embeds=torch.from_numpy(np.asarray(features.image_embeds, np.float32)).to(dev), image=target.image
-    )
+    emb = torch.zeros(1, 1) if features is None else torch.from_numpy(np.asarray(features.image_embeds, np.float32))
+    cond = Conditioning(image_embeds=emb.to(dev), image=target.image)
     counter = {"round": 0}
 
     def on_progress(r, n, info):
@@ -330,7 +330,8 @@ def denoise_head(
     cfg = config or DenoiseConfig()
     cfg.validate()
     rounds = cfg.rounds if denoiser is not None else 0
-    rgb = _check_inputs(ply, rgb, features, rounds)
+    needs_features = bool(getattr(denoiser, "needs_condition", True))  # the GAN prior does not use them
+    rgb = _check_inputs(ply, rgb, features, rounds if needs_features else 0)
     meta = ply.meta
     assert meta is not None  # _check_inputs
     dev = resolve_device(cfg.device)
@@ -357,7 +358,7 @@ def denoise_head(
     psnr_fit = input_view_psnr(bound, verts, faces, target, fcfg)
 
     round_stats: RefineStats | None = None
-    if rounds > 0 and denoiser is not None and features is not None:  # (checked above: features with rounds)
+    if rounds > 0 and denoiser is not None:  # (checked above: features when the denoiser needs them)
         bound, round_stats = _diffusion_rounds(
             bound, (verts, faces), target, features, denoiser, cfg, fcfg, rounds, on_step, on_round
         )
