@@ -105,9 +105,10 @@ class SuperResolution(nn.Module):
         self.blocks = nn.ModuleList(
             SynthesisBlock(cins[i], chans[i], cfg.w_dim, res[i], 3, up=1 if i == 0 else 2) for i in range(k)
         )
+        self.resolution = res[0]  # the first block's (the feature image is resized to it)
 
     def forward(self, rgb: torch.Tensor, feats: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
-        size = self.blocks[0].resolution
+        size = self.resolution
         x = F.interpolate(feats, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         img = F.interpolate(rgb, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         ws = w[:, None].expand(-1, 3, -1)

@@ -37,6 +37,8 @@ def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:  #
 class MappingNetwork(nn.Module):
     """z [N, z_dim] (+ camera c [N, c_dim]) -> ws [N, num_ws, w_dim]; tracks w_avg for truncation."""
 
+    w_avg: torch.Tensor  # [w_dim] buffer
+
     def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 2, lr_mul: float = 0.01):
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
@@ -67,6 +69,9 @@ class MappingNetwork(nn.Module):
 
 class SynthesisLayer(nn.Module):
     """Style-modulated 3x3 conv (optionally x2 upsampling), per-pixel noise, bias + lrelu."""
+
+    noise_const: torch.Tensor  # [R, R] buffer
+    resample_filter: torch.Tensor  # [4, 4] buffer
 
     def __init__(self, cin: int, cout: int, w_dim: int, resolution: int, up: int = 1, conv_clamp: float | None = 256):
         super().__init__()
@@ -111,6 +116,8 @@ class SynthesisBlock(nn.Module):
     """One resolution of the skip generator: [const 4x4 | conv0 (x`up`)], conv1, toRGB; the image
     skip path is upsampled with the same filter and summed."""
 
+    resample_filter: torch.Tensor  # [4, 4] buffer
+
     def __init__(self, cin: int, cout: int, w_dim: int, resolution: int, img_channels: int, up: int = 2):
         super().__init__()
         self.cin, self.up, self.resolution = cin, up, resolution
@@ -152,16 +159,16 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"resolution must be a power of two >= 4, got {resolution}")
         self.resolutions = [2**i for i in range(2, res_log2 + 1)]
         ch = {r: min(channel_base // r, channel_max) for r in self.resolutions}
-        self.blocks = nn.ModuleList(
-            SynthesisBlock(ch[r // 2] if r > 4 else 0, ch[r], w_dim, r, img_channels) for r in self.resolutions
-        )
-        self.num_ws = sum(b.num_conv for b in self.blocks) + 1
+        blocks = [SynthesisBlock(ch[r // 2] if r > 4 else 0, ch[r], w_dim, r, img_channels) for r in self.resolutions]
+        self.blocks = nn.ModuleList(blocks)
+        self.block_ws = [(b.num_conv, b.num_ws) for b in blocks]  # per block: ws it advances, ws it reads
+        self.num_ws = sum(n for n, _ in self.block_ws) + 1
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const") -> torch.Tensor:
         x = img = None
         i = 0
-        for block in self.blocks:
-            x, img = block(x, img, ws[:, i : i + block.num_ws], noise_mode)
-            i += block.num_conv
+        for block, (n_conv, n_ws) in zip(self.blocks, self.block_ws):
+            x, img = block(x, img, ws[:, i : i + n_ws], noise_mode)
+            i += n_conv
         assert img is not None
         return img
