@@ -81,7 +81,7 @@ def test_gan_rounds_pull_the_unseen_side_and_keep_the_photo(scene):
 
 def test_cli_denoise_with_the_gan_prior(scene, flame_dir, tmp_path, capsys):
     from avatarcli.cli import main
-    from avatarcli.flame.model import load_flame
+    from avatarcli.flame.loader import load_flame
     from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
 
     model = load_flame(flame_dir)
