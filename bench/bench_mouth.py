@@ -1,13 +1,14 @@
 """Mouth interior (issue 16): what a jaw-open frame shows between the lips, with and without the
-interior Gaussians, and whether a closed mouth changes. Torch rasterizer, CPU.
+interior Gaussians, and whether a closed mouth changes, from the front to the side. Torch
+rasterizer, CPU.
 
 Setup: the synthetic FLAME with a lip slit (avatarcli.testing.synthetic_mouth), a synthetic photo
-(frontal, mouth closed), init_gaussians (n = 20000, 4 % of them the mouth); the head rendered from
-the front at jaw 0 and jaw 0.3 rad, once with every Gaussian and once with the surface samples only
-(the head as init made it before the mouth existed). Figures: mean luminance inside the opening
-between the lips (the slit's outline, eroded 1 px) against the skin's median luminance; the share of
-dark (< 0.25) pixels there; the mean absolute change of a closed-mouth render over the image and
-over the mouth area. Writes the four renders side by side to --png.
+(frontal, mouth closed), init_gaussians (n = 20000; 4 % of them the mouth, the default) and the same
+surface samples without the mouth (--no-mouth); both posed by animate's HeadPoser (the interior is
+rigid with the skull and jaw joints) at jaw 0 and jaw 0.3 rad. Figures: mean luminance inside the
+opening between the lips (the slit's outline, eroded 1 px) against the skin's median luminance; the
+share of dark (< 0.25) pixels there; for the closed mouth at yaw 0 / 45 / 90 the PSNR of the head with
+the interior against the head without it, and the largest per-pixel change. Writes the renders to --png.
 
     python bench/bench_mouth.py --png mouth.png
 """
@@ -23,14 +24,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from avatarcli.flame.forward import flame_forward  # noqa: E402
-from avatarcli.flame.params import FlameParams  # noqa: E402
-from avatarcli.gaussians.binding import bind_to_mesh, world_gaussians  # noqa: E402
+from avatarcli.animate.pose import HeadPoser  # noqa: E402
+from avatarcli.animate.sequence import FrameSequence  # noqa: E402
 from avatarcli.gaussians.init import InitConfig, init_gaussians  # noqa: E402
 from avatarcli.render.api import render  # noqa: E402
 from avatarcli.render.camera import orbit_camera  # noqa: E402
 from avatarcli.testing.synthetic_mouth import make_synthetic_flame_with_mouth, slit_outline  # noqa: E402
 from avatarcli.testing.synthetic_photo import make_synthetic_photo  # noqa: E402
+
+YAWS = (0.0, 45.0, 90.0)
+
+
+def _frame(model, jaw: float) -> FrameSequence:
+    z = lambda k: np.zeros((1, k), np.float32)  # noqa: E731
+    jp = z(3)
+    jp[0, 0] = jaw
+    return FrameSequence(expr=z(model.exprdirs.shape[-1]), jaw_pose=jp, neck_pose=z(3), eyes_pose=z(6),
+                         global_pose=z(3), translation=z(3), fps=25.0, clip=np.zeros(1, np.int64))  # fmt: skip
 
 
 def main() -> None:
@@ -44,44 +54,41 @@ def main() -> None:
     model = make_synthetic_flame_with_mouth()
     photo = make_synthetic_photo(model, size=96, yaw_deg=0.0, pitch_deg=0.0, jaw_open=0.0, expr_scale=0.0)
     info: dict = {}
-    ply = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=20000, mouth_fraction=0.04), info=info)
-    faces = model.faces.long()
-    full = bind_to_mesh(ply.gaussians, ply.binding, photo.vertices, faces)
-    plain = full.subset(torch.arange(info["points"].shape[0]))
-    cam = orbit_camera(0, 0, distance=0.3, target=(0, -0.035, 0.06), fov_deg=20, width=S, height=S)
+    ply = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=20000), info=info)
+    ns = int(info["points"].shape[0])
+    plain = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=ns, mouth_fraction=0.0))
+    posers = {"no mouth": HeadPoser.from_ply(model, plain), "mouth": HeadPoser.from_ply(model, ply)}
+    cam = lambda yaw: orbit_camera(yaw, 0, distance=0.3, target=(0, -0.035, 0.06), fov_deg=20, width=S, height=S)  # noqa: E731
 
-    def posed(jaw):
-        p = FlameParams.zeros(1, int(np.asarray(photo.fit.shape).size), 0)
-        p.shape = torch.as_tensor(np.asarray(photo.fit.shape), dtype=torch.float32)[None]
-        p.jaw_pose[0, 0] = jaw
-        return flame_forward(model, p, with_landmarks=False).vertices[0]
+    def shot(k: str, jaw: float, yaw: float = 0.0) -> np.ndarray:
+        g = next(posers[k].posed(_frame(model, jaw)))
+        return render(g, cam(yaw), torch.ones(3), backend="torch").rgb.numpy()
 
-    shot = lambda b, v: render(world_gaussians(b, v, faces), cam, torch.ones(3), backend="torch").rgb.numpy()  # noqa: E731
-    v0, v1 = posed(0.0), posed(0.3)
-    ims = {(k, j): shot(b, v) for k, b in (("before", plain), ("mouth", full)) for j, v in ((0.0, v0), (0.3, v1))}
+    ims = {(k, j, y): shot(k, j, y) for k in posers for j in (0.0, 0.3) for y in YAWS}
+    v1 = posers["mouth"].vertices(_frame(model, 0.3))[0, : model.v_template.shape[0]]
     mask = np.zeros((S, S), np.uint8)
-    cv2.fillPoly(mask, [np.round(cam.project(slit_outline(v1)).numpy()).astype(np.int32)], 1)
+    cv2.fillPoly(mask, [np.round(cam(0.0).project(slit_outline(v1)).numpy()).astype(np.int32)], 1)
     mask = cv2.erode(mask, np.ones((3, 3), np.uint8)) > 0
     c = slice(int(0.2 * S), int(0.8 * S))
-    skin = float(np.median(ims[("before", 0.0)][c, c].mean(-1)))
-    print(
-        f"mouth Gaussians: {full.n - plain.n} of {full.n}; opening: {int(mask.sum())} px at {S}x{S}; skin luminance {skin:.3f}"
-    )
-    print(
-        f"{'head':8} {'open: lum inside':>17} {'x skin':>8} {'dark share':>11} {'closed: mean |change|':>22} {'mouth area':>11}"
-    )
-    for k in ("before", "mouth"):
-        lum = ims[(k, 0.3)][mask].mean(-1)
-        d = np.abs(ims[(k, 0.0)] - ims[("before", 0.0)]).mean(-1)
-        mouth_area = d[int(0.42 * S) : int(0.78 * S), int(0.26 * S) : int(0.74 * S)].mean()
-        print(
-            f"{k:8} {lum.mean():17.3f} {lum.mean() / skin:8.2f} {(lum < 0.25).mean():11.2f} {d.mean():22.4f} {mouth_area:11.4f}"
-        )
+    skin = float(np.median(ims[("no mouth", 0.0, 0.0)][c, c].mean(-1)))
+    print(f"mouth Gaussians: {ply.gaussians.n - ns} of {ply.gaussians.n}; opening: {int(mask.sum())} px at "
+          f"{S}x{S}; skin luminance {skin:.3f}")  # fmt: skip
+    print(f"{'head':9} {'open: lum inside':>17} {'x skin':>7} {'dark share':>11}"
+          + "".join(f" {f'closed yaw {y:.0f}: PSNR / max':>26}" for y in YAWS))  # fmt: skip
+    for k in posers:
+        lum = ims[(k, 0.3, 0.0)][mask].mean(-1)
+        row = f"{k:9} {lum.mean():17.3f} {lum.mean() / skin:7.2f} {(lum < 0.25).mean():11.2f}"
+        for y in YAWS:
+            d = ims[(k, 0.0, y)] - ims[("no mouth", 0.0, y)]
+            mse = float((d**2).mean())
+            psnr = "inf" if mse == 0 else f"{10 * np.log10(1 / mse):.1f} dB"
+            row += f" {psnr + f' / {np.abs(d).max():.3f}':>26}"
+        print(row)
     if a.png is not None:
         import imageio.v3 as iio
 
-        row = np.concatenate([ims[k] for k in [("before", 0.0), ("mouth", 0.0), ("before", 0.3), ("mouth", 0.3)]], 1)
-        iio.imwrite(a.png, (row.clip(0, 1) * 255).astype(np.uint8))
+        grid = [np.concatenate([ims[(k, j, y)] for y in YAWS], 1) for j in (0.0, 0.3) for k in posers]
+        iio.imwrite(a.png, (np.concatenate(grid, 0).clip(0, 1) * 255).astype(np.uint8))
 
 
 if __name__ == "__main__":

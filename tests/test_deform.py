@@ -39,7 +39,7 @@ def haired(flame_model):
     photo = make_synthetic_photo(flame_model, size=SIZE, yaw_deg=0.0, pitch_deg=0.0)
     region = _hair_region(photo)
     info: dict = {}
-    cfg = InitConfig(n_gaussians=4000, deform=DeformConfig(size=SIZE))
+    cfg = InitConfig(n_gaussians=4000, deform=DeformConfig(size=SIZE), mouth_fraction=0.0)  # the FLAME mesh only
     ply = init_gaussians(flame_model, photo.fit, photo.rgb, cfg, region=region, info=info)
     return photo, region, ply, info
 
@@ -250,8 +250,8 @@ def test_render_camera_and_animate_a_haired_head(flame_dir, tmp_path):
     model = load_flame(flame_dir)
     photo = make_synthetic_photo(model, size=SIZE, yaw_deg=0.0, pitch_deg=0.0)
     region = _hair_region(photo)
-    ply = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=3000, deform=DeformConfig(size=SIZE)),
-                         region=region)  # fmt: skip
+    cfg = InitConfig(n_gaussians=3000, deform=DeformConfig(size=SIZE), mouth_fraction=0.0)  # the FLAME mesh only
+    ply = init_gaussians(model, photo.fit, photo.rgb, cfg, region=region)
     head = tmp_path / "head.ply"
     write_gaussian_ply(head, ply)
     png = tmp_path / "photo_view.png"

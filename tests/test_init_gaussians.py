@@ -46,13 +46,15 @@ def test_count_binding_and_meta(seeded, photo):
     ply, info = seeded
     F = photo.faces.shape[0]
     assert ply.gaussians.n == N and ply.binding.shape == (N,)
-    assert int(ply.binding.min()) >= 0 and int(ply.binding.max()) < F
-    assert ply.meta.n_faces == F and ply.meta.sh_degree == 1 and ply.gaussians.sh.shape == (N, 4, 3)
+    ns = info["points"].shape[0]
+    assert int(ply.binding.min()) >= 0 and int(ply.binding[:ns].max()) < F  # surface: FLAME triangles
+    assert set(ply.binding[ns:].tolist()) == {F, F + 1}  # the mouth interior: the rigid anchors (skull, jaw)
+    assert ply.meta.n_faces == F and ply.meta.n_anchors == 2
+    assert ply.meta.sh_degree == 1 and ply.gaussians.sh.shape == (N, 4, 3)
     assert torch.all(ply.gaussians.sh[:, 1:] == 0)
     assert ply.meta.flame_model_sha256 == photo.fit.flame_model_sha256
     np.testing.assert_allclose(ply.meta.fit.global_pose, photo.fit.global_pose, atol=1e-6)
     # canonical head: the surface samples (the mouth interior follows them) lie on the canonical mesh
-    ns = info["points"].shape[0]
     assert 0.03 * N < N - ns < 0.05 * N  # the mouth's share (InitConfig.mouth_fraction)
     g = ply.gaussians.subset(torch.arange(ns))
     tri = photo.vertices[photo.faces[ply.binding[:ns]]]  # [ns, 3, 3]

@@ -10,6 +10,8 @@ vertices -> world_gaussians. The LBS is batched over frames.
 A head whose meta carries canonical-mesh offsets (hair, the real outline) is bound to the
 deformed mesh and posed with avatarcli.flame.deform.pose_deformed (hair rigid with the head,
 not stretched by the jaw).
+A head whose meta carries rigid anchors (the mouth interior, avatarcli.gaussians.anchors) has them
+appended to the mesh, posed per frame by their joint's transform: rigid with the skull or the jaw.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from avatarcli.flame.deform import pose_deformed
 from avatarcli.flame.forward import canonical_vertices, flame_forward, root_joint
 from avatarcli.flame.model import check_model_hash
 from avatarcli.flame.params import FlameParams
+from avatarcli.gaussians.anchors import RigidAnchors
 from avatarcli.gaussians.binding import bind_to_mesh, world_gaussians
 from avatarcli.gaussians.model import BoundGaussians, Gaussians
 from avatarcli.progress import warn
@@ -64,6 +67,7 @@ class HeadPoser:
     plain: Tensor | None = None  # [V, 3] canonical FLAME vertices without offsets (deformed heads)
     offsets: Tensor | None = None  # [V, 3] mesh offsets (deformed heads)
     hair: Tensor | None = None  # [V] hair weights (deformed heads)
+    anchors: RigidAnchors | None = None  # the rigid anchors (heads with a mouth interior); their faces follow FLAME's
 
     @classmethod
     def from_ply(cls, model, ply, path: str | Path | None = None, device="cpu", force: bool = False) -> "HeadPoser":
@@ -74,7 +78,8 @@ class HeadPoser:
             raise InputError("this PLY is not an avatarcli head: it has no FLAME parameters (meta)", path=path)
         if not check_model_hash(ply.meta.flame_model_sha256, model, path, force):
             warn(f"{path}: FLAME model hash differs from the head's; animating anyway (--force)")
-        F = model.faces.shape[0]
+        anchors = ply.meta.rigid_anchors() if hasattr(ply.meta, "rigid_anchors") else None
+        F = model.faces.shape[0] + (anchors.n if anchors is not None else 0)
         binding = ply.binding.long()
         if binding.numel() and (int(binding.min()) < 0 or int(binding.max()) >= F):
             raise InputError(
@@ -97,7 +102,10 @@ class HeadPoser:
                 offsets = torch.as_tensor(ply.meta.offsets, dtype=plain.dtype, device=device)
                 hair = torch.as_tensor(ply.meta.hair, dtype=plain.dtype, device=device)
                 verts = plain + offsets
-            bound = bind_to_mesh(ply.gaussians.to(device), binding.to(device), verts, model.faces.to(device))
+            faces = model.faces.to(device).long()
+            if anchors is not None:
+                verts, faces = anchors.extend(verts, faces)
+            bound = bind_to_mesh(ply.gaussians.to(device), binding.to(device), verts, faces)
             stored = getattr(ply.meta, "root_joint", None)
             if stored is not None:
                 root = torch.as_tensor(stored, dtype=torch.float32, device=device).reshape(3)
@@ -107,23 +115,25 @@ class HeadPoser:
         used, local = torch.unique(bound.binding, return_inverse=True)  # [U], [N]
         bound = bound.replace(binding=local)
         return cls(model=model, bound=bound.detach(), shape=params.shape, canonical=verts, root=root, device=device,
-                   used_faces=model.faces.to(device)[used], canon_params=params, plain=plain, offsets=offsets,
-                   hair=hair)  # fmt: skip
+                   used_faces=faces[used], canon_params=params, plain=plain, offsets=offsets,
+                   hair=hair, anchors=anchors)  # fmt: skip
 
     @property
     def faces(self) -> Tensor:
-        """[U, 3] the FLAME triangles that carry Gaussians (bound.binding indexes these)."""
+        """[U, 3] the triangles (FLAME's, then anchors') that carry Gaussians (bound.binding indexes these)."""
         return self.used_faces
 
     def vertices(self, seq: FrameSequence) -> Tensor:
-        """Posed vertices of every frame of `seq`: [T, V, 3] (one batched LBS)."""
+        """Posed vertices of every frame of `seq`: [T, V (+ 3 per anchor), 3] (one batched LBS)."""
         params = sequence_params(seq, self.shape, self.device)
         with torch.no_grad():
-            base = flame_forward(self.model, params, with_landmarks=False).vertices
-            if self.offsets is None:
-                return base
-
-            return pose_deformed(self.model, self.canon_params, params, self.plain, base, self.offsets, self.hair)
+            verts = flame_forward(self.model, params, with_landmarks=False).vertices
+            if self.offsets is not None:
+                verts = pose_deformed(self.model, self.canon_params, params, self.plain, verts, self.offsets, self.hair)
+            if self.anchors is None:
+                return verts
+            corners = self.anchors.posed(self.model, self.canon_params, params)  # [T, A, 3, 3]
+            return self.anchors.extend(verts, self.model.faces, corners)[0]
 
     def gaussians(self, vertices: Tensor) -> Gaussians:
         """World Gaussians on the mesh `vertices` [V, 3] (or [B, V, 3]: every field gets a leading B)."""

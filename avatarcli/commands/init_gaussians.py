@@ -31,9 +31,9 @@ def init_gaussians_command(
         show_default=False,
     ),
     mouth: bool = typer.Option(
-        False,
-        "--mouth",
-        help="Add a mouth interior (dark cavity, teeth, tongue; 4 % of the Gaussians) for open-mouth animation. Experimental: check side views.",
+        True,
+        "--mouth/--no-mouth",
+        help="Add a mouth interior (dark cavity, teeth, tongue; 4 % of the Gaussians, rigid with the skull and the jaw) so open-mouth frames show a mouth.",
     ),
     force: bool = typer.Option(False, "--force", help="Use --flame even if it is not the model the fit was made with."),
 ) -> int:
@@ -48,6 +48,7 @@ def init_gaussians_command(
       avatar init-gaussians face.flame.npz --image face.jpg --flame ~/flame -o face.init.ply
       avatar init-gaussians face.flame.npz -i face.jpg -o init.ply -n 50000 --sh-degree 2
       avatar init-gaussians face.flame.npz -i face.jpg -o init.ply --mask face.region.png
+      avatar init-gaussians face.flame.npz -i face.jpg -o init.ply --no-mouth
     """
     from avatarcli.flame.artifact import read_flame_fit
     from avatarcli.flame.loader import load_flame

@@ -30,8 +30,9 @@
    photo's camera falls outside the region are dropped (oversampled so that `n_gaussians` remain):
    no Gaussian starts on backdrop or clothing (the neck is cut at the collar, ears under hair go).
 6. Mouth interior: `mouth_fraction` of the Gaussians form a dark oral cavity, teeth and tongue behind
-   the lips (avatarcli.gaussians.mouth), bound to a skull and a jaw triangle and appended after the
-   surface samples, so an opened jaw shows a mouth instead of the inside of the head.
+   the lips (avatarcli.gaussians.mouth), bound to two rigid anchors that follow the skull and the jaw
+   joints (avatarcli.gaussians.anchors; stored in the head's metadata) and appended after the surface
+   samples, so an opened jaw shows a mouth instead of the inside of the head.
 """
 
 from __future__ import annotations
@@ -76,9 +77,8 @@ class InitConfig:
     skin_rgb: tuple[float, float, float] | None = None  # None: median of the seen colours
     deform: DeformConfig | None = field(default_factory=DeformConfig)  # with a region; None: plain FLAME
     cut_outside: bool = True  # with a region: drop samples projecting outside it
-    # share of n_gaussians given to the mouth interior (gaussians/mouth.py); 0: none. Off by default: on
-    # real portraits fitted with an open mouth the interior can sit in front of the lips (seen at yaw 60-90).
-    mouth_fraction: float = 0.0
+    # share of n_gaussians given to the mouth interior (gaussians/mouth.py); 0: none
+    mouth_fraction: float = 0.04
 
     def validate(self) -> None:
         if self.n_gaussians < 1:
@@ -344,9 +344,7 @@ def init_gaussians(
         colour = hair_colours(colour, pts, hairy.float()[faces[face]].mean(1), inner | ~colour.visible)
     g.sh[:, 0] = rgb_to_sh0(colour.rgb)  # [N, 3] DC colour
     bound = bind_to_mesh(g, face, verts, faces)
-    if mouth is not None:  # appended after the surface samples (info's arrays describe those)
-        bound = bound.cat(mouth.to(bound.binding.device))
-    ply = GaussianPly.from_bound(bound, verts, faces, meta)
+    ply = _head_ply(bound, mouth, colour.skin, verts, faces, meta)
     if info is not None:
         info.update(
             colour=colour,
@@ -359,6 +357,17 @@ def init_gaussians(
             deformation=deformation,
         )
     return ply
+
+
+def _head_ply(bound, mouth, skin: Tensor, verts: Tensor, faces: Tensor, meta: HeadMeta) -> GaussianPly:
+    """The head: the surface Gaussians `bound` on the FLAME mesh, then the mouth interior (if any;
+    its shell in the skin colour) bound to its rigid anchors, which the mesh and the meta gain."""
+    if mouth is not None:  # appended after the surface samples (info's arrays describe those)
+        mouth = mouth.with_shell_colour(skin)
+        meta = meta.with_anchors(mouth.anchors)
+        verts, faces = mouth.anchors.extend(verts, faces)
+        bound = bound.cat(mouth.bound(verts, faces))
+    return GaussianPly.from_bound(bound, verts, faces, meta)
 
 
 __all__ = [

@@ -10,40 +10,49 @@ subject's left, y up, z out of the face) and the landmark embedding's lip points
           lips: a dark bowl, its upper half on the head, its lower half on the jaw (the two halves
           overlap at the back, so no gap opens between them when the jaw drops);
   teeth   two curved strips just behind the lips, above and below the mouth line;
-  tongue  a low dome on the floor of the lower half.
-Binding: the upper parts to ONE triangle that moves with the skull (no jaw or eye skinning weight,
-nearest the base of the nose), the lower parts to ONE triangle that moves with the jaw (the largest
-jaw weight, nearest the chin below the lower lip): rigid followers, like teeth. All of it lies behind
-the lips, so a closed mouth hides it (the surface Gaussians in front are opaque).
+  tongue  a low dome on the floor of the lower half;
+  shell   the cavity's bowl again, (1 + shell_gap) x larger, skin-coloured (init gives it the head's
+          skin) and facing out: the skin's Gaussians are not quite opaque, and through their gaps the
+          head showed skin before the mouth existed; the shell keeps it so (a closed mouth renders as
+          without the interior), while from the opening it lies behind the cavity wall.
+Placement and binding (`mouth_interior`): all of this is built on the NEUTRAL face (identity only,
+no expression, every joint at rest: lips closed and relaxed), then carried into the head's canonical
+space by FLAME's joint transforms, the upper parts (cavity roof, upper teeth) by the skull's (joint
+1), the lower ones (floor, lower teeth, tongue) by the jaw's (joint 2). They are bound to two rigid
+anchors (avatarcli.gaussians.anchors), extra triangles that follow those joints exactly, never a
+skin triangle: the photo's expression, which moves lips and chin, moves none of it, and re-posing
+moves it as the skull and the jaw bone move. All of it lies behind the lips, so a closed mouth
+hides it (the surface Gaussians in front are opaque).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from avatarcli.flame.forward import barycentric_points, flame_forward
 from avatarcli.flame.params import FlameParams
+from avatarcli.gaussians.anchors import HEAD_JOINT, JAW_JOINT, RigidAnchors, joint_transforms
 from avatarcli.gaussians.binding import bind_to_mesh
 from avatarcli.gaussians.model import BoundGaussians, Gaussians, rgb_to_sh0, sh_coeffs
-from avatarcli.geometry import matrix_to_quaternion
-
-JAW_JOINT, EYE_JOINTS = 2, (3, 4)
+from avatarcli.geometry import matrix_to_quaternion, quaternion_multiply
 
 
 @dataclass
 class MouthConfig:
     n_cavity: int = 1500
+    n_shell: int = 900
     n_teeth: int = 400  # per row
     n_tongue: int = 250
     inset: float = 0.35  # cavity centre behind the inner lip, x mouth width
     cavity_axes: tuple[float, float, float] = (0.42, 0.42, 0.7)  # x, y, depth semi-axes, x mouth width
     teeth_inset: float = 0.28  # front of the teeth behind the inner lip, x mouth width
+    shell_gap: float = 0.1  # the shell's ellipsoid, x (1 + this) the cavity's
     cavity_rgb: tuple[float, float, float] = (0.10, 0.03, 0.03)
+    shell_rgb: tuple[float, float, float] = (0.78, 0.60, 0.50)  # init sets the head's skin colour
     teeth_rgb: tuple[float, float, float] = (0.90, 0.88, 0.80)
     tongue_rgb: tuple[float, float, float] = (0.55, 0.22, 0.22)
     opacity: float = 0.97
@@ -53,8 +62,10 @@ class MouthConfig:
 class MouthParts:
     """World Gaussians of the neutral mouth, split by what they follow."""
 
-    upper: Gaussians  # cavity roof, upper teeth: follow the skull
-    lower: Gaussians  # cavity floor, lower teeth, tongue: follow the jaw
+    upper: Gaussians  # cavity roof, upper teeth, upper shell: follow the skull
+    lower: Gaussians  # cavity floor, lower teeth, tongue, lower shell: follow the jaw
+    upper_shell: Tensor  # [upper.n] bool: the skin-coloured outer shell
+    lower_shell: Tensor  # [lower.n] bool
 
 
 def _frame(normal: Tensor) -> Tensor:
@@ -97,14 +108,17 @@ def mouth_parts(lips: Tensor, cfg: MouthConfig, sh_degree: int) -> MouthParts:
     u = _fibonacci_back(cfg.n_cavity)  # [M, 3] unit directions
     cav = m + u * ax
     cav_n = -(u / ax)  # inward normals (the cavity is seen from inside)
-    area = (
-        2
-        * math.pi
-        * ((ax[0] * ax[1]) ** 1.6 / 3 + (ax[0] * ax[2]) ** 1.6 / 3 + (ax[1] * ax[2]) ** 1.6 / 3) ** (1 / 1.6)
-    )
-    cav_sp = math.sqrt(float(area) / u.shape[0])
+    cav_sp = math.sqrt(_half_ellipsoid_area(ax) / u.shape[0])
     back = u[:, 2] < -0.5
     up, lo = (u[:, 1] >= 0) | (back & (u[:, 1] > -0.35)), (u[:, 1] < 0) | (back & (u[:, 1] < 0.35))
+    # the shell: the same bowl a little larger, skin-coloured, facing out; seen through gaps between
+    # the skin's Gaussians from outside it shows what the head showed there before (skin), not the
+    # dark cavity, and from the mouth opening it lies behind the cavity wall
+    us = _fibonacci_back(cfg.n_shell)
+    sax = ax * (1 + cfg.shell_gap)
+    shell, shell_n, shell_sp = m + us * sax, us / sax, math.sqrt(_half_ellipsoid_area(sax) / us.shape[0])
+    s_back = us[:, 2] < -0.5
+    s_up, s_lo = (us[:, 1] >= 0) | (s_back & (us[:, 1] > -0.35)), (us[:, 1] < 0) | (s_back & (us[:, 1] < 0.35))
 
     # teeth: curved strips (z = front - 0.5 k x^2) just behind the inner lip, above / below the mouth line
     nu, nv = max(2, int(round(math.sqrt(cfg.n_teeth * 4)))), max(1, int(round(math.sqrt(cfg.n_teeth / 4))))
@@ -129,10 +143,20 @@ def mouth_parts(lips: Tensor, cfg: MouthConfig, sh_degree: int) -> MouthParts:
     t_sp2 = 0.56 * w / (nt - 1)
 
     g = lambda p, n, sp, rgb: _flat(p, n, sp, rgb, cfg.opacity, sh_degree)  # noqa: E731
-    upper = [g(cav[up], cav_n[up], cav_sp, cfg.cavity_rgb), g(row(+1.0), normal, t_sp, cfg.teeth_rgb)]
+    upper = [g(cav[up], cav_n[up], cav_sp, cfg.cavity_rgb), g(row(+1.0), normal, t_sp, cfg.teeth_rgb),
+             g(shell[s_up], shell_n[s_up], shell_sp, cfg.shell_rgb)]  # fmt: skip
     lower = [g(cav[lo], cav_n[lo], cav_sp, cfg.cavity_rgb), g(row(-1.0), normal, t_sp, cfg.teeth_rgb),
-             g(tongue, up_n, t_sp2, cfg.tongue_rgb)]  # fmt: skip
-    return MouthParts(_cat(upper), _cat(lower))
+             g(tongue, up_n, t_sp2, cfg.tongue_rgb), g(shell[s_lo], shell_n[s_lo], shell_sp, cfg.shell_rgb)]  # fmt: skip
+    mark = lambda parts: torch.cat([torch.zeros(p.n, dtype=torch.bool) for p in parts[:-1]]  # noqa: E731
+                                   + [torch.ones(parts[-1].n, dtype=torch.bool)])  # fmt: skip
+    return MouthParts(_cat(upper), _cat(lower), mark(upper), mark(lower))
+
+
+def _half_ellipsoid_area(ax: Tensor) -> float:
+    """Half the surface area of the ellipsoid with semi-axes ax [3] (Knud Thomsen's approximation)."""
+    p = 1.6
+    a, b, c = (float(x) for x in ax)
+    return 2 * math.pi * (((a * b) ** p + (a * c) ** p + (b * c) ** p) / 3) ** (1 / p)
 
 
 def _cat(parts: list[Gaussians]) -> Gaussians:
@@ -141,56 +165,90 @@ def _cat(parts: list[Gaussians]) -> Gaussians:
     )
 
 
-def anchor_faces(model, vertices: Tensor, faces: Tensor, lips: Tensor) -> tuple[int, int]:
-    """(skull triangle, jaw triangle): see the module doc. vertices [V, 3] neutral, lips [20, 3]."""
-    W = model.lbs_weights.to(vertices.device)  # [V, J]
-    wf = W[faces]  # [F, 3, J]
-    jaw = wf[..., JAW_JOINT].mean(-1)  # [F]
-    eyes = wf[..., list(EYE_JOINTS)].sum(-1).amax(-1)
-    cen = vertices[faces].mean(1)  # [F, 3]
-    w = float((lips[6] - lips[0]).norm())
-    nose = lips[3] + torch.tensor([0.0, 0.35 * w, 0.0], dtype=lips.dtype)  # above the upper lip
-    chin = lips[9] - torch.tensor([0.0, 0.35 * w, 0.0], dtype=lips.dtype)  # below the lower lip
-    d = lambda p: (cen - p.to(cen)).norm(dim=-1)  # noqa: E731
-    skull_ok = (wf[..., JAW_JOINT].amax(-1) < 1e-3) & (eyes < 1e-3)
-    jaw_ok = jaw >= 0.95 * float(jaw.max())
-    if not bool(skull_ok.any()) or not bool(jaw_ok.any()) or float(jaw.max()) <= 0:
-        raise ValueError("the FLAME model has no skull-only or jaw triangles near the mouth")
-    skull = int(torch.where(skull_ok, d(nose), torch.inf).argmin())
-    jawf = int(torch.where(jaw_ok, d(chin), torch.inf).argmin())
-    return skull, jawf
+@dataclass
+class MouthInterior:
+    """The mouth interior of one head, in its canonical space, bound to two rigid anchors."""
+
+    gaussians: Gaussians  # [M] world Gaussians on the canonical head
+    anchor: Tensor  # [M] long: 0 the skull anchor, 1 the jaw anchor
+    anchors: RigidAnchors  # 2 anchors: (skull, HEAD_JOINT), (jaw, JAW_JOINT)
+    shell: Tensor  # [M] bool: the skin-coloured outer shell
+
+    @property
+    def n(self) -> int:
+        return self.gaussians.n
+
+    def with_shell_colour(self, rgb: Tensor) -> "MouthInterior":
+        """The shell coloured `rgb` [3] in 0..1 (the head's skin)."""
+        sh = self.gaussians.sh.clone()
+        sh[self.shell, 0] = rgb_to_sh0(rgb.to(sh).reshape(3))
+        g = self.gaussians
+        return replace(self, gaussians=Gaussians(g.means, g.quats, g.scales, g.opacities, sh))
+
+    def bound(self, vertices: Tensor, faces: Tensor) -> BoundGaussians:
+        """Bound to the anchors on the head mesh extended by them (anchors.extend(vertices, faces))."""
+        F = faces.shape[0] - self.anchors.n  # the FLAME faces come first
+        return bind_to_mesh(self.gaussians.to(vertices.device), F + self.anchor.to(vertices.device), vertices, faces)
 
 
-def mouth_bound(model, shape: Tensor, cfg: MouthConfig | None = None, sh_degree: int = 1) -> BoundGaussians | None:
-    """The mouth interior as BoundGaussians for a head of identity `shape` [S] (None: no landmark
-    embedding, so no lips to place it by). Bound to FLAME triangles; pose it like any bound head."""
+def _rigid(g: Gaussians, T: Tensor) -> Gaussians:
+    """Gaussians moved by the rigid transform T [4, 4]."""
+    R, t = T[:3, :3].to(g.means), T[:3, 3].to(g.means)
+    q = matrix_to_quaternion(R[None].double()).to(g.quats).expand_as(g.quats)
+    return Gaussians(g.means @ R.T + t, quaternion_multiply(q, g.quats), g.scales, g.opacities, g.sh)
+
+
+def _anchor_triangle(centre: Tensor, w: float) -> Tensor:
+    """A triangle [3, 3] of size ~w about `centre` [3], in the x-y plane."""
+    d = torch.tensor([[-0.5, -0.3, 0.0], [0.5, -0.3, 0.0], [0.0, 0.6, 0.0]], dtype=centre.dtype)
+    return centre + w * d
+
+
+def mouth_interior(model, params, cfg: MouthConfig | None = None, sh_degree: int = 1) -> MouthInterior | None:
+    """The mouth interior of the canonical head of FlameParams `params` (batch 1; global pose and
+    translation are ignored), None without a landmark embedding (no lips to place it by).
+
+    Built on the NEUTRAL face (the identity only: no expression, every joint at rest), where the lips
+    are closed and relaxed, then moved into the canonical head by the joint transforms: the upper
+    parts by the skull's (joint 1), the lower ones by the jaw's (joint 2). The photo's expression
+    (which moves lips and chin) therefore moves nothing of it, and the jaw's pose carries the lower
+    teeth exactly as it carries the jaw bone."""
     cfg = cfg or MouthConfig()
     emb = model.landmarks
     if emb is None:
         return None
-    p = FlameParams.zeros(1, int(shape.numel()), 0, dtype=model.dtype, device=model.device)
-    p.shape = shape.reshape(1, -1).to(model.device, model.dtype)
+    shape = params.shape.reshape(1, -1).to(model.device, model.dtype)
+    rest = FlameParams.zeros(1, int(shape.shape[1]), 0, dtype=model.dtype, device=model.device)
+    rest.shape = shape
     with torch.no_grad():
-        verts = flame_forward(model, p, with_landmarks=False).vertices[0].float().cpu()  # [V, 3] neutral
+        verts = flame_forward(model, rest, with_landmarks=False).vertices[0].float().cpu()  # [V, 3] neutral
+        canon = FlameParams(shape=shape, expr=params.expr.reshape(1, -1).to(shape),
+                            global_pose=torch.zeros_like(shape[:, :3]), neck_pose=params.neck_pose.reshape(1, 3).to(shape),
+                            jaw_pose=params.jaw_pose.reshape(1, 3).to(shape), eyes_pose=params.eyes_pose.reshape(1, 6).to(shape),
+                            translation=torch.zeros_like(shape[:, :3]))  # fmt: skip
+        A = joint_transforms(model, canon)[0].double().cpu()  # [J, 4, 4] rest -> canonical
     faces = model.faces.long().cpu()
     lips = barycentric_points(
         verts[None], faces, emb.full_faces[48:].cpu()[None], emb.full_bary[48:].float().cpu()[None]
-    )[0]
+    )[0].double()  # [20, 3]
     parts = mouth_parts(lips, cfg, sh_degree)
-    skull, jaw = anchor_faces(model, verts, faces, lips.double())
-    b_up = bind_to_mesh(parts.upper, torch.full((parts.upper.n,), skull), verts, faces)
-    b_lo = bind_to_mesh(parts.lower, torch.full((parts.lower.n,), jaw), verts, faces)
-    return b_up.cat(b_lo)
+    w = float((lips[6] - lips[0]).norm())
+    c = lips[12:].mean(0) - torch.tensor([0.0, 0.0, cfg.inset * w], dtype=torch.float64)
+    tri = _anchor_triangle(c, w)  # [3, 3] rest
+    corners = torch.stack([tri @ A[j, :3, :3].T + A[j, :3, 3] for j in (HEAD_JOINT, JAW_JOINT)]).float()
+    up, lo = _rigid(parts.upper, A[HEAD_JOINT]), _rigid(parts.lower, A[JAW_JOINT])
+    anchor = torch.cat([torch.zeros(up.n, dtype=torch.long), torch.ones(lo.n, dtype=torch.long)])
+    anchors = RigidAnchors(corners, torch.tensor([HEAD_JOINT, JAW_JOINT]))
+    return MouthInterior(_cat([up, lo]), anchor, anchors, torch.cat([parts.upper_shell, parts.lower_shell]))
 
 
 MIN_MOUTH = 40  # fewer Gaussians than this make no mouth
 
 
-def mouth_for_init(model, fit, n: int, sh_degree: int) -> BoundGaussians | None:
-    """About `n` mouth Gaussians (cavity 60 %, teeth 2 x 15 %, tongue 10 %) for the fit's identity,
-    or None when n < MIN_MOUTH or the model has no landmark embedding."""
+def mouth_for_init(model, fit, n: int, sh_degree: int) -> MouthInterior | None:
+    """About `n` mouth Gaussians (cavity 40 %, shell 25 %, teeth 2 x 12 %, tongue 10 %) for the fit's
+    canonical head, or None when n < MIN_MOUTH or the model has no landmark embedding."""
     if n < MIN_MOUTH or model.landmarks is None:
         return None
-    cfg = MouthConfig(n_cavity=int(0.6 * n), n_teeth=int(0.15 * n), n_tongue=int(0.1 * n))
-    shape = torch.as_tensor(np.asarray(fit.shape), dtype=torch.float32).reshape(-1)[: model.n_shape]
-    return mouth_bound(model, shape, cfg, sh_degree)
+    cfg = MouthConfig(n_cavity=int(0.4 * n), n_shell=int(0.25 * n), n_teeth=int(0.12 * n), n_tongue=int(0.1 * n))
+    return mouth_interior(model, fit.params(device=model.device, dtype=model.dtype), cfg, sh_degree)

@@ -13,6 +13,10 @@ Viewers skip comments, so the file stays a plain 3DGS PLY for them.
 Version 2 adds the canonical FLAME mesh's per-vertex `offsets` [V, 3] and `hair` weights [V]
 (avatarcli.flame.deform), stored as base64 of little-endian float32; a head without them is
 written as version 1, and version 1 heads read with both None.
+Version 3 adds rigid anchors (avatarcli.gaussians.anchors: the mouth interior's triangles, rigid
+with the skull or the jaw): `anchors`, base64 float32 corners [A, 3, 3] in the canonical head's
+space, and `anchor_joints` [A], the FLAME joint of each. A binding f >= n_faces is anchor
+f - n_faces. Heads without anchors are written as version 2 or 1 as before.
 
 Reading keeps the raw stored values (`GaussianPly.raw`); writing reuses them
 while the activated Gaussians still match, so write(read(f)) is byte-identical.
@@ -36,13 +40,14 @@ from torch import Tensor
 from avatarcli.errors import ArtifactError, InputError
 from avatarcli.flame.artifact import N_LANDMARKS, FlameFit, canonical_head
 from avatarcli.flame.model import FlameModel
+from avatarcli.gaussians.anchors import RigidAnchors
 from avatarcli.gaussians.binding import bind_to_mesh, world_gaussians
 from avatarcli.gaussians.model import Gaussians
 from avatarcli.gaussians.web_formats import is_compressed_ply, read_compressed_ply, read_splat_bytes
 from avatarcli.io.atomic import atomic_write
 
 META_FORMAT = "avatarcli.head"
-META_VERSION = 2
+META_VERSION = 3
 META_TAG = "avatarcli-meta"
 META_CHUNK = 200
 UP_TAG = "avatarcli-up"  # `comment avatarcli-up y`: the scene's up axis (exports of our heads carry it)
@@ -100,8 +105,10 @@ class HeadMeta:
     n_faces: int  # FLAME face count; every binding is < n_faces
     offsets: np.ndarray | None = None  # [V, 3] float32 canonical-mesh offsets (version 2; None: plain FLAME)
     hair: np.ndarray | None = None  # [V] float32 hair weights of the offset vertices (version 2)
+    anchors: np.ndarray | None = None  # [A, 3, 3] float32 rigid anchor corners, canonical (version 3)
+    anchor_joints: tuple[int, ...] | None = None  # [A] the FLAME joint each anchor follows (version 3)
     format: str = META_FORMAT
-    version: int = 1  # as read; written as 2 when the head carries offsets, else 1
+    version: int = 1  # as read; written as 3 with anchors, else 2 with offsets, else 1
 
     @property
     def flame_model_sha256(self) -> str:
@@ -115,9 +122,33 @@ class HeadMeta:
     def deformed(self) -> bool:
         return self.offsets is not None
 
+    @property
+    def n_anchors(self) -> int:
+        return 0 if self.anchors is None else int(self.anchors.shape[0])
+
+    def rigid_anchors(self):
+        """The head's RigidAnchors (avatarcli.gaussians.anchors), or None."""
+        if self.anchors is None:
+            return None
+        return RigidAnchors.from_arrays(self.anchors, self.anchor_joints or ())
+
     def canonical(self, model: FlameModel) -> tuple[Tensor, Tensor, Tensor]:
-        """The canonical head (with its mesh offsets, if any): vertices [V, 3], faces [F, 3], root joint [3]."""
-        return canonical_head(model, self.fit, self.offsets)
+        """The canonical head (with its mesh offsets and rigid anchors, if any): vertices [V (+ 3A), 3],
+        faces [F (+ A), 3], root joint [3]. Bindings index these faces."""
+        v, f, j0 = canonical_head(model, self.fit, self.offsets)
+        anchors = self.rigid_anchors()
+        if anchors is not None:
+            v, f = anchors.extend(v, f)
+        return v, f, j0
+
+    def with_anchors(self, anchors) -> HeadMeta:
+        """A copy carrying RigidAnchors (version 3); None removes them."""
+        if anchors is None or anchors.n == 0:
+            return replace(self, anchors=None, anchor_joints=None)
+        corners, joints = anchors.to_arrays()
+        if not np.isfinite(corners).all():
+            raise ValueError("anchor corners must be finite")
+        return replace(self, anchors=corners, anchor_joints=tuple(joints), version=3)
 
     def with_deformation(self, offsets, hair) -> HeadMeta:
         """A copy carrying canonical-mesh offsets [V, 3] and hair weights [V] (version 2)."""
@@ -149,9 +180,13 @@ class HeadMeta:
             **{k: getattr(self.fit, k) for k in _FIT_KEYS},
             **{f.name: getattr(self, f.name) for f in fields(self)},
         }
-        for name in _META_KEYS + _BLOBS + ("format", "version"):
+        for name in _META_KEYS + _BLOBS + ("anchors", "anchor_joints", "format", "version"):
             v = values[name]
-            if name in _BLOBS:
+            if name == "anchor_joints":
+                if v is None:
+                    continue
+                v = [int(x) for x in v]
+            elif name in _BLOBS + ("anchors",):
                 if v is None:
                     continue
                 v = base64.b64encode(np.ascontiguousarray(v, dtype="<f4").tobytes()).decode("ascii")
@@ -160,7 +195,7 @@ class HeadMeta:
             elif isinstance(v, tuple):
                 v = [int(x) for x in v]
             d[name] = v
-        d["version"] = META_VERSION if self.offsets is not None else 1
+        d["version"] = 3 if self.anchors is not None else 2 if self.offsets is not None else 1
         return json.dumps(d, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
 
     @classmethod
@@ -213,6 +248,7 @@ class HeadMeta:
         kw["flame_model_sha256"] = d["flame_model_sha256"]
         fit = FlameFit(**{k: kw.pop(k) for k in _FIT_KEYS}, landmark_error_px=np.full(N_LANDMARKS, np.nan))
         kw.update(_read_offsets(d, bad) if version >= 2 else {})
+        kw.update(_read_anchors(d, bad, kw["n_faces"]) if version >= 3 else {})
         return cls(fit=fit, **kw, format=META_FORMAT, version=version)
 
 
@@ -244,6 +280,19 @@ def _read_offsets(d: dict, bad) -> dict:
     return {"offsets": offsets.reshape(-1, 3), "hair": hair}
 
 
+def _read_anchors(d: dict, bad, n_faces: int) -> dict:
+    """Version 3's optional rigid anchors: corners [A, 3, 3] and their joints [A] (both or neither)."""
+    if "anchors" not in d and "anchor_joints" not in d:
+        return {}
+    corners = _blob(d, "anchors", bad)
+    joints = d.get("anchor_joints")
+    if not (isinstance(joints, list) and all(type(j) is int and 0 <= j < 64 for j in joints)):
+        raise bad(f"anchor_joints is {joints!r}, expected a list of joint indices")
+    if corners.size != 9 * len(joints) or not joints:
+        raise bad(f"anchors hold {corners.size} values for {len(joints)} joints: expected [A, 3, 3] and [A]")
+    return {"anchors": corners.reshape(-1, 3, 3), "anchor_joints": tuple(joints)}
+
+
 @dataclass
 class RawPly:
     """Stored (pre-activation) values as read, kept so that a re-write is bit-exact."""
@@ -270,8 +319,8 @@ class GaussianPly:
     def from_bound(cls, bound, vertices: torch.Tensor, faces: torch.Tensor, meta: HeadMeta | None) -> "GaussianPly":
         """BoundGaussians on the (canonical) mesh `vertices` [V, 3] -> a writable head."""
         g = world_gaussians(bound, vertices, faces).detach()
-        if meta is not None:
-            meta = replace(meta, sh_degree=bound.sh_degree, n_faces=int(faces.shape[0]))
+        if meta is not None:  # faces: FLAME's + the meta's anchors
+            meta = replace(meta, sh_degree=bound.sh_degree, n_faces=int(faces.shape[0]) - meta.n_anchors)
         return cls(gaussians=g, binding=bound.binding.detach().clone(), meta=meta)
 
     def to_bound(self, vertices: torch.Tensor, faces: torch.Tensor):
@@ -521,18 +570,19 @@ def _read_meta(comments: list[str], k: int, path: Path) -> HeadMeta | None:
 
 
 def _read_binding(table: np.ndarray, meta: HeadMeta | None, path: Path) -> Tensor | None:
-    """The binding column [N] int64 (None when absent), checked against the FLAME face count."""
+    """The binding column [N] int64 (None when absent), checked against the head's face count (FLAME's +
+    the rigid anchors')."""
     if "binding" not in (table.dtype.names or ()):
         return None
     b = table["binding"]
     if b.dtype.kind not in "iu":
         raise ArtifactError("binding is not an integer property", path=path)
     b = b.astype(np.int64)
-    hi = meta.n_faces if meta is not None else None
+    hi = meta.n_faces + meta.n_anchors if meta is not None else None
     bad = (b < 0) | (b >= hi) if hi is not None else (b < 0)
     if bad.any():
         raise ArtifactError(
-            f"binding out of range for {int(bad.sum())} Gaussian(s) (FLAME has {hi} faces)"
+            f"binding out of range for {int(bad.sum())} Gaussian(s) (the head has {hi} faces)"
             if hi
             else "negative binding values",
             path=path,
