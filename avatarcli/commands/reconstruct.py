@@ -107,6 +107,9 @@ def reconstruct_command(
         help="Gaussians seeded on the FLAME surface (default: init-gaussians').",
         show_default=False,
     ),
+    mouth: bool = typer.Option(
+        True, "--mouth/--no-mouth", help="Add a mouth interior (dark cavity, teeth, tongue) for open-mouth animation."
+    ),
 ) -> int:
     """Reconstruct a 3D Gaussian head from each photo: landmarks -> fit-flame -> encode ->
     init-gaussians -> denoise, with every model loaded once for the whole batch.
@@ -138,7 +141,7 @@ def reconstruct_command(
         info(n)
     config = ReconstructConfig(
         rounds=rounds, no_diffusion=no_diffusion, device=device, seed=seed, flame=flame, max_side=max_side,
-        face_index=face_index, steps=steps, n_gaussians=n_gaussians, detector=detector,
+        face_index=face_index, steps=steps, n_gaussians=n_gaussians, detector=detector, mouth=mouth,
     )  # fmt: skip
     stages = [s for s in STAGES if not (no_diffusion and s == "encode")]
     cpu_diffusion = not no_diffusion and rounds != 0 and device.strip().lower() in ("cpu", "auto")

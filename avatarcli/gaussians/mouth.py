@@ -251,4 +251,4 @@ def mouth_for_init(model, fit, n: int, sh_degree: int) -> MouthInterior | None:
     if n < MIN_MOUTH or model.landmarks is None:
         return None
     cfg = MouthConfig(n_cavity=int(0.4 * n), n_shell=int(0.25 * n), n_teeth=int(0.12 * n), n_tongue=int(0.1 * n))
-    return mouth_interior(model, fit.params(device=model.device, dtype=model.dtype), cfg, sh_degree)
+    return mouth_interior(model, fit.canonical_params(model, model.device, model.dtype), cfg, sh_degree)

@@ -34,6 +34,7 @@ class ReconstructConfig:
     detector: str = "auto"  # landmark detector: auto | fan | dlib (avatarcli.landmarks.choose)
     steps: int | None = None  # Gaussian fitting steps per fit (input view / each round)
     n_gaussians: int | None = None  # Gaussians seeded on the FLAME surface
+    mouth: bool = True  # a mouth interior (init-gaussians' default share of the Gaussians); False: none
     n_shape: int = 100  # FLAME coefficients fitted
     n_expr: int = 50
     encode_size: int = 512  # face crop size of the encode stage

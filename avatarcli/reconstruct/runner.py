@@ -127,7 +127,8 @@ def _build(cls, **kw):
 
 
 def _init_config(config: ReconstructConfig):
-    return _build(InitConfig, n_gaussians=config.n_gaussians, seed=config.seed)
+    return _build(InitConfig, n_gaussians=config.n_gaussians, seed=config.seed,
+                  mouth_fraction=None if config.mouth else 0.0)  # fmt: skip
 
 
 def _denoise_config(config: ReconstructConfig, device=None):
