@@ -248,7 +248,7 @@ class HeadMeta:
         kw["flame_model_sha256"] = d["flame_model_sha256"]
         fit = FlameFit(**{k: kw.pop(k) for k in _FIT_KEYS}, landmark_error_px=np.full(N_LANDMARKS, np.nan))
         kw.update(_read_offsets(d, bad) if version >= 2 else {})
-        kw.update(_read_anchors(d, bad, kw["n_faces"]) if version >= 3 else {})
+        kw.update(_read_anchors(d, bad) if version >= 3 else {})
         return cls(fit=fit, **kw, format=META_FORMAT, version=version)
 
 
@@ -280,7 +280,7 @@ def _read_offsets(d: dict, bad) -> dict:
     return {"offsets": offsets.reshape(-1, 3), "hair": hair}
 
 
-def _read_anchors(d: dict, bad, n_faces: int) -> dict:
+def _read_anchors(d: dict, bad) -> dict:
     """Version 3's optional rigid anchors: corners [A, 3, 3] and their joints [A] (both or neither)."""
     if "anchors" not in d and "anchor_joints" not in d:
         return {}
