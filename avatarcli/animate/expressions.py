@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from avatarcli.errors import ArtifactError, InputError
-from avatarcli.io.npz import _load_npz_bytes
+from avatarcli.io.npz import load_npz_bytes
 
 # Parameter name -> (width, accepted key names in priority order).
 PARAMS: dict[str, tuple[int | None, tuple[str, ...]]] = {
@@ -200,7 +200,7 @@ def clip_from_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> Express
 def load_expression(path: str | Path) -> ExpressionClip:
     """Read one expression .npz (never unpickles); one-line ArtifactError naming file and key."""
     path = Path(path)
-    arrays = dict(_load_npz_bytes(path))
+    arrays = dict(load_npz_bytes(path))
     return clip_from_arrays(path, arrays)
 
 

@@ -77,7 +77,7 @@ def align_face(landmarks: np.ndarray, size: int) -> CropAlign:
     return CropAlign(affine=A, size=int(size), box=box)
 
 
-def _sample_grid(A_dst_to_src: np.ndarray, out_hw: tuple[int, int], src_hw: tuple[int, int]) -> torch.Tensor:
+def sample_grid(A_dst_to_src: np.ndarray, out_hw: tuple[int, int], src_hw: tuple[int, int]) -> torch.Tensor:
     """grid_sample grid [1, H, W, 2] that reads, for each output pixel, the source pixel A @ (x, y)."""
     H, W = out_hw
     ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
@@ -95,7 +95,7 @@ def warp_to_crop(rgb: np.ndarray, align: CropAlign) -> np.ndarray:
     img = (
         torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
     )  # [1, 3, H, W]
-    grid = _sample_grid(align.inverse, (align.size, align.size), rgb.shape[:2])
+    grid = sample_grid(align.inverse, (align.size, align.size), rgb.shape[:2])
     out = F.grid_sample(img, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out[0].permute(1, 2, 0).numpy()
 
@@ -103,6 +103,6 @@ def warp_to_crop(rgb: np.ndarray, align: CropAlign) -> np.ndarray:
 def labels_to_image(labels: np.ndarray, align: CropAlign, image_hw: tuple[int, int]) -> np.ndarray:
     """Crop label map [S, S] (small ints) -> image label map [H, W] (nearest; outside the crop = 0)."""
     lab = torch.from_numpy(labels.astype(np.float32))[None, None]  # [1, 1, S, S]
-    grid = _sample_grid(align.affine, image_hw, labels.shape)
+    grid = sample_grid(align.affine, image_hw, labels.shape)
     out = F.grid_sample(lab, grid, mode="nearest", padding_mode="zeros", align_corners=False)
     return out[0, 0].round().numpy().astype(labels.dtype)

@@ -332,7 +332,7 @@ def head_weights(lbs_weights: Tensor) -> Tensor:
     return w
 
 
-def _transforms(model, params: FlameParams) -> Tensor:
+def skinning_transforms(model, params: FlameParams) -> Tensor:
     """Skinning transforms [B, J, 4, 4] of `params` (translation not included)."""
     rot = pose_rotations(params)
     joints = shaped_joints(model, params.shape, params.expr)
@@ -352,8 +352,8 @@ def pose_deformed(
     hair: Tensor,  # [V]
 ) -> Tensor:
     """Posed vertices of the deformed head [B, V, 3] (see the module docstring)."""
-    A_c = _transforms(model, canon).to(base.dtype)  # [1, J, 4, 4]
-    A_f = _transforms(model, frames).to(base.dtype)  # [B, J, 4, 4]
+    A_c = skinning_transforms(model, canon).to(base.dtype)  # [1, J, 4, 4]
+    A_f = skinning_transforms(model, frames).to(base.dtype)  # [B, J, 4, 4]
     rel = (A_f @ torch.linalg.inv(A_c))[..., :3, :]  # [B, J, 3, 4]
     w = head_weights(model.lbs_weights.to(base))  # [V, J]
     B, J = rel.shape[:2]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avatarcli.diffusion.crop import CropAlign, _sample_grid, apply_affine, invert_affine
+from avatarcli.diffusion.crop import CropAlign, apply_affine, invert_affine, sample_grid
 
 # unit crop coordinates (x right, y down): eye, eye, nose tip, mouth corner, mouth corner
 GAN_ANCHORS = np.array(
@@ -60,14 +60,14 @@ def gan_align(landmarks: np.ndarray, size: int) -> CropAlign:
 
 def crop_tensor(image: torch.Tensor, align: CropAlign) -> torch.Tensor:
     """Photo [N, C, H, W] -> crop [N, C, S, S] (bilinear; outside the photo = 0)."""
-    grid = _sample_grid(align.inverse, (align.size, align.size), (image.shape[-2], image.shape[-1]))
+    grid = sample_grid(align.inverse, (align.size, align.size), (image.shape[-2], image.shape[-1]))
     grid = grid.to(image.device, image.dtype).expand(image.shape[0], -1, -1, -1)
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def uncrop(render: torch.Tensor, align: CropAlign, image_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """A GAN render [N, C, S, S] -> the photo frame [N, C, H, W] and where it is defined [N, 1, H, W]."""
-    grid = _sample_grid(align.affine, image_hw, (align.size, align.size))
+    grid = sample_grid(align.affine, image_hw, (align.size, align.size))
     grid = grid.to(render.device, render.dtype).expand(render.shape[0], -1, -1, -1)
     out = F.grid_sample(render, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     inside = ((grid.abs() <= 1).all(dim=-1))[:, None].to(render.dtype)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from avatarcli.flame.deform import _transforms
+from avatarcli.flame.deform import skinning_transforms
 
 HEAD_JOINT, JAW_JOINT = 1, 2
 
@@ -78,4 +78,4 @@ class RigidAnchors:
 
 def joint_transforms(model, params) -> Tensor:
     """Skinning transforms [B, J, 4, 4] of FlameParams `params` (translation not included)."""
-    return _transforms(model, params)
+    return skinning_transforms(model, params)

@@ -33,7 +33,7 @@ class Field:
     optional: bool = False
 
 
-def _load_npz_bytes(path: Path) -> Mapping[str, np.ndarray]:
+def load_npz_bytes(path: Path) -> Mapping[str, np.ndarray]:
     if not path.exists():
         raise ArtifactError("file not found", path=path)
     if path.is_dir():
@@ -120,7 +120,7 @@ def validate_arrays(path: Path | str, arrays: Mapping[str, np.ndarray], fields: 
 def read_npz(path: str | Path, fmt: str, version: int, fields: Sequence[Field]) -> dict[str, np.ndarray]:
     """Load and validate an artifact; returns the arrays (text fields as str arrays)."""
     path = Path(path)
-    arrays = dict(_load_npz_bytes(path))
+    arrays = dict(load_npz_bytes(path))
     arrays["version"] = np.asarray(check_format(path, arrays, fmt, version))
     validate_arrays(path, arrays, fields)
     return arrays

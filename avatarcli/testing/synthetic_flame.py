@@ -180,7 +180,7 @@ def _vertex_angles() -> tuple[np.ndarray, np.ndarray]:
     return T, P
 
 
-def _vid(ring: int, col) -> np.ndarray:
+def vertex_id(ring: int, col) -> np.ndarray:
     return 1 + ring * N_COLS + np.mod(col, N_COLS)
 
 
@@ -191,17 +191,21 @@ def _quad_face(ring: int, col: int, upper: bool) -> int:
 
 
 def _faces() -> np.ndarray:
-    f = [np.stack([np.zeros(N_COLS, int), _vid(0, np.arange(N_COLS)), _vid(0, np.arange(N_COLS) + 1)], -1)]
+    f = [np.stack([np.zeros(N_COLS, int), vertex_id(0, np.arange(N_COLS)), vertex_id(0, np.arange(N_COLS) + 1)], -1)]
     j = np.arange(N_COLS)
     for i in range(N_RINGS - 1):
-        a, b = _vid(i, j), _vid(i, j + 1)
-        d, c = _vid(i + 1, j), _vid(i + 1, j + 1)
+        a, b = vertex_id(i, j), vertex_id(i, j + 1)
+        d, c = vertex_id(i + 1, j), vertex_id(i + 1, j + 1)
         f.append(np.stack([np.stack([a, d, c], -1), np.stack([a, c, b], -1)], 1).reshape(-1, 3))
     # partial cap of the neck opening: a fan at the back of the bottom ring, facing down
     last = N_RINGS - 1
     k = np.arange(N_NECK_TRIS)
     c0 = N_COLS // 2  # back of the head (phi ~ 180)
-    f.append(np.stack([_vid(last, np.full(N_NECK_TRIS, c0)), _vid(last, c0 + k + 2), _vid(last, c0 + k + 1)], -1))
+    f.append(
+        np.stack(
+            [vertex_id(last, np.full(N_NECK_TRIS, c0)), vertex_id(last, c0 + k + 2), vertex_id(last, c0 + k + 1)], -1
+        )
+    )
     return np.concatenate(f).astype(np.int64)
 
 
@@ -285,7 +289,7 @@ def _synthetic_arrays_cached(seed: int) -> dict:
         return w / w.sum()
 
     last = T >= THETA_MAX - 1e-9
-    neck = np.abs(T - T[_vid(55, 0)]) < 1e-9
+    neck = np.abs(T - T[vertex_id(55, 0)]) < 1e-9
     jaw = (_bump(T, P, 95.0, -85.0, 4.0) > 0.3) | (_bump(T, P, 95.0, 85.0, 4.0) > 0.3)
     leye = _bump(T, P, 72.0, 21.0, 3.5) > 0.3
     reye = _bump(T, P, 72.0, -21.0, 3.5) > 0.3

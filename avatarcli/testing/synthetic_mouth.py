@@ -13,7 +13,7 @@ import torch
 
 from avatarcli.flame.embedding import embedding_from_mapping
 from avatarcli.flame.model import flame_from_arrays
-from avatarcli.testing.synthetic_flame import _vid, synthetic_arrays
+from avatarcli.testing.synthetic_flame import synthetic_arrays, vertex_id
 
 UPPER_RING, LINE_RING = 43, 44
 MOUTH_COLS = np.arange(-3, 4)  # phi = 4.44 degrees x col
@@ -21,7 +21,7 @@ MOUTH_COLS = np.arange(-3, 4)  # phi = 4.44 degrees x col
 
 def make_synthetic_flame_with_mouth(seed: int = 0, dtype=torch.float32):
     a = synthetic_arrays(seed)
-    up, line = _vid(UPPER_RING, MOUTH_COLS), _vid(LINE_RING, MOUTH_COLS)
+    up, line = vertex_id(UPPER_RING, MOUTH_COLS), vertex_id(LINE_RING, MOUTH_COLS)
     a["v_template"][up] = a["v_template"][line]
     a["shapedirs"][up] = a["shapedirs"][line]  # the slit stays closed for every identity / expression
     a["posedirs"][up] = a["posedirs"][line]
@@ -34,4 +34,4 @@ def slit_outline(vertices: torch.Tensor) -> torch.Tensor:
     """The opening between the lips on posed vertices [V, 3]: a closed outline [K, 3] (upper edge left
     to right, lower edge back), the inner columns of the slit (its ends stay closed)."""
     cols = MOUTH_COLS[1:-1]
-    return torch.cat([vertices[_vid(UPPER_RING, cols)], vertices[_vid(LINE_RING, cols[::-1].copy())]])
+    return torch.cat([vertices[vertex_id(UPPER_RING, cols)], vertices[vertex_id(LINE_RING, cols[::-1].copy())]])

@@ -44,7 +44,7 @@ class FrameSource:
         yield from _video_frames(self.path)
 
 
-def _natural_key(p: Path) -> list:
+def natural_key(p: Path) -> list:
     return [int(s) if s.isdigit() else s.lower() for s in re.split(r"(\d+)", p.name)]
 
 
@@ -87,7 +87,7 @@ def open_frames(path: str | Path) -> FrameSource:
         raise InputError("not found", path=path)
     if path.is_dir():
         files = sorted(
-            (q for q in path.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()), key=_natural_key
+            (q for q in path.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file()), key=natural_key
         )
         if not files:
             raise InputError(f"folder holds no images ({', '.join(IMAGE_SUFFIXES)})", path=path)

@@ -18,7 +18,7 @@ import numpy as np
 
 from avatarcli.errors import InputError, NoFaceError
 from avatarcli.io.images import LoadedImage
-from avatarcli.io.npz import _load_npz_bytes
+from avatarcli.io.npz import load_npz_bytes
 from avatarcli.landmarks.artifact import N_LANDMARKS
 from avatarcli.landmarks.detect import (
     crop_image,
@@ -29,7 +29,7 @@ from avatarcli.landmarks.detect import (
     heatmaps_batch,
 )
 from avatarcli.landmarks.points import SUFFIXES, read_points
-from avatarcli.track.frames import _natural_key
+from avatarcli.track.frames import natural_key
 
 MIN_IOU = 0.3
 MAX_JUMP = 0.5  # centre distance, x box side
@@ -154,7 +154,7 @@ def read_clip_landmarks(path: str | Path, n_frames: int) -> ClipLandmarks:
     if not path.exists():
         raise InputError("landmark file not found", path=path)
     if path.is_dir():
-        files = sorted((q for q in path.iterdir() if q.suffix.lower() in SUFFIXES and q.is_file()), key=_natural_key)
+        files = sorted((q for q in path.iterdir() if q.suffix.lower() in SUFFIXES and q.is_file()), key=natural_key)
         if len(files) != n_frames:
             raise InputError(f"holds {len(files)} landmark files, the clip has {n_frames} frames", path=path)
         arr = np.stack([read_points(q) for q in files])
@@ -175,7 +175,7 @@ def _read_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise InputError(f"not a readable .npy array ({type(e).__name__})", path=path) from None
         s = None
     elif path.suffix.lower() == ".npz":
-        z = _load_npz_bytes(path)
+        z = load_npz_bytes(path)
         key = next((k for k in ("landmarks", "lmk", "points", "pts") if k in z), None)
         if key is None:
             raise InputError(f"no 'landmarks' array in it (keys: {sorted(z)})", path=path)

@@ -20,7 +20,7 @@ from typing import Callable
 from avatarcli.errors import EnvironmentProblem, MissingModelError
 from avatarcli.io.hashing import sha256_file
 from avatarcli.weights.lock import ModelEntry, get_entry
-from avatarcli.weights.resolver import _cache_complete, _pinned, cache_folder, override_path, resolve
+from avatarcli.weights.resolver import cache_complete, cache_folder, override_path, pinned_sha256, resolve
 
 Progress = Callable[[int, int | None], None]  # (bytes done, total bytes or None)
 CHUNK = 1 << 20
@@ -39,7 +39,7 @@ def _check_hashes(entry: ModelEntry, folder: Path) -> None:
         p = folder / f.path
         if not p.is_file():
             raise EnvironmentProblem(f"download of {entry.name!r} is missing {f.path}", path=folder)
-        want = _pinned(entry, f.path)
+        want = pinned_sha256(entry, f.path)
         if want is None:
             continue
         sha = sha256_file(p)
@@ -113,7 +113,7 @@ def fetch(name: str, progress: Progress | None = None, force: bool = False) -> P
     folder = cache_folder(entry)
     if entry.kind == "pip":  # installed by pip, never downloaded here
         return resolve(name)
-    if _cache_complete(entry, folder) and not force:
+    if cache_complete(entry, folder) and not force:
         return folder
     if entry.kind == "manual":
         raise MissingModelError(

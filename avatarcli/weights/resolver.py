@@ -110,7 +110,7 @@ def _override_folder(entry: ModelEntry, p: Path) -> Path:
     return p
 
 
-def _cache_complete(entry: ModelEntry, folder: Path) -> bool:
+def cache_complete(entry: ModelEntry, folder: Path) -> bool:
     return folder.is_dir() and all((folder / f.path).is_file() for f in entry.files)
 
 
@@ -123,7 +123,7 @@ def resolve(name: str) -> Path:
     folder = cache_folder(entry)
     if entry.kind == "pip" and missing_modules(entry):
         raise _missing_error(entry, f"needs {', '.join(missing_modules(entry))}, which is not installed")
-    if _cache_complete(entry, folder):
+    if cache_complete(entry, folder):
         return folder
     if entry.kind == "pip":
         raise _missing_error(entry, "is not installed" if not folder.exists() else f"lacks {entry.files[0].path}")
@@ -166,7 +166,7 @@ class ModelStatus:
         return self.state == "present"
 
 
-def _pinned(entry: ModelEntry, rel: str) -> str | None:
+def pinned_sha256(entry: ModelEntry, rel: str) -> str | None:
     """The pinned sha256 (full, or the url's hash prefix) of file `rel`; None when nothing is pinned."""
     lf = next(f for f in entry.files if f.path == rel)
     if lf.sha256:
@@ -216,7 +216,7 @@ def status(name: str, check_hashes: bool = False) -> ModelStatus:
                 st.state = "bad hash"
                 st.problems.append(f"{rel}: size {p.stat().st_size}, expected {lf.size}")
                 continue
-            want = _pinned(entry, rel)
+            want = pinned_sha256(entry, rel)
             if want is None:
                 continue  # nothing pinned for this file
             sha = sha256_file(p)
