@@ -180,3 +180,13 @@ def test_too_many_coefficients_is_an_error(model64):
     p = _random_params(1, seed=0, n_shape=301, n_expr=10)
     with pytest.raises(ValueError, match="301 shape coefficients"):
         flame_forward(model64, p)
+
+
+def test_canonical_params_zero_only_global_pose_and_translation():
+    torch.manual_seed(0)
+    p = FlameParams(*(torch.randn(2, n) for n in (4, 3, 3, 3, 3, 6, 3)))
+    c = p.canonical()
+    assert torch.equal(c.global_pose, torch.zeros(2, 3)) and torch.equal(c.translation, torch.zeros(2, 3))
+    for name in ("shape", "expr", "neck_pose", "jaw_pose", "eyes_pose"):
+        assert torch.equal(getattr(c, name), getattr(p, name)), name
+    assert p.global_pose.abs().sum() > 0  # the input is left as it was

@@ -177,15 +177,7 @@ def canonical_params(
             f"the FLAME model only {model.n_shape} / {model.n_expr}",
             path=path,
         )
-    return FlameParams(
-        shape=params.shape,
-        expr=params.expr,
-        global_pose=torch.zeros_like(params.global_pose),
-        neck_pose=params.neck_pose,
-        jaw_pose=params.jaw_pose,
-        eyes_pose=params.eyes_pose,
-        translation=torch.zeros_like(params.translation),
-    )
+    return params.canonical()
 
 
 def canonical_head(

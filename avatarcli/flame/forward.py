@@ -233,13 +233,4 @@ def flame_landmarks(model: FlameModel, params: FlameParams) -> Tensor:
 
 def canonical_vertices(model: FlameModel, params: FlameParams) -> Tensor:
     """Vertices [B,V,3] of the canonical head: the params with global_pose = 0 and translation = 0."""
-    p = FlameParams(
-        shape=params.shape,
-        expr=params.expr,
-        global_pose=torch.zeros_like(params.global_pose),
-        neck_pose=params.neck_pose,
-        jaw_pose=params.jaw_pose,
-        eyes_pose=params.eyes_pose,
-        translation=torch.zeros_like(params.translation),
-    )
-    return flame_forward(model, p, with_landmarks=False).vertices
+    return flame_forward(model, params.canonical(), with_landmarks=False).vertices

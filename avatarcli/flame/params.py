@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, fields
 
 import torch
@@ -35,6 +36,12 @@ class FlameParams:
 
     def to(self, device=None, dtype=None) -> "FlameParams":
         return FlameParams(**{f.name: getattr(self, f.name).to(device=device, dtype=dtype) for f in fields(self)})
+
+    def canonical(self) -> "FlameParams":
+        """The same head with global pose and translation zero: the canonical (head) frame."""
+        return dataclasses.replace(
+            self, global_pose=torch.zeros_like(self.global_pose), translation=torch.zeros_like(self.translation)
+        )
 
     def detach(self) -> "FlameParams":
         return FlameParams(**{f.name: getattr(self, f.name).detach().clone() for f in fields(self)})
