@@ -23,6 +23,7 @@ import torch
 
 from avatarcli.errors import ArtifactError
 from avatarcli.io.atomic import atomic_write_bytes
+from avatarcli.io.tensors import read_safetensors
 
 FORMAT = "avatarcli.features"
 VERSION = 1
@@ -131,21 +132,11 @@ def write_features(path: str | Path, f: Features) -> Path:
 
 def read_features(path: str | Path) -> Features:
     """Read and validate; any problem -> ArtifactError naming the file and the field."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise ArtifactError("features file not found", path=path)
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            meta = dict(fh.metadata() or {})
-            arrays = {k: fh.get_tensor(k).numpy() for k in fh.keys()}
-    except ArtifactError:
-        raise
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for a bad header
-        raise ArtifactError(
-            f"not a readable safetensors file ({type(e).__name__}: {str(e)[:120]})", path=path
-        ) from None
+    meta, tensors = read_safetensors(path)
+    arrays = {k: t.numpy() for k, t in tensors.items()}
     _validate(path, arrays, meta)
     try:
         models = json.loads(meta.get("models", "{}"))

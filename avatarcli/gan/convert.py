@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save, save_file
 
 from avatarcli.errors import ArtifactError
 from avatarcli.gan.checkpoint import Checkpoint, load_checkpoint
 from avatarcli.gan.generator import GanConfig, TriplaneGenerator
 from avatarcli.io.atomic import atomic_path, atomic_write_bytes
+from avatarcli.io.tensors import read_safetensors
 
 _RULES = (
     (re.compile(r"^backbone\.mapping\.fc(\d+)\."), lambda m: f"mapping.layers.{m[1]}."),
@@ -147,12 +147,7 @@ def save_generator(G: TriplaneGenerator, out: str | Path) -> None:
 def load_generator(path: str | Path, device: str | torch.device = "cpu") -> TriplaneGenerator:
     """A TriplaneGenerator from a converted .safetensors (eval mode, no gradients on weights)."""
     p = Path(path)
-    try:
-        with safe_open(str(p), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 - any unreadable file is a bad artifact
-        raise ArtifactError(f"not a readable safetensors file ({type(e).__name__})", path=p) from None
+    meta, state = read_safetensors(p)
     if meta.get("format") != "avatarcli.gan/1":
         raise ArtifactError("not an avatarcli GAN weights file (run `avatar weights convert`)", path=p)
     raw = json.loads(meta["config"])

@@ -19,13 +19,13 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from safetensors.torch import save
 
 from avatarcli.errors import ArtifactError
 from avatarcli.gan.camera import FOCAL, gan_camera  # noqa: F401  (re-exported)
 from avatarcli.gan.generator import GanConfig, TriplaneGenerator
 from avatarcli.io.atomic import atomic_write_bytes
+from avatarcli.io.tensors import read_safetensors
 
 
 @dataclass(frozen=True)
@@ -162,12 +162,7 @@ def read_inversion(path) -> tuple[torch.Tensor, torch.Tensor, TriplaneGenerator]
 def read_inversion_artifact(path) -> Inversion:
     """The whole inversion file: pivot, camera, tuned generator, last losses and (when written) its frame."""
     p = Path(path)
-    try:
-        with safe_open(str(p), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            t = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # noqa: BLE001 - any unreadable file is a bad artifact
-        raise ArtifactError(f"not a readable safetensors file ({type(e).__name__})", path=p) from None
+    meta, t = read_safetensors(p)
     if meta.get("format") != INVERSION_FORMAT or meta.get("version") != "1":
         raise ArtifactError(f"not a GAN inversion file (format {meta.get('format')!r})", path=p)
     try:
