@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from avatarcli.animate.pose import HeadPoser  # noqa: E402
 from avatarcli.animate.sequence import FrameSequence  # noqa: E402
-from avatarcli.gaussians.init import InitConfig, init_gaussians  # noqa: E402
+from avatarcli.gaussians.init import InitConfig, init_gaussians, init_with_details  # noqa: E402
 from avatarcli.render.api import render  # noqa: E402
 from avatarcli.render.camera import orbit_camera  # noqa: E402
 from avatarcli.testing.synthetic_mouth import make_synthetic_flame_with_mouth, slit_outline  # noqa: E402
@@ -53,9 +53,8 @@ def main() -> None:
     S = a.size
     model = make_synthetic_flame_with_mouth()
     photo = make_synthetic_photo(model, size=96, yaw_deg=0.0, pitch_deg=0.0, jaw_open=0.0, expr_scale=0.0)
-    info: dict = {}
-    ply = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=20000), info=info)
-    ns = int(info["points"].shape[0])
+    ply, info = init_with_details(model, photo.fit, photo.rgb, InitConfig(n_gaussians=20000))
+    ns = int(info.points.shape[0])
     plain = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=ns, mouth_fraction=0.0))
     posers = {"no mouth": HeadPoser.from_ply(model, plain), "mouth": HeadPoser.from_ply(model, ply)}
     cam = lambda yaw: orbit_camera(yaw, 0, distance=0.3, target=(0, -0.035, 0.06), fov_deg=20, width=S, height=S)  # noqa: E731

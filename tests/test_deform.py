@@ -15,7 +15,7 @@ from avatarcli.animate.pose import HeadPoser
 from avatarcli.errors import ArtifactError
 from avatarcli.flame.deform import DeformConfig, face_hold, outside_region, pose_deformed
 from avatarcli.flame.forward import flame_forward, shaped_joints
-from avatarcli.gaussians.init import InitConfig, init_gaussians
+from avatarcli.gaussians.init import InitConfig, init_gaussians, init_with_details
 from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
 from avatarcli.render.api import render
 from avatarcli.render.camera import Camera, intrinsics, photo_camera
@@ -38,9 +38,8 @@ def _hair_region(photo) -> np.ndarray:
 def haired(flame_model):
     photo = make_synthetic_photo(flame_model, size=SIZE, yaw_deg=0.0, pitch_deg=0.0)
     region = _hair_region(photo)
-    info: dict = {}
     cfg = InitConfig(n_gaussians=4000, deform=DeformConfig(size=SIZE), mouth_fraction=0.0)  # the FLAME mesh only
-    ply = init_gaussians(flame_model, photo.fit, photo.rgb, cfg, region=region, info=info)
+    ply, info = init_with_details(flame_model, photo.fit, photo.rgb, cfg, region=region)
     return photo, region, ply, info
 
 

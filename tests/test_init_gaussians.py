@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from avatarcli.gaussians.init import InitConfig, init_gaussians, sample_surface
+from avatarcli.gaussians.init import InitConfig, init_gaussians, init_with_details, sample_surface
 from avatarcli.gaussians.model import sh0_to_rgb
 from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
 from avatarcli.testing.synthetic_photo import make_synthetic_photo
@@ -23,15 +23,12 @@ def photo(flame_model):
 
 @pytest.fixture(scope="module")
 def seeded(photo):
-    info: dict = {}
-    ply = init_gaussians(
+    return init_with_details(
         photo.model,
         photo.fit,
         photo.rgb,
         InitConfig(n_gaussians=N, skin_rgb=(0.1, 0.9, 0.2), mouth_fraction=0.04),
-        info=info,
     )
-    return ply, info
 
 
 def _nearest(rgb: np.ndarray, uv: torch.Tensor) -> torch.Tensor:
@@ -46,7 +43,7 @@ def test_count_binding_and_meta(seeded, photo):
     ply, info = seeded
     F = photo.faces.shape[0]
     assert ply.gaussians.n == N and ply.binding.shape == (N,)
-    ns = info["points"].shape[0]
+    ns = info.points.shape[0]
     assert int(ply.binding.min()) >= 0 and int(ply.binding[:ns].max()) < F  # surface: FLAME triangles
     assert set(ply.binding[ns:].tolist()) == {F, F + 1}  # the mouth interior: the rigid anchors (skull, jaw)
     assert ply.meta.n_faces == F and ply.meta.n_anchors == 2
@@ -88,11 +85,11 @@ def test_area_weighted_uniform_sampling():
 
 def test_visible_points_take_the_photo_colour(seeded, photo):
     ply, info = seeded
-    c = info["colour"]
+    c = info.colour
     vis = c.visible
     assert 0.2 < float(vis.float().mean()) < 0.7
-    cam = info["camera"]
-    pts = info["points"]
+    cam = info.camera
+    pts = info.points
     uv = cam.project(pts)
     got = sh0_to_rgb(ply.gaussians.sh[: pts.shape[0], 0])  # surface samples (the mouth follows)
     # against the photo (nearest pixel; bilinear differs a little)
@@ -107,7 +104,7 @@ def test_visibility_is_a_depth_test(seeded, photo):
     """Independent check: the true render's depth. Seen points lie on the front surface;
     points that face the camera inside the image but are flagged hidden lie behind it."""
     ply, info = seeded
-    c, cam, pts, normals = info["colour"], info["camera"], info["points"], info["normals"]
+    c, cam, pts, normals = info.colour, info.camera, info.points, info.normals
     from avatarcli.gaussians.binding import world_gaussians
     from avatarcli.render.api import render
 
@@ -135,7 +132,7 @@ def test_visibility_is_a_depth_test(seeded, photo):
 
 def test_hidden_points_take_the_mirror_colour_or_the_prior(seeded, photo):
     ply, info = seeded
-    c, cam, pts = info["colour"], info["camera"], info["points"]
+    c, cam, pts = info.colour, info.camera, info.points
     got = sh0_to_rgb(ply.gaussians.sh[: pts.shape[0], 0])  # surface samples (the mouth follows)
     m = c.mirrored
     assert int(m.sum()) > 20
@@ -152,9 +149,8 @@ def test_hidden_points_take_the_mirror_colour_or_the_prior(seeded, photo):
 
 
 def test_default_skin_prior_is_the_median_seen_colour(photo):
-    info: dict = {}
-    init_gaussians(photo.model, photo.fit, photo.rgb, InitConfig(n_gaussians=1500, seed=1), info=info)
-    c = info["colour"]
+    _, info = init_with_details(photo.model, photo.fit, photo.rgb, InitConfig(n_gaussians=1500, seed=1))
+    c = info.colour
     expected = c.rgb[c.visible].median(dim=0).values
     assert torch.allclose(c.skin, expected) and torch.allclose(c.rgb[c.prior], expected.expand(int(c.prior.sum()), 3))
 

@@ -15,7 +15,7 @@ from avatarcli.animate.pose import HeadPoser
 from avatarcli.animate.sequence import FrameSequence
 from avatarcli.errors import ArtifactError
 from avatarcli.flame.forward import flame_forward
-from avatarcli.gaussians.init import InitConfig, init_gaussians
+from avatarcli.gaussians.init import InitConfig, init_gaussians, init_with_details
 from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
 from avatarcli.render.api import render
 from avatarcli.render.camera import orbit_camera
@@ -32,9 +32,8 @@ def head(tmp_path_factory):
     read back from head.ply."""
     model = make_synthetic_flame_with_mouth()
     photo = make_synthetic_photo(model, size=SIZE, yaw_deg=0.0, pitch_deg=0.0, jaw_open=0.0, expr_scale=0.0)
-    info: dict = {}
-    ply = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=N), info=info)
-    ns = info["points"].shape[0]
+    ply, info = init_with_details(model, photo.fit, photo.rgb, InitConfig(n_gaussians=N))
+    ns = info.points.shape[0]
     path = tmp_path_factory.mktemp("mouth") / "head.ply"
     write_gaussian_ply(path, ply)
     plain = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=ns, mouth_fraction=0.0))

@@ -296,7 +296,7 @@ def _counting_stages(monkeypatch, fake_fit=None, fake_denoise=False) -> dict:
         return (ply, _no_fit_stats(ply)) if fake_denoise else real_den(ply, *a, **k)
 
     monkeypatch.setattr(den_mod, "denoise_head", den)
-    real_fit, real_init = fit_mod.fit_flame, init_mod.init_gaussians
+    real_fit, real_init = fit_mod.fit_flame, init_mod.init_with_details
 
     def fit(model, lms, *a, **k):
         calls["fit"] += 1
@@ -307,7 +307,7 @@ def _counting_stages(monkeypatch, fake_fit=None, fake_denoise=False) -> dict:
         return real_init(*a, **k)
 
     monkeypatch.setattr(fit_mod, "fit_flame", fit)
-    monkeypatch.setattr(init_mod, "init_gaussians", init)
+    monkeypatch.setattr(init_mod, "init_with_details", init)
     return calls
 
 
@@ -430,7 +430,7 @@ def test_stage_failure_inside_a_job_is_recorded(tmp_path, photos, flame_file, wa
     from avatarcli.reconstruct import Job, run_batch
 
     _counting_stages(monkeypatch, fake_denoise=True)
-    real = init_mod.init_gaussians
+    real = init_mod.init_with_details
     seen = []
 
     def flaky(*a, **k):
@@ -439,7 +439,7 @@ def test_stage_failure_inside_a_job_is_recorded(tmp_path, photos, flame_file, wa
             raise RuntimeError("boom")
         return real(*a, **k)
 
-    monkeypatch.setattr(init_mod, "init_gaussians", flaky)
+    monkeypatch.setattr(init_mod, "init_with_details", flaky)
     lm = photos["landmarks"] / "alice.npz"
     out = tmp_path / "out"
     jobs = [Job("carol", photos["alice"], out / "carol.ply", lm), Job("alice", photos["alice"], out / "alice.ply", lm)]

@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.fit import FitConfig, ViewTarget, fit_gaussians, fit_input_view
-from avatarcli.gaussians.init import InitConfig, init_gaussians
+from avatarcli.gaussians.init import InitConfig, init_with_details
 from avatarcli.gaussians.losses import erode, transparency
 from avatarcli.gaussians.model import BoundGaussians, Gaussians, rgb_to_sh0
 from avatarcli.gaussians.visibility import (
@@ -268,10 +268,9 @@ def test_init_photo_colours_only_where_facing_enough(flame_model):
     from avatarcli.testing.synthetic_photo import make_synthetic_photo
 
     photo = make_synthetic_photo(flame_model, size=64, yaw_deg=25.0)
-    info: dict = {}
-    init_gaussians(photo.model, photo.fit, photo.rgb, InitConfig(n_gaussians=2000), info=info)
-    c, pts, nrm = info["colour"], info["points"], info["normals"]
-    to_cam = info["camera"].position - pts
+    _, info = init_with_details(photo.model, photo.fit, photo.rgb, InitConfig(n_gaussians=2000))
+    c, pts, nrm = info.colour, info.points, info.normals
+    to_cam = info.camera.position - pts
     cos = (nrm * to_cam).sum(-1) / to_cam.norm(dim=-1)
     assert c.visible.any() and bool((cos[c.visible] > 0.35).all())
     # the grazing band (facing, but under the threshold) is not photo-coloured

@@ -299,13 +299,27 @@ def _surface_gaussians(
     return g, Rb[:, :, 2], spacing
 
 
+@dataclass
+class InitDetails:
+    """How init_gaussians made a head: its surface samples (the mouth interior, appended after them
+    in the head, is not described here), their colours and the canonical mesh they were seeded on."""
+
+    colour: ColourInfo
+    points: Tensor  # [N, 3] surface samples, canonical space
+    normals: Tensor  # [N, 3] their triangles' unit normals
+    spacing: float  # mean distance between neighbouring samples
+    camera: Camera  # the photo's camera in canonical space
+    vertices: Tensor  # [V, 3] the (deformed) canonical mesh
+    faces: Tensor  # [F, 3]
+    deformation: HeadDeformation | None  # None without a head region
+
+
 def init_gaussians(
     model,
     fit,
     rgb: np.ndarray,
     config: InitConfig | None = None,
     *,
-    info: dict | None = None,
     region: np.ndarray | Tensor | None = None,
 ) -> GaussianPly:
     """Seed `config.n_gaussians` FLAME-bound Gaussians on the fit's canonical head, coloured from
@@ -313,9 +327,20 @@ def init_gaussians(
 
     region: the head region [H, W] in 0..1 at the photo's size (face, hair, ears, neck); with it the
     mesh is deformed to its outline and nothing is seeded outside it (module docstring, 5.).
-    Returns a GaussianPly (canonical head, binding, HeadMeta of the fit). `info`, when given,
-    receives "colour" (ColourInfo), "points" [N, 3], "normals" [N, 3], "spacing", "camera",
-    "deformation" (HeadDeformation or None)."""
+    Returns a GaussianPly (canonical head, binding, HeadMeta of the fit); init_with_details also
+    returns how it was made (InitDetails)."""
+    return init_with_details(model, fit, rgb, config, region=region)[0]
+
+
+def init_with_details(
+    model,
+    fit,
+    rgb: np.ndarray,
+    config: InitConfig | None = None,
+    *,
+    region: np.ndarray | Tensor | None = None,
+) -> tuple[GaussianPly, InitDetails]:
+    """init_gaussians, and how the head was made (InitDetails)."""
 
     cfg = config or InitConfig()
     cfg.validate()
@@ -345,24 +370,14 @@ def init_gaussians(
     g.sh[:, 0] = rgb_to_sh0(colour.rgb)  # [N, 3] DC colour
     bound = bind_to_mesh(g, face, verts, faces)
     ply = _head_ply(bound, mouth, colour.skin, verts, faces, meta)
-    if info is not None:
-        info.update(
-            colour=colour,
-            points=pts,
-            normals=normals,
-            spacing=spacing,
-            camera=cam,
-            vertices=verts,
-            faces=faces,
-            deformation=deformation,
-        )
-    return ply
+    details = InitDetails(colour, pts, normals, float(spacing), cam, verts, faces, deformation)
+    return ply, details
 
 
 def _head_ply(bound, mouth, skin: Tensor, verts: Tensor, faces: Tensor, meta: HeadMeta) -> GaussianPly:
     """The head: the surface Gaussians `bound` on the FLAME mesh, then the mouth interior (if any;
     its shell in the skin colour) bound to its rigid anchors, which the mesh and the meta gain."""
-    if mouth is not None:  # appended after the surface samples (info's arrays describe those)
+    if mouth is not None:  # appended after the surface samples (InitDetails describes those)
         mouth = mouth.with_shell_colour(skin)
         meta = meta.with_anchors(mouth.anchors)
         verts, faces = mouth.anchors.extend(verts, faces)
@@ -373,7 +388,9 @@ def _head_ply(bound, mouth, skin: Tensor, verts: Tensor, faces: Tensor, meta: He
 __all__ = [
     "InitConfig",
     "ColourInfo",
+    "InitDetails",
     "init_gaussians",
+    "init_with_details",
     "sample_surface",
     "colour_points",
 ]

@@ -12,7 +12,7 @@ from torch import Tensor
 from avatarcli.errors import InputError
 from avatarcli.flame.artifact import FlameFit
 from avatarcli.flame.model import FlameModel
-from avatarcli.gaussians.init import InitConfig, init_gaussians
+from avatarcli.gaussians.init import InitConfig, init_with_details
 from avatarcli.gaussians.ply import GaussianPly
 from avatarcli.io.images import LoadedImage, check_image, load_image
 
@@ -50,9 +50,8 @@ def init_head(
     region: np.ndarray | Tensor | None = None,  # [H, W] head region in 0..1, or None
 ) -> tuple[GaussianPly, InitStats]:
     """The init head (init_gaussians) and where its colours came from."""
-    details: dict = {}
-    ply = init_gaussians(model, fit, rgb, config, info=details, region=region)
-    c = details["colour"]
+    ply, details = init_with_details(model, fit, rgb, config, region=region)
+    c = details.colour
     n = max(1, ply.gaussians.n)
     stats = InitStats(
         n_gaussians=ply.gaussians.n,
