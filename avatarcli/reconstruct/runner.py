@@ -28,7 +28,7 @@ from avatarcli.landmarks.points import given_landmarks
 from avatarcli.reconstruct.models import ENCODE_MODELS, Models, load_models
 from avatarcli.reconstruct.plan import Job, ReconstructConfig, check_outputs, plan_batch, validate_inputs
 from avatarcli.segment.head_region import choose_head_region, read_region, write_region
-from avatarcli.stages.denoise import DenoiseConfig, denoise_head
+from avatarcli.stages.denoise import DenoiseConfig, DenoiseStats, denoise_head
 from avatarcli.stages.fit_flame import fit_photos, quality_of
 from avatarcli.stages.init_gaussians import init_head
 from avatarcli.stages.landmarks import photo_landmarks
@@ -59,7 +59,9 @@ class JobResult:
     error: str | None = None  # the one-line message
     error_stage: str | None = None  # "validate" or a stage name
     exception: BaseException | None = field(default=None, repr=False)
-    stats: dict[str, Any] = field(default_factory=dict)  # stage statistics (e.g. denoise PSNR)
+    head_region: str | None = None  # where the head region came from: face-parsing | user | grabcut
+    denoise: DenoiseStats | None = None  # the denoise stage's figures (None when it did not run here)
+    traceback: str | None = field(default=None, repr=False)  # of an unexpected (non-AvatarError) failure
 
     def summary(self) -> dict[str, Any]:
         """The JSON-ready record `--json` prints."""
@@ -323,7 +325,7 @@ class _JobRunner:
         )  # fmt: skip
         compute = lambda: choose_head_region(img.rgb, lm_work.landmarks, features=features, user_mask=job.mask).mask  # noqa: E731
         region = self.stage("head-region", key, lambda p: read_region(p, img.size), compute, write_region)
-        self.result.stats["head_region"] = src
+        self.result.head_region = src
         return region, self.artifact_key("head-region", key, "region")
 
     def init_gaussians(self, img, fit, fit_key: str, region=None):
@@ -351,7 +353,7 @@ class _JobRunner:
                 on_step=on_step, mask=region,
             )  # fmt: skip
             write_gaussian_ply(self.job.output, head)
-        self.result.stats = dict(stats.scalars())
+        self.result.denoise = stats
 
 
 # ----------------------------------------------------------------------------- the batch
@@ -420,7 +422,7 @@ def _run_jobs(
             r.status, r.error, r.exception = "failed", one_line(e), e
             r.error_stage = r.error_stage or "setup"
             if not isinstance(e, AvatarError):
-                r.stats["traceback"] = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+                r.traceback = "".join(traceback.format_exception(type(e), e, e.__traceback__))
         results[i] = done or runner.result
         emit(Event("job_end", index=i, job=jobs[i], result=results[i]))
 
