@@ -16,8 +16,11 @@ import pytest
 
 WRITER = textwrap.dedent(
     """
-    import sys, time
+    import signal, sys, time
     from avatarcli.io.atomic import atomic_write, atomic_path
+    # a shell without job control starts background jobs with SIGINT ignored (and Python then keeps
+    # it ignored): restore Ctrl-C's KeyboardInterrupt, which is what the SIGINT test is about
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     path, how = sys.argv[1], sys.argv[2]
     block = b"N" * (1 << 20)
     if how == "write":
