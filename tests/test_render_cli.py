@@ -334,3 +334,21 @@ def test_several_yaws_in_one_call_equal_one_call_each(scene_ply, tmp_path, capsy
         assert main(base + bad) == 2
         err = capsys.readouterr().err.strip()
         assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_camera_errors_name_the_flag(tmp_path, capsys):
+    """The render stage names its setting (camera); the CLI shows it as --camera."""
+    from avatarcli.errors import InputError
+    from avatarcli.stages.render import RenderConfig, plan_render
+
+    fit, meta, _ = _fit_and_meta()
+    g = make_random_gaussians(20, 0)
+    ply = _write(tmp_path / "head.ply", g, binding=torch.zeros(20, dtype=torch.long), meta=meta)
+    with pytest.raises(InputError) as e:
+        plan_render(ply, tmp_path / "o.mp4", RenderConfig(camera="photo"))
+    assert e.value.setting == "camera" and e.value.raw_message.startswith("camera renders")
+    assert main(["render", str(ply), "-o", str(tmp_path / "o.mp4"), "--camera", "photo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--camera renders the photo's single view" in err and len(err.splitlines()) == 1
+    assert main(["render", str(ply), "-o", str(tmp_path / "o.png"), "--camera", str(tmp_path / "nosuch.npz")]) == 2
+    assert "--camera: expected 'photo' or a flame.npz fit file" in capsys.readouterr().err

@@ -129,7 +129,11 @@ def _camera_fit(cfg: RenderConfig, ply, flame):
         return fit, meta.root_joint
     if flame is None:
         why = "its FLAME shape differs from the head's" if meta is not None else "the PLY has no avatarcli metadata"
-        raise InputError(f"--camera: {why}; pass --flame so that the fit's root joint can be computed", path=cfg.camera)
+        raise InputError(
+            f"camera: {why}; pass --flame so that the fit's root joint can be computed",
+            path=cfg.camera,
+            setting="camera",
+        )
 
     model = load_flame(flame)
     shape = torch.as_tensor(np.asarray(fit.shape), dtype=torch.float32).reshape(1, -1)
@@ -153,10 +157,14 @@ def plan_render(ply_or_path, out: str | Path, config: RenderConfig, flame: str |
     if config.up not in ("auto", "y", "-y", "z", "-z", "x", "-x"):
         up_basis(config.up)  # raises the one-line error
     if config.camera is not None and (kind != "png" or config.views):
-        raise InputError("--camera renders the photo's single view: use a .png output and one --yaw", path=out)
+        raise InputError(
+            "camera renders the photo's single view: use a .png output and no other views", path=out, setting="camera"
+        )
     outputs = [check_output_path(p) for p in view_paths(out, config.views)] if config.views else []
     if config.camera not in (None, "photo") and not Path(config.camera).is_file():
-        raise InputError("--camera: expected 'photo' or a flame.npz fit file (not found)", path=config.camera)
+        raise InputError(
+            "camera: expected 'photo' or a flame.npz fit file (not found)", path=config.camera, setting="camera"
+        )
     device = resolve_device(config.device)
     backend = check_backend(config.backend, device)
     ply = read_gaussian_ply(ply_or_path) if isinstance(ply_or_path, (str, Path)) else ply_or_path

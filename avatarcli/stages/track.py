@@ -90,7 +90,7 @@ def track_video(
     frames = clock("read", lambda: open_frames(source))
     rate = float(fps or frames.fps or 30.0)
     if not (rate > 0 and np.isfinite(rate)):
-        raise InputError(f"--fps {fps}: must be a positive number")
+        raise InputError(f"fps {fps}: must be a positive number", setting="fps")
     clip = read_clip_landmarks(landmarks, frames.n_frames) if landmarks is not None else None
     model = flame if isinstance(flame, FlameModel) else load_flame(flame)
     tick = progress or (lambda stage, done, total: None)
