@@ -25,6 +25,7 @@ Pickles are never loaded (np.load(allow_pickle=False)).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,7 +232,7 @@ def concat_clips(path: Path, clips: list[ExpressionClip]) -> ExpressionClip:
     )
 
 
-def load_expressions(paths: list[str | Path]) -> list[ExpressionClip]:
+def load_expressions(paths: Sequence[str | Path]) -> list[ExpressionClip]:
     """Files and folders, in the order given, as clips to play one after another.
 
     A folder contributes its *.npz files sorted by name, each a clip; a folder whose

@@ -141,7 +141,9 @@ def face_hold(model, params: FlameParams, vertices: Tensor, faces: Tensor, inset
     if model.landmarks is None:
         return torch.zeros(vertices.shape[0])
     with torch.no_grad():
-        lmk = flame_forward(model, params).landmarks[0].float().cpu().numpy()  # [68, 3]
+        out = flame_forward(model, params).landmarks
+    assert out is not None  # the model has landmarks (checked above)
+    lmk = out[0].float().cpu().numpy()  # [68, 3]
     poly = np.concatenate([lmk[0:17], lmk[17:27][::-1]])[:, :2]  # jaw line, then brows right to left
     centre = poly.mean(0)
     poly = centre + (1.0 - inset) * (poly - centre)  # the outline itself is the silhouette's to place
@@ -164,7 +166,9 @@ def scalp(model, params: FlameParams, vertices: Tensor, hold: Tensor) -> Tensor:
     if model.landmarks is None:
         return hold < 0.5
     with torch.no_grad():
-        lmk = flame_forward(model, params).landmarks[0].float().cpu()  # [68, 3]
+        out = flame_forward(model, params).landmarks
+    assert out is not None  # the model has landmarks (checked above)
+    lmk = out[0].float().cpu()  # [68, 3]
     return (hold.cpu() < 0.5) & (vertices.detach().cpu()[:, 1] > 0.5 * float(lmk[0, 1] + lmk[16, 1]))
 
 

@@ -135,4 +135,4 @@ def write_npz(path: str | Path, fmt: str, version: int, arrays: Mapping[str, np.
         if v.dtype == object:
             raise TypeError(f"field {k!r} is an object array; artifacts hold plain arrays only")
     with atomic_write(path) as f:
-        np.savez(f, **payload)
+        np.savez(f, **payload)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle

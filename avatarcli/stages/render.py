@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -117,10 +117,13 @@ def _camera_fit(cfg: RenderConfig, ply, flame):
     The root joint (the centre of the fit's global rotation) depends only on the FLAME shape:
     the head's stored one is used when the fit has the head's shape, else it comes from --flame."""
     meta = ply.meta
+    if cfg.camera is None:
+        raise ValueError("_camera_fit needs a camera setting")
     if cfg.camera == "photo":
         if meta is None:
             raise InputError(
-                "--camera photo: this PLY holds no fit (not an avatarcli head); pass --camera FLAME_FIT.npz"
+                "camera photo: this PLY holds no fit (not an avatarcli head); pass --camera FLAME_FIT.npz",
+                setting="camera",
             )
         return meta.fit, meta.root_joint
 
@@ -180,7 +183,7 @@ def plan_render(ply_or_path, out: str | Path, config: RenderConfig, flame: str |
         framing = frame_gaussians(
             g.means, g.opacities, resolve_up(config.up, ply.meta is not None, getattr(ply, "up", None))
         )
-        kw = dict(width=size, height=size, distance=config.distance, fov_deg=config.fov)
+        kw: dict[str, Any] = dict(width=size, height=size, distance=config.distance, fov_deg=config.fov)
         if config.views:
             cameras = [view_camera(framing, y, config.pitch, **kw) for y in config.views]
         else:

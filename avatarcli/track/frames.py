@@ -77,7 +77,7 @@ def _video_info(path: Path) -> tuple[int, tuple[int, int], float | None]:
     if n == 0 or size is None:
         raise InputError("the video holds no frames", path=path)
     ok = isinstance(fps, (int, float)) and np.isfinite(fps) and fps > 0
-    return n, size, float(fps) if ok else None
+    return n, size, float(fps) if ok and fps is not None else None
 
 
 def open_frames(path: str | Path) -> FrameSource:
