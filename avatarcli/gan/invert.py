@@ -103,30 +103,44 @@ def invert(
     torch.manual_seed(cfg.seed)
     G.requires_grad_(False)
     w = _start_w(G, c, cfg).requires_grad_(True)
-    opt = torch.optim.Adam([w], lr=cfg.w_lr, betas=(0.9, 0.999))
     out = Inversion(ws=w.detach(), camera=c, generator=G)
-    for step in range(cfg.w_steps):
+
+    def w_loss() -> torch.Tensor:
         ws = w[:, None].expand(-1, G.num_ws, -1)
-        loss = inversion_loss(G.synthesis(ws, c).image, image, mask, perceptual, cfg.lpips_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        out.w_losses.append(float(loss.detach()))
-        if on_step:
-            on_step("w", step, float(loss.detach()))
+        return inversion_loss(G.synthesis(ws, c).image, image, mask, perceptual, cfg.lpips_weight)
+
+    opt = torch.optim.Adam([w], lr=cfg.w_lr, betas=(0.9, 0.999))
+    _optimise(opt, w_loss, cfg.w_steps, "w", out.w_losses, on_step)
     pivot = w.detach()[:, None].expand(-1, G.num_ws, -1).clone()
     tuned = copy.deepcopy(G).requires_grad_(True)
-    opt = torch.optim.Adam(tuned.parameters(), lr=cfg.pti_lr)
-    for step in range(cfg.pti_steps):
-        loss = inversion_loss(tuned.synthesis(pivot, c).image, image, mask, perceptual, cfg.lpips_weight)
+
+    def pti_loss() -> torch.Tensor:
+        return inversion_loss(tuned.synthesis(pivot, c).image, image, mask, perceptual, cfg.lpips_weight)
+
+    _optimise(
+        torch.optim.Adam(tuned.parameters(), lr=cfg.pti_lr), pti_loss, cfg.pti_steps, "pti", out.pti_losses, on_step
+    )
+    out.ws, out.generator = pivot, tuned.eval().requires_grad_(False)
+    return out
+
+
+def _optimise(
+    opt: torch.optim.Optimizer,
+    loss_fn: Callable[[], torch.Tensor],
+    steps: int,
+    stage: str,
+    losses: list[float],
+    on_step: Callable[[str, int, float], None] | None,
+) -> None:
+    """`steps` Adam steps on loss_fn(); each loss appended to `losses` and reported to on_step."""
+    for step in range(steps):
+        loss = loss_fn()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        out.pti_losses.append(float(loss.detach()))
+        losses.append(float(loss.detach()))
         if on_step:
-            on_step("pti", step, float(loss.detach()))
-    out.ws, out.generator = pivot, tuned.eval().requires_grad_(False)
-    return out
+            on_step(stage, step, losses[-1])
 
 
 INVERSION_FORMAT = "avatarcli.gan-inversion"
