@@ -325,7 +325,8 @@ def load_npy(path: str | Path, data: bytes | None = None) -> Any:
         elif version == (2, 0):
             shape, fortran, dtype = npformat.read_array_header_2_0(f)
         else:
-            shape, fortran, dtype = npformat._read_array_header(f, version)  # (3, 0)
+            # (3, 0): numpy has no public reader for v3.0 headers, and its stubs omit the private one
+            shape, fortran, dtype = npformat._read_array_header(f, version)  # type: ignore[attr-defined]
     except Exception as e:  # noqa: BLE001
         raise ArtifactError(
             f"not a .npy file ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})", path=p

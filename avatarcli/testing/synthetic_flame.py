@@ -528,8 +528,8 @@ def _npy_bytes(payload: bytes) -> bytes:
     """A .npy (v1.0) file of a 0-d object array whose pickle is `payload`."""
     header = "{'descr': '|O', 'fortran_order': False, 'shape': (), }"
     pad = 64 - (10 + len(header) + 1) % 64
-    header = (header + " " * pad + "\n").encode("latin1")
-    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + payload
+    header_bytes = (header + " " * pad + "\n").encode("latin1")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header_bytes)) + header_bytes + payload
 
 
 def _model_pickle(a: dict) -> bytes:

@@ -112,7 +112,8 @@ def tiny_segformer_config() -> dict:
 
 def write_tiny_sd_image_variations(folder: str | Path, seed: int = 0) -> Path:
     """Save a tiny sd-image-variations repo (hub layout) into `folder`; returns it."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    # diffusers.models, not diffusers: the top-level __init__ types these as its torch-less dummies
+    from diffusers.models import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     folder = Path(folder)
