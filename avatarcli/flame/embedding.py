@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -53,7 +53,7 @@ class LandmarkEmbedding:
         return self.dynamic_faces is not None
 
     def to(self, device=None, dtype=None) -> "LandmarkEmbedding":
-        out = {}
+        out: dict[str, Any] = {}  # field name -> moved tensor (None stays None)
         for f in fields(self):
             t = getattr(self, f.name)
             if t is None:
@@ -122,8 +122,8 @@ def embedding_from_mapping(path: str | Path, d: Mapping, dynamic: Mapping | None
         keys = sorted(map(str, d.keys()))[:8]
         raise ArtifactError(f"not a FLAME landmark embedding (keys {keys})", path=path)
 
-    if ff is None:
-        if df is None:
+    if ff is None or fb is None:
+        if df is None or db is None:
             raise ArtifactError(
                 "landmark embedding has no jaw-line contour (neither a dynamic table nor full_lmk_*)", path=path
             )

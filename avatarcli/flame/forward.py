@@ -128,11 +128,14 @@ def landmark_faces(model: FlameModel, rot: Tensor) -> tuple[Tensor, Tensor]:
     if emb is None:
         raise ValueError("this FLAME model has no landmark embedding")
     B = rot.shape[0]
-    if not emb.has_dynamic:
+    dyn_faces, dyn_bary = emb.dynamic_faces, emb.dynamic_bary
+    if dyn_faces is None:  # not emb.has_dynamic
         return emb.full_faces.expand(B, -1), _like(emb.full_bary, rot).expand(B, -1, -1)
-    bins = contour_bins(rot[:, 0] @ rot[:, 1]).to(emb.dynamic_faces.device)  # [B]
-    faces = torch.cat([emb.dynamic_faces[bins], emb.static_faces.expand(B, -1)], dim=1)  # [B, 68]
-    bary = torch.cat([_like(emb.dynamic_bary, rot)[bins], _like(emb.static_bary, rot).expand(B, -1, -1)], dim=1)
+    if dyn_bary is None:
+        raise ValueError("this FLAME landmark embedding has dynamic contour faces but no barycentrics")
+    bins = contour_bins(rot[:, 0] @ rot[:, 1]).to(dyn_faces.device)  # [B]
+    faces = torch.cat([dyn_faces[bins], emb.static_faces.expand(B, -1)], dim=1)  # [B, 68]
+    bary = torch.cat([_like(dyn_bary, rot)[bins], _like(emb.static_bary, rot).expand(B, -1, -1)], dim=1)
     return faces, bary
 
 
@@ -183,11 +186,13 @@ class _LandmarkSubset:
 
 
 def _landmark_subset(model: FlameModel) -> _LandmarkSubset:
-    cached = getattr(model, "_lmk_subset", None)
-    if cached is not None:
+    cached = model._lmk_subset
+    if isinstance(cached, _LandmarkSubset):
         return cached
     emb = model.landmarks
-    used = [emb.full_faces, emb.static_faces] + ([emb.dynamic_faces.reshape(-1)] if emb.has_dynamic else [])
+    if emb is None:
+        raise ValueError("this FLAME model has no landmark embedding")
+    used = [emb.full_faces, emb.static_faces] + ([] if emb.dynamic_faces is None else [emb.dynamic_faces.reshape(-1)])
     verts = torch.unique(model.faces[torch.cat(used).to(model.faces.device)].reshape(-1))  # [U]
     U = verts.shape[0]
     remap = torch.full((model.n_vertices,), -1, dtype=torch.long, device=verts.device)

@@ -43,11 +43,12 @@ class FlameModel:
     J_shapedirs: Tensor = field(init=False, repr=False)  # [J, 3, S]
     J_exprdirs: Tensor = field(init=False, repr=False)  # [J, 3, E]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.J_template = self.J_regressor @ self.v_template
         self.J_shapedirs = torch.einsum("jv,vcs->jcs", self.J_regressor, self.shapedirs)
         self.J_exprdirs = torch.einsum("jv,vcs->jcs", self.J_regressor, self.exprdirs)
         self.parents_list = [int(p) for p in self.parents.tolist()]
+        self._lmk_subset: object | None = None  # flame.forward's landmark-vertex cache, built on first use
 
     @property
     def n_shape(self) -> int:
