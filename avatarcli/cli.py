@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import types
 
 import click
 import typer
@@ -22,13 +23,15 @@ from avatarcli.commands.common import flag_for
 from avatarcli.errors import EXIT_ENVIRONMENT, EXIT_USAGE, AvatarError
 from avatarcli.progress import console, set_quiet
 
+_typer_click_exc: types.ModuleType
 try:  # typer >= 0.25 ships its own copy of click; its commands raise that copy's exceptions
-    from typer._click import exceptions as _typer_click_exc  # type: ignore[attr-defined]
+    from typer._click import exceptions as _typer_click_exc
 except ImportError:  # pragma: no cover - older typer uses click itself
     _typer_click_exc = click.exceptions
 
 _EXIT = tuple({click.exceptions.Exit, getattr(typer, "Exit", click.exceptions.Exit)})
-_CLICK_ERROR = tuple({click.ClickException, _typer_click_exc.ClickException})
+# typer's copy of ClickException is another class with the same interface (show, exit_code)
+_CLICK_ERROR: tuple[type[click.ClickException], ...] = tuple({click.ClickException, _typer_click_exc.ClickException})
 _ABORT = tuple({click.exceptions.Abort, getattr(typer, "Abort", click.exceptions.Abort)})
 
 HELP = """\

@@ -117,8 +117,9 @@ def _read_prep(path: Path, default_size: int, mean, std) -> ImagePrep:
     cfg = json.loads(path.read_text()) if path.exists() else {}
     size = cfg.get("crop_size") if cfg.get("do_center_crop", False) else cfg.get("size")
     if isinstance(size, dict):
-        h = size.get("height", size.get("shortest_edge", default_size))
-        w = size.get("width", size.get("shortest_edge", default_size))
+        side = size.get("shortest_edge", default_size)
+        h = size["height"] if "height" in size else side
+        w = size["width"] if "width" in size else side
     elif isinstance(size, int):
         h = w = size
     else:
