@@ -590,3 +590,187 @@ def test_landmarks_of_another_photo_are_refused_unless_force(tmp_path, photos, f
     lm = given_landmarks(alice_lm, load_image(photos["bob"]), force=True)
     assert "another photo" in capsys.readouterr().err
     assert lm.landmarks.shape == (68, 2)
+
+
+# ----------------------------------------------------------------------------- the GAN prior (issue 12)
+
+
+@pytest.fixture(scope="module")
+def tiny_gan(tmp_path_factory) -> Path:
+    """The tiny random generator in the converted format (what `avatar weights convert` writes)."""
+    import dataclasses
+
+    import torch
+
+    from avatarcli.gan.convert import save_generator
+    from avatarcli.gan.generator import GanConfig, TriplaneGenerator
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("gan") / "tiny.safetensors"
+    save_generator(TriplaneGenerator(dataclasses.replace(GanConfig.tiny(), density_shift=2.0)), path)
+    return path
+
+
+GAN = ["--prior", "gan", "--rounds", "1", "--gan-w-steps", "2", "--gan-pti-steps", "2", "--device", "cpu",
+       "--steps", "4", "--n-gaussians", "1000", "--max-side", "64"]  # fmt: skip
+
+
+def _spy_gan(monkeypatch) -> dict:
+    """Counts, through the real code: generator loads, inversions (with a digest of the generator
+    each one starts from) and the GAN prior's denoise calls in the rounds."""
+    import avatarcli.gan.convert as convert_mod
+    import avatarcli.reconstruct.runner as runner_mod
+
+    seen: dict = {"loads": 0, "starts": [], "denoise": 0}
+    real_load, real_invert, real_prior = convert_mod.load_generator, runner_mod.invert_photo, runner_mod.GanPrior
+
+    def load(*a, **k):
+        seen["loads"] += 1
+        return real_load(*a, **k)
+
+    def invert(G, *a, **k):
+        seen["starts"].append(sum(float(p.double().sum()) for p in G.state_dict().values()))
+        return real_invert(G, *a, **k)
+
+    class Prior(real_prior):  # type: ignore[misc, valid-type]
+        def denoise(self, *a, **k):
+            seen["denoise"] += 1
+            return super().denoise(*a, **k)
+
+    monkeypatch.setattr(convert_mod, "load_generator", load)
+    monkeypatch.setattr(runner_mod, "invert_photo", invert)
+    monkeypatch.setattr(runner_mod, "GanPrior", Prior)
+    return seen
+
+
+@pytest.mark.slow
+def test_prior_gan_runs_invert_gan_as_a_cached_stage(tmp_path, photos, flame_file, warm, tiny_gan, monkeypatch, capsys):
+    """--prior gan: invert-gan runs between head-region and init-gaussians, its inversion is kept
+    in the work folder and reused, the rounds fit the GAN's renders; no encode, no diffusion model."""
+    from avatarcli.gan.invert import read_inversion_artifact
+
+    monkeypatch.setenv("AVATAR_WEIGHTS_LPIPS_VGG", str(tmp_path / "no-lpips.pth"))  # L2 only, warned once
+    seen = _spy_gan(monkeypatch)
+    out, work = tmp_path / "head.ply", _workdir_for(tmp_path, warm)
+    args = ["reconstruct", str(photos["alice"]), "-o", str(out), "--flame", str(flame_file), "--landmarks",
+            str(photos["landmarks"] / "alice.npz"), "--workdir", str(work), "--gan-weights", str(tiny_gan), "--json"]  # fmt: skip
+    assert main([*args, *GAN]) == 0
+    cap = capsys.readouterr()
+    (r,) = json.loads(cap.out)["images"]
+    assert r["status"] == "done" and out.is_file()
+    assert list(r["stage_times"]) == [
+        "landmarks",
+        "fit-flame",
+        "head-region",
+        "invert-gan",
+        "init-gaussians",
+        "denoise",
+    ]
+    assert r["reused"] == ["fit-flame", "head-region", "init-gaussians"] and r["gan_loss"] > 0
+    assert sum("L2 only" in line for line in cap.err.splitlines()) == 1 and "Traceback" not in cap.err
+    inv = read_inversion_artifact(work / "alice" / "gan_inversion.safetensors")
+    assert inv.frame is not None and inv.frame.image_size == (64, 64) and len(inv.pti_losses) == 1
+    assert seen["loads"] == 1 and len(seen["starts"]) == 1 and seen["denoise"] == 1  # one round
+
+    calls = _counting_stages(monkeypatch, fake_denoise=True)  # the re-runs are about the cache only
+    assert main([*args, *GAN]) == 0  # unchanged inputs: the inversion is reused
+    (r,) = json.loads(capsys.readouterr().out)["images"]
+    assert "invert-gan" in r["reused"] and len(seen["starts"]) == 1 and calls["denoise"] == 1
+    assert main([*args, *GAN, "--gan-pti-steps", "3"]) == 0  # another setting: inverted again
+    (r,) = json.loads(capsys.readouterr().out)["images"]
+    assert "invert-gan" not in r["reused"] and len(seen["starts"]) == 2
+
+
+@pytest.mark.slow
+def test_prior_gan_batch_loads_once_and_a_bad_photo_fails_alone(
+    tmp_path, photos, flame_file, warm, tiny_gan, monkeypatch, capsys
+):
+    d = tmp_path / "mixed"
+    d.mkdir()
+    for n in ("alice", "carol"):  # the same photo twice: both reuse the warm fit
+        (d / f"{n}.png").write_bytes(photos["alice"].read_bytes())
+    (d / "bob.png").write_bytes(photos["bob"].read_bytes()[:200])  # truncated
+    lm = tmp_path / "lm"
+    lm.mkdir()
+    for n in ("alice", "carol"):
+        (lm / f"{n}.npz").write_bytes((photos["landmarks"] / "alice.npz").read_bytes())
+    seen = _spy_gan(monkeypatch)
+    _counting_stages(monkeypatch, fake_denoise=True)  # the real rounds with the GAN run in the test above
+    out, work = tmp_path / "heads", _workdir_for(tmp_path, warm, ("alice", "carol"))
+    rc = main(["reconstruct", str(d), "-o", str(out), "--flame", str(flame_file), "--landmarks", str(lm),
+               "--workdir", str(work), "--gan-weights", str(tiny_gan), *GAN])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1 and "bob.png" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["alice.ply", "carol.ply"]  # nothing half-written for bob
+    assert seen["loads"] == 1 and len(seen["starts"]) == 2
+    assert seen["starts"][0] == seen["starts"][1]  # each photo starts from the untouched generator (PTI tunes a copy)
+    assert not (work / "bob").exists() or not (work / "bob" / "gan_inversion.safetensors").exists()
+
+
+def test_prior_gan_without_weights_is_exit_3_naming_the_convert(tmp_path, flame_file, capsys, monkeypatch):
+    monkeypatch.setenv("AVATAR_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("AVATAR_WEIGHTS_PANOHEAD", raising=False)
+    a = _png(tmp_path / "a.png")
+    lm = tmp_path / "a.txt"
+    np.savetxt(lm, np.random.default_rng(0).uniform(10, 50, (68, 2)))
+    out = tmp_path / "head.ply"
+    base = ["reconstruct", str(a), "-o", str(out), "--flame", str(flame_file), "--landmarks", str(lm)]
+    assert main([*base, "--prior", "gan"]) == 3
+    _one_error_line(capsys.readouterr().err, "avatar weights convert panohead --from")
+    assert main([*base, "--prior", "gan+diffusion"]) == 3  # several missing: one line, each with its command
+    err = capsys.readouterr().err
+    _one_error_line(err, "avatar weights convert panohead --from")
+    assert "avatar weights fetch sd-image-variations face-parsing" in err
+    assert not out.exists()
+
+
+def test_prior_flags_are_checked_before_any_work(tmp_path, flame_file, capsys):
+    a = _png(tmp_path / "a.png")
+    base = ["reconstruct", str(a), "-o", str(tmp_path / "head.ply"), "--flame", str(flame_file)]
+    assert main([*base, "--prior", "nerf"]) == 2
+    _one_error_line(capsys.readouterr().err, "--prior 'nerf': expected one of diffusion, gan, gan+diffusion")
+    assert main([*base, "--prior", "gan", "--no-diffusion"]) == 2
+    _one_error_line(capsys.readouterr().err, "--no-diffusion fits the input view only")
+    assert main([*base, "--prior", "gan", "--gan-weights", str(tmp_path / "none.safetensors")]) == 2
+    _one_error_line(capsys.readouterr().err, "none.safetensors: file not found")
+    assert not (tmp_path / "head.ply").exists()
+
+
+def test_prior_settings_choose_stages_models_and_the_denoiser(tmp_path, monkeypatch):
+    """Which stages and weights each --prior needs, and that gan+diffusion chains the GAN before
+    the diffusion denoiser (the denoise stage is stubbed: this checks the wiring only)."""
+    import types
+
+    import avatarcli.reconstruct.runner as runner_mod
+    from avatarcli.gan.prior import PriorChain
+
+    a = _png(tmp_path / "a.jpg")
+    (job,) = plan_batch([a], tmp_path / "h.ply")
+    job.landmarks = tmp_path / "a.npz"
+    gan, both = ReconstructConfig(prior="gan"), ReconstructConfig(prior="gan+diffusion")
+    assert needed_models([job], gan) == ["panohead"]
+    assert needed_models([job], both) == ["sd-image-variations", "face-parsing", "panohead"]
+    assert needed_models([job], ReconstructConfig(prior="gan", gan_weights=a)) == []
+    assert needed_models([job], ReconstructConfig(prior="gan", rounds=0)) == []  # no rounds: no prior to invert
+    assert "encode" not in runner_mod.stages_of(gan) and "invert-gan" in runner_mod.stages_of(gan)
+    assert {"encode", "invert-gan"} <= set(runner_mod.stages_of(both))
+    assert "invert-gan" not in runner_mod.stages_of(ReconstructConfig())
+
+    got = {}
+    monkeypatch.setattr(runner_mod, "GanPrior", lambda inv, device: ("gan", inv))
+    monkeypatch.setattr(runner_mod, "write_gaussian_ply", lambda *a: None)
+
+    def den(ply, *a, denoiser=None, **k):
+        got["denoiser"] = denoiser
+        raise _Stop
+
+    monkeypatch.setattr(runner_mod, "denoise_head", den)
+    models = runner_mod.Models(device="cpu", flame=None, denoiser="diffusion")  # type: ignore[arg-type]
+    runner = runner_mod._JobRunner(0, job, both, models, None, False, lambda ev: None)
+    with pytest.raises(_Stop):
+        runner.denoise(types.SimpleNamespace(rgb=None), None, None, None, inversion="inv")
+    assert isinstance(got["denoiser"], PriorChain) and got["denoiser"].denoisers == (("gan", "inv"), "diffusion")
+
+
+class _Stop(Exception):
+    pass

@@ -10,7 +10,7 @@ import torch
 import typer
 from rich.markup import escape
 
-from avatarcli.commands.common import DeviceOpt, FlameOpt
+from avatarcli.commands.common import DeviceOpt, FlameOpt, existing_inputs
 from avatarcli.commands.denoise import CPU_DIFFUSION_NOTE
 from avatarcli.errors import InputError
 from avatarcli.progress import console, info, progress, warn
@@ -37,7 +37,24 @@ def reconstruct_command(
     no_diffusion: bool = typer.Option(
         False,
         "--no-diffusion",
-        help="Skip encode and diffusion: fit the input view only (no diffusion weights needed).",
+        help="Skip encode and the refinement rounds: fit the input view only (no diffusion or GAN weights needed).",
+    ),
+    prior: str = typer.Option(
+        "diffusion",
+        "--prior",
+        help="What the rounds fit the unseen sides to: diffusion (the image-variations model), gan (the 3D GAN "
+        "inverted to each photo by the invert-gan stage; no diffusion weights) or gan+diffusion (the GAN's views "
+        "refined by diffusion). The GAN needs `avatar weights convert panohead --from FILE.pkl` or --gan-weights.",
+    ),
+    gan_weights: Optional[Path] = typer.Option(
+        None,
+        "--gan-weights",
+        help="Converted GAN generator (.safetensors) for --prior gan / gan+diffusion (default: the registry's panohead).",
+        show_default=False,
+    ),
+    gan_w_steps: int = typer.Option(500, "--gan-w-steps", min=0, help="GAN inversion: W-space optimisation steps."),
+    gan_pti_steps: int = typer.Option(
+        350, "--gan-pti-steps", min=0, help="GAN inversion: generator fine-tuning steps."
     ),
     device: str = DeviceOpt,
     seed: int = typer.Option(
@@ -112,7 +129,10 @@ def reconstruct_command(
     ),
 ) -> int:
     """Reconstruct a 3D Gaussian head from each photo: landmarks -> fit-flame -> encode ->
-    init-gaussians -> denoise, with every model loaded once for the whole batch.
+    head-region -> init-gaussians -> denoise, with every model loaded once for the whole batch.
+    --prior gan / gan+diffusion adds the invert-gan stage (the GAN inverted to the photo, kept in
+    --workdir like the other stages) and fits the rounds to its renders; with --prior gan, encode
+    and the diffusion models are not used.
 
     Every photo is opened and checked before any model is loaded. A photo that fails
     is reported and the others finish. Exit codes: 0 all done; 1 some photos failed
@@ -126,10 +146,11 @@ def reconstruct_command(
       avatar reconstruct a.jpg b.png -o heads/ --no-diffusion --device cpu
       avatar reconstruct photos/ -o heads/ --skip-existing --landmarks my_landmarks/
       avatar reconstruct photo.jpg -o head.ply --detector dlib --no-diffusion   # offline, no hub weights
+      avatar reconstruct photos/ -o heads/ --prior gan --workdir work/ --flame ~/flame   # after weights convert panohead
     """
     from avatarcli.batch import exit_code
     from avatarcli.landmarks.choose import DETECTORS
-    from avatarcli.reconstruct import STAGES, ReconstructConfig, expand_images, plan_batch, run_batch
+    from avatarcli.reconstruct import ReconstructConfig, expand_images, plan_batch, run_batch, stages_of
     from avatarcli.reconstruct.plan import attach_masks
 
     if detector not in DETECTORS:
@@ -141,10 +162,14 @@ def reconstruct_command(
         info(n)
     config = ReconstructConfig(
         rounds=rounds, no_diffusion=no_diffusion, device=device, seed=seed, flame=flame, max_side=max_side,
-        face_index=face_index, steps=steps, n_gaussians=n_gaussians, detector=detector, mouth=mouth,
+        face_index=face_index, steps=steps, n_gaussians=n_gaussians, detector=detector, mouth=mouth, prior=prior,
+        gan_weights=gan_weights, gan_w_steps=gan_w_steps, gan_pti_steps=gan_pti_steps,
     )  # fmt: skip
-    stages = [s for s in STAGES if not (no_diffusion and s == "encode")]
-    cpu_diffusion = not no_diffusion and rounds != 0 and device.strip().lower() in ("cpu", "auto")
+    config.check()
+    if gan_weights is not None and config.use_gan:
+        existing_inputs([gan_weights])
+    stages = stages_of(config)
+    cpu_diffusion = config.needs_denoiser and device.strip().lower() in ("cpu", "auto")
 
     with progress() as bar:
         t_all = bar.add_task("photos", total=len(jobs), status="")
@@ -162,6 +187,8 @@ def reconstruct_command(
                 bar.update(t_stage, status=ev.stage)
             elif ev.kind == "step":
                 bar.update(t_stage, status=f"{ev.stage} step {ev.info.get('step', '')}")
+            elif ev.kind == "warning":
+                warn(f"{ev.job.name if ev.job else ''}: {ev.info.get('message', '')}")
             elif ev.kind == "stage_end":
                 bar.advance(t_stage)
                 bar.update(t_stage, status=f"{ev.stage} {'reused' if ev.reused else f'{ev.seconds:.1f} s'}")

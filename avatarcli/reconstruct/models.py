@@ -16,6 +16,8 @@ from avatarcli.errors import MissingModelError
 from avatarcli.flame.loader import load_flame
 from avatarcli.flame.locate import locate_flame
 from avatarcli.flame.model import FlameModel
+from avatarcli.gan.generator import TriplaneGenerator
+from avatarcli.gan.lpips import Lpips
 from avatarcli.landmarks.choose import Detector, detector_models, load_detector
 from avatarcli.reconstruct.plan import Job, ReconstructConfig
 from avatarcli.weights import get_entry, resolve
@@ -24,6 +26,7 @@ from avatarcli.weights.resolver import without_download
 DETECTOR_MODELS = ("fan-2d", "s3fd")
 ENCODE_MODELS = ("sd-image-variations", "face-parsing")
 DENOISER_MODELS = ("sd-image-variations",)
+GAN_MODEL = "panohead"  # the converted GAN generator (`avatar weights convert panohead --from FILE.pkl`)
 
 
 @dataclass
@@ -36,6 +39,8 @@ class Models:
     detector_models: tuple[str, ...] = DETECTOR_MODELS  # the weights.lock names of the chosen detector
     encode: EncodeModels | None = None  # None: no diffusion
     denoiser: Denoiser | None = None  # None: no diffusion rounds
+    gan: TriplaneGenerator | None = None  # the GAN prior's generator (inverted per photo on a copy); None: no GAN
+    perceptual: Lpips | None = None  # LPIPS for the inversion; None: L2 only (warned once at loading)
     ids: dict[str, str] = field(default_factory=dict)  # model name -> revision / override (work-folder keys)
 
 
@@ -48,6 +53,8 @@ def needed_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
         names += ENCODE_MODELS
         if config.needs_denoiser:
             names += [n for n in DENOISER_MODELS if n not in names]
+    if config.use_gan and config.gan_weights is None:
+        names.append(GAN_MODEL)  # LPIPS is optional: without it the inversion is L2 only (one warning)
     return names
 
 
@@ -74,8 +81,14 @@ def resolve_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
     if missing:
         if len(missing) == 1:
             resolve(missing[0])  # re-raise its own one-line message
+        fetch = [n for n in missing if get_entry(n).kind != "manual"]
+        fixes = ([f"`avatar weights fetch {' '.join(fetch)}`"] if fetch else []) + [
+            f"`{get_entry(n).fix}` (download {get_entry(n).source_file} from {get_entry(n).url} first)"
+            for n in missing
+            if n not in fetch
+        ]
         raise MissingModelError(
-            f"models not available: {', '.join(missing)}; run `avatar weights fetch {' '.join(missing)}` "
+            f"models not available: {', '.join(missing)}; run {' and '.join(fixes)} "
             f"(or point AVATAR_WEIGHTS_<NAME> at local copies){without_download(missing)}"
         )
     return names
@@ -94,4 +107,25 @@ def load_models(jobs: Sequence[Job], config: ReconstructConfig) -> Models:
         models.encode = load_encode_models(device)
         if config.needs_denoiser:
             models.denoiser = load_default_denoiser(device, vae=models.encode.vae)  # one VAE for both
+    if config.use_gan:
+        _load_gan(models, config)
     return models
+
+
+def _load_gan(models: Models, config: ReconstructConfig) -> None:
+    """The GAN generator (config.gan_weights or the registry's) and LPIPS, once for the batch;
+    models.ids["gan"] / ["perceptual"] identify them in the invert-gan stage's work-folder key."""
+    from avatarcli.gan.convert import load_generator
+    from avatarcli.gan.lpips import lpips_or_l2
+    from avatarcli.io.hashing import sha256_file
+    from avatarcli.weights import resolve_file
+
+    if config.gan_weights is not None:
+        path = Path(config.gan_weights)
+        models.ids["gan"] = f"file:{sha256_file(path)}"
+    else:
+        path = resolve_file(GAN_MODEL)
+        models.ids["gan"] = models.ids.get(GAN_MODEL) or _model_id(GAN_MODEL)
+    models.gan = load_generator(path, models.device)
+    models.perceptual = lpips_or_l2(models.device)
+    models.ids["perceptual"] = "l2" if models.perceptual is None else f"{_model_id('lpips-vgg')}+{_model_id('vgg16')}"

@@ -38,14 +38,42 @@ class ReconstructConfig:
     n_shape: int = 100  # FLAME coefficients fitted
     n_expr: int = 50
     encode_size: int = 512  # face crop size of the encode stage
+    prior: str = "diffusion"  # what the rounds fit the unseen sides to: diffusion | gan | gan+diffusion
+    gan_weights: Path | None = None  # converted GAN generator (.safetensors); None: the registry's panohead
+    gan_w_steps: int = 500  # the invert-gan stage's W-space steps (avatarcli.gan.invert.InversionConfig)
+    gan_pti_steps: int = 350  # and its pivotal-tuning steps
+
+    def check(self) -> None:
+        """InputError for an unknown prior or a GAN prior with no rounds to use it (--no-diffusion)."""
+        from avatarcli.gan.prior import PRIORS
+
+        if self.prior not in PRIORS:
+            raise InputError(f"prior {self.prior!r}: expected one of {', '.join(PRIORS)}", setting="prior")
+        if self.no_diffusion and "gan" in self.prior:
+            raise InputError(
+                f"no_diffusion fits the input view only: the {self.prior} prior would not be used (it needs no "
+                "diffusion weights; leave that option out)",
+                setting="no_diffusion",
+            )
+
+    @property
+    def rounds_run(self) -> bool:
+        """Whether the denoise stage runs refinement rounds (rounds None: the stage's default, > 0)."""
+        return not self.no_diffusion and (self.rounds is None or self.rounds > 0)
 
     @property
     def use_diffusion(self) -> bool:
-        return not self.no_diffusion
+        """The diffusion models are used (encode's features, the face-parsing region, the denoiser)."""
+        return not self.no_diffusion and "diffusion" in self.prior
 
     @property
     def needs_denoiser(self) -> bool:
-        return self.use_diffusion and (self.rounds is None or self.rounds > 0)
+        return self.use_diffusion and self.rounds_run
+
+    @property
+    def use_gan(self) -> bool:
+        """The invert-gan stage runs and its inversion is the rounds' prior (alone or before diffusion)."""
+        return "gan" in self.prior and self.rounds_run
 
 
 @dataclass

@@ -20,6 +20,8 @@ from avatarcli.diffusion.features import read_features, write_features
 from avatarcli.errors import AvatarError
 from avatarcli.flame.artifact import read_flame_fit, write_flame_fit
 from avatarcli.flame.fit import FitConfig
+from avatarcli.gan.invert import Inversion, InversionConfig, read_inversion_artifact, write_inversion
+from avatarcli.gan.prior import GanPrior, PriorChain
 from avatarcli.gaussians.init import InitConfig
 from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
 from avatarcli.io.images import load_image
@@ -31,19 +33,28 @@ from avatarcli.segment.head_region import choose_head_region, read_region, write
 from avatarcli.stages.denoise import DenoiseConfig, DenoiseStats, denoise_head
 from avatarcli.stages.fit_flame import fit_photos, quality_of
 from avatarcli.stages.init_gaussians import init_head
+from avatarcli.stages.invert_gan import invert_photo
 from avatarcli.stages.landmarks import photo_landmarks
 from avatarcli.workdir import WorkDir, stage_key
 
-STAGES = ("landmarks", "fit-flame", "encode", "head-region", "init-gaussians", "denoise")
+STAGES = ("landmarks", "fit-flame", "encode", "head-region", "invert-gan", "init-gaussians", "denoise")
 # intermediate artifact of each stage in WORKDIR/NAME/
 ARTIFACTS = {
     "landmarks": "landmarks.npz",
     "fit-flame": "flame.npz",
     "encode": "features.safetensors",
     "head-region": "head_region.png",
+    "invert-gan": "gan_inversion.safetensors",
     "init-gaussians": "init.ply",
 }
 T = TypeVar("T")
+
+
+def stages_of(config: ReconstructConfig) -> list[str]:
+    """The stages a run with these settings goes through, in order (encode with the diffusion
+    models, invert-gan with a GAN prior)."""
+    skip = {"encode"} if not config.use_diffusion else set()
+    return [s for s in STAGES if s not in skip and (s != "invert-gan" or config.use_gan)]
 
 
 @dataclass
@@ -61,6 +72,8 @@ class JobResult:
     exception: BaseException | None = field(default=None, repr=False)
     head_region: str | None = None  # where the head region came from: face-parsing | user | grabcut
     denoise: DenoiseStats | None = None  # the denoise stage's figures (None when it did not run here)
+    gan_loss: float | None = None  # the GAN inversion's last loss (None: no GAN prior)
+    warnings: list[str] = field(default_factory=list)  # per-photo warnings (also sent as "warning" events)
     traceback: str | None = field(default=None, repr=False)  # of an unexpected (non-AvatarError) failure
 
     def summary(self) -> dict[str, Any]:
@@ -74,6 +87,8 @@ class JobResult:
             "reused": list(self.reused),
             "fit_error_px": None if self.fit_error_px is None else round(float(self.fit_error_px), 4),
             "poor_fit": self.poor_fit,
+            "gan_loss": None if self.gan_loss is None else round(float(self.gan_loss), 6),
+            "warnings": list(self.warnings),
             "error": self.error,
             "error_stage": self.error_stage,
         }
@@ -109,14 +124,14 @@ class BatchResult:
 class Event:
     """What run_batch reports to `on_event` (progress bars, logs)."""
 
-    kind: str  # "models" | "job_start" | "stage_start" | "stage_end" | "step" | "job_end"
+    kind: str  # "models" | "job_start" | "stage_start" | "stage_end" | "step" | "warning" | "job_end"
     index: int = -1  # job index in the batch (-1: not about one job)
     job: Job | None = None
     stage: str | None = None
     seconds: float = 0.0
     reused: bool = False
     result: JobResult | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # step: {"step": n}; warning: {"message": line}
 
 
 # ----------------------------------------------------------------------------- stage settings
@@ -246,8 +261,10 @@ class _JobRunner:
         fit, fit_key = self.fit_flame(img, lm_work, lm_key)
         features = self.encode(img, lm_work, lm_key) if cfg.use_diffusion else None
         region, region_key = self.head_region(img, lm_work, lm_key, features)
+        keys = f"{lm_key}:{fit_key}:{region_key}"
+        inversion = self.invert_gan(img, lm_work, fit, region, keys) if cfg.use_gan else None
         ply = self.init_gaussians(img, fit, f"{fit_key}:{region_key}", region)
-        self.denoise(img, ply, features, region)
+        self.denoise(img, ply, features, region, inversion)
         self.result.status = "done"
         return self.result
 
@@ -328,6 +345,37 @@ class _JobRunner:
         self.result.head_region = src
         return region, self.artifact_key("head-region", key, "region")
 
+    def warn(self, message: str) -> None:
+        self.result.warnings.append(message)
+        self.emit("warning", info={"message": message})
+
+    def invert_gan(self, img, lm_work, fit, region, input_key: str) -> Inversion:
+        """The GAN inverted to the photo (avatarcli.stages.invert_gan) on a copy of the batch's
+        generator; kept in the work folder as gan_inversion.safetensors."""
+        cfg, models = self.config, self.models
+        G = models.gan
+        if G is None:  # load_models loads it whenever the run uses a GAN prior
+            raise ValueError("invert-gan: the run's models have no GAN generator")
+        inv_cfg = InversionConfig(w_steps=cfg.gan_w_steps, pti_steps=cfg.gan_pti_steps, seed=cfg.seed)
+        key = stage_key(
+            stage="invert-gan", v=1, image=img.sha256, size=list(img.size), inputs=input_key,
+            gan=models.ids.get("gan"), loss=models.ids.get("perceptual"), inversion=_settings_repr(inv_cfg),
+        )  # fmt: skip
+        step = {"n": 0}
+
+        def on_step(phase: str, i: int, loss: float) -> None:
+            step["n"] += 1
+            self.emit("step", stage="invert-gan", info={"step": step["n"], "phase": phase, "loss": loss})
+
+        def compute() -> Inversion:
+            return invert_photo(G, img.rgb, lm_work.landmarks, region, fit, models.flame, inv_cfg,
+                                models.perceptual, on_step, on_warning=self.warn)  # fmt: skip
+
+        inv = self.stage("invert-gan", key, read_inversion_artifact, compute, write_inversion)
+        losses = inv.pti_losses or inv.w_losses
+        self.result.gan_loss = losses[-1] if losses else None
+        return inv
+
     def init_gaussians(self, img, fit, fit_key: str, region=None):
         init_cfg = _init_config(self.config)
         key = stage_key(
@@ -337,10 +385,15 @@ class _JobRunner:
         compute = lambda: init_head(self.models.flame, fit, img.rgb, init_cfg, region=region)[0]  # noqa: E731
         return self.stage("init-gaussians", key, read_gaussian_ply, compute, write_gaussian_ply)
 
-    def denoise(self, img, ply, features, region=None) -> None:
-        """The head, written atomically to the job's output (never cached)."""
+    def denoise(self, img, ply, features, region=None, inversion: Inversion | None = None) -> None:
+        """The head, written atomically to the job's output (never cached); with an inversion the
+        rounds' prior is the GAN (before the diffusion denoiser with gan+diffusion)."""
         models = self.models
         den_cfg = _denoise_config(self.config, models.device)
+        denoiser = models.denoiser
+        if inversion is not None:
+            gan = GanPrior(inversion, models.device)
+            denoiser = gan if denoiser is None else PriorChain(gan, denoiser)
         with _Stage(self, "denoise"):
             step = {"n": 0}
 
@@ -349,7 +402,7 @@ class _JobRunner:
                 self.emit("step", stage="denoise", info={"step": step["n"]})
 
             head, stats = denoise_head(
-                ply, models.flame, img.rgb, features=features, denoiser=models.denoiser, config=den_cfg,
+                ply, models.flame, img.rgb, features=features, denoiser=denoiser, config=den_cfg,
                 on_step=on_step, mask=region,
             )  # fmt: skip
             write_gaussian_ply(self.job.output, head)
@@ -376,6 +429,7 @@ def run_batch(
     problems raise here, exit 3) -> run the stages per photo. `validated`: the result of an
     earlier validate_inputs (not repeated)."""
     config = config or ReconstructConfig()
+    config.check()
     emit = on_event or (lambda ev: None)
     wd = Path(workdir) if workdir is not None else None
     t0 = time.perf_counter()
