@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import collections
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ class Checkpoint:
     init_kwargs: dict
     rendering_kwargs: dict
     source_chars: int  # how much embedded source was skipped (never run)
+    attrs: dict = field(default_factory=dict)  # the network's plain attributes (e.g. neural_rendering_resolution)
 
 
 def _module_state(obj, prefix: str, out: dict[str, np.ndarray], depth: int = 0) -> None:
@@ -140,4 +141,5 @@ def load_checkpoint(path: str | Path, key: str = "G_ema") -> Checkpoint:
         raise ArtifactError(f"malformed network state ({e})", path=p) from None
     init = _plain(net.state.get("_init_kwargs"))
     rk = _plain(init.get("rendering_kwargs")) or _plain(net.state.get("rendering_kwargs"))
-    return Checkpoint(net.class_name, dict(state), init, rk, net.source_chars)
+    attrs = {k: v for k, v in net.state.items() if isinstance(v, (bool, int, float, str)) and not k.startswith("_")}
+    return Checkpoint(net.class_name, dict(state), init, rk, net.source_chars, attrs)

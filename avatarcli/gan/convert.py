@@ -3,11 +3,19 @@
     res = convert_checkpoint(pkl, out)   # out.safetensors: state dict + the GanConfig as JSON metadata
     G = load_generator(out)
 
-Names map as: backbone.mapping.{fcI,embed,w_avg} -> mapping.{layers.I,embed,w_avg};
-backbone.synthesis.b<R>. -> backbone.blocks.<log2 R - 2>.; decoder.net.{0,2}. -> decoder.fc{0,1}.;
-superresolution.block<K>. -> superres.blocks.<K>.; torgb. -> torgb. Every generator tensor must be
-given with its exact shape; checkpoint tensors with no counterpart (e.g. PanoHead's t_mapping
-camera offsets, a background network) are listed in the result, never silently used.
+Names (the reference's module attributes: training/triplane.py, networks_stylegan2.py and
+superresolution.py of EG3D / PanoHead) map as: backbone.mapping.{fcI,embed,w_avg} ->
+mapping.{layers.I,embed,w_avg}; backbone.synthesis.b<R>. -> backbone.blocks.<log2 R - 2>.;
+decoder.net.{0,2}. -> decoder.fc{0,1}.; superresolution.block<K>. -> superres.blocks.<K>.;
+torgb. -> torgb.; bcg_synthesis.b<R>. -> bcg.blocks.<log2 R - 2>. (PanoHead's background);
+t_mapping.{fcI,embed,w_avg} -> t_mapping.{layers.I,embed,w_avg} (its camera offsets). Every
+generator tensor must be given with its exact shape; checkpoint tensors with no counterpart
+are listed in the result, never silently used.
+
+The config comes from the pickle's constructor arguments and rendering_kwargs, with the
+reference's defaults where a key is absent (c_scale 0, decoder_activation sigmoid), and the
+sizes read off the tensors. The layout (plane axes, output scaling, PanoHead's density crop)
+is PanoHead's when the checkpoint has a tri-grid depth or camera-offset network, else EG3D's.
 """
 
 from __future__ import annotations
@@ -26,19 +34,40 @@ from safetensors.torch import save, save_file
 from avatarcli.errors import ArtifactError
 from avatarcli.gan.checkpoint import Checkpoint, load_checkpoint
 from avatarcli.gan.generator import GanConfig, TriplaneGenerator
+from avatarcli.gan.volume import DECODER_ACTIVATIONS
 from avatarcli.io.atomic import atomic_path, atomic_write_bytes
 from avatarcli.io.tensors import read_safetensors
+
+
+def _block(prefix: str):
+    return lambda m: f"{prefix}.blocks.{int(math.log2(int(m[1]))) - 2}."
+
 
 _RULES = (
     (re.compile(r"^backbone\.mapping\.fc(\d+)\."), lambda m: f"mapping.layers.{m[1]}."),
     (re.compile(r"^backbone\.mapping\.embed\."), lambda m: "mapping.embed."),
     (re.compile(r"^backbone\.mapping\.w_avg$"), lambda m: "mapping.w_avg"),
-    (re.compile(r"^backbone\.synthesis\.b(\d+)\."), lambda m: f"backbone.blocks.{int(math.log2(int(m[1]))) - 2}."),
+    (re.compile(r"^backbone\.synthesis\.b(\d+)\."), _block("backbone")),
     (re.compile(r"^decoder\.net\.0\."), lambda m: "decoder.fc0."),
     (re.compile(r"^decoder\.net\.2\."), lambda m: "decoder.fc1."),
     (re.compile(r"^superresolution\.block(\d+)\."), lambda m: f"superres.blocks.{m[1]}."),
     (re.compile(r"^torgb\."), lambda m: "torgb."),
+    (re.compile(r"^bcg_synthesis\.b(\d+)\."), _block("bcg")),
+    (re.compile(r"^t_mapping\.fc(\d+)\."), lambda m: f"t_mapping.layers.{m[1]}."),
+    (re.compile(r"^t_mapping\.embed\."), lambda m: "t_mapping.embed."),
+    (re.compile(r"^t_mapping\.w_avg$"), lambda m: "t_mapping.w_avg"),
 )
+
+# EG3D's super-resolution modules (training/superresolution.py): does the first block double the
+# resolution? (8X / 8XDC: 128 -> 256 -> 512; 4X: 128 -> 128 -> 256; 2X: 64 -> 64 -> 128)
+SR_FIRST_UP = {
+    "SuperresolutionHybrid8XDC": True,
+    "SuperresolutionHybrid8X": True,
+    "SuperresolutionHybrid4X": False,
+    "SuperresolutionHybridDeepfp32": False,
+    "SuperresolutionHybrid2X": False,
+}
+_SR_BY_RESOLUTION = {512: "SuperresolutionHybrid8XDC", 256: "SuperresolutionHybrid4X", 128: "SuperresolutionHybrid2X"}
 
 
 def map_key(name: str) -> str | None:
@@ -61,41 +90,75 @@ def _ray_limit(rk: dict, key: str, default: float | None) -> float | None:
         raise ArtifactError(f"rendering_kwargs {key}={v!r} is neither a number nor 'auto'") from None
 
 
+def _sr_module(rk: dict, st: dict, img_resolution: int) -> tuple[int, bool]:
+    """(input resolution, first block doubles) of the checkpoint's super-resolution module: the
+    module's kind by its class name (train.py's choice by resolution when absent), the sizes off
+    the first block's noise buffer."""
+    name = str(rk.get("superresolution_module") or _SR_BY_RESOLUTION.get(img_resolution, "")).rsplit(".", 1)[-1]
+    if name not in SR_FIRST_UP:
+        raise ArtifactError(f"super-resolution module {name!r} is not supported ({', '.join(SR_FIRST_UP)})")
+    noise = st.get("superresolution.block0.conv1.noise_const")
+    if noise is None:
+        raise ArtifactError("the checkpoint has no superresolution.block0.conv1.noise_const")
+    first = int(noise.shape[-1])
+    return (first // 2 if SR_FIRST_UP[name] else first), SR_FIRST_UP[name]
+
+
+def _count(st: dict, pattern: str) -> list[int]:
+    return sorted({int(m[1]) for k in st if (m := re.match(pattern, k))})
+
+
 def config_from_checkpoint(ck: Checkpoint) -> GanConfig:
     """GanConfig from the pickle's constructor arguments, with the sizes read off the tensors."""
     ik, rk, st = ck.init_kwargs, ck.rendering_kwargs, ck.state
-    sr = sorted({int(m[1]) for k in st if (m := re.match(r"superresolution\.block(\d+)\.conv1\.weight$", k))})
+    sr = _count(st, r"superresolution\.block(\d+)\.conv1\.weight$")
     base = GanConfig()
     if (_ray_limit(rk, "ray_start", 0.0) is None) != (_ray_limit(rk, "ray_end", 0.0) is None):
         raise ArtifactError("rendering_kwargs: ray_start and ray_end must both be numbers or both 'auto'")
     act = rk.get("decoder_activation", "sigmoid")
-    if act not in ("sigmoid", "none"):
-        raise ArtifactError(f"decoder_activation {act!r} is not supported (sigmoid or none)")
+    if act not in DECODER_ACTIVATIONS:
+        raise ArtifactError(f"decoder_activation {act!r} is not supported ({', '.join(DECODER_ACTIVATIONS)})")
+    noise = rk.get("superresolution_noise_mode", "none")
+    if noise not in ("none", "random", "const"):
+        raise ArtifactError(f"superresolution_noise_mode {noise!r} is not supported (none, random, const)")
+    img_res = int(ik.get("img_resolution", base.img_resolution))
+    sr_in, sr_up = _sr_module(rk, st, img_res)
+    panohead = "triplane_depth" in rk or any(k.startswith("t_mapping.") for k in st)
     return dataclasses.replace(
         base,
         z_dim=int(ik.get("z_dim", base.z_dim)),
         w_dim=int(ik.get("w_dim", base.w_dim)),
         c_dim=int(ik.get("c_dim", base.c_dim)),
-        mapping_layers=int((ik.get("mapping_kwargs") or {}).get("num_layers", base.mapping_layers)),
+        mapping_layers=len(_count(st, r"backbone\.mapping\.fc(\d+)\.weight$")),
         backbone_resolution=int(rk.get("triplane_size", 256)),
         triplane_depth=int(rk.get("triplane_depth", 1)),
         channel_base=int(ik.get("channel_base", base.channel_base)),
         channel_max=int(ik.get("channel_max", base.channel_max)),
-        img_resolution=int(ik.get("img_resolution", base.img_resolution)),
+        conv_clamp=None if ik.get("conv_clamp") is None else float(ik["conv_clamp"]),
+        layout="panohead" if panohead else "eg3d",
+        triplane_crop=0.1 if panohead else 0.0,
+        img_resolution=img_res,
         plane_channels=int(st["decoder.net.0.weight"].shape[1]),
         decoder_hidden=int(st["decoder.net.0.weight"].shape[0]),
         decoder_features=int(st["decoder.net.2.weight"].shape[0]) - 1,
-        decoder_sigmoid=act == "sigmoid",
+        decoder_activation=act,
         sr_channels=tuple(int(st[f"superresolution.block{i}.conv1.weight"].shape[0]) for i in sr),
-        neural_resolution=int(ik.get("img_resolution", 512)) >> len(sr),
+        sr_input_resolution=sr_in,
+        sr_first_up=sr_up,
+        sr_noise_mode=noise,
+        sr_conv_clamp=256.0 if int(ik.get("sr_num_fp16_res", 0) or 0) > 0 else None,
+        use_background=any(k.startswith("bcg_synthesis.") for k in st),
+        camera_offset=any(k.startswith("t_mapping.") for k in st),
+        neural_resolution=int(ck.attrs.get("neural_rendering_resolution", 64)),
         depth_samples=int(rk.get("depth_resolution", base.depth_samples)),
         importance_samples=int(rk.get("depth_resolution_importance", base.importance_samples)),
         ray_start=_ray_limit(rk, "ray_start", base.ray_start),
         ray_end=_ray_limit(rk, "ray_end", base.ray_end),
+        camera_radius=float(rk.get("avg_camera_radius", base.camera_radius)),
         box_warp=float(rk.get("box_warp", base.box_warp)),
         white_background=bool(rk.get("white_back", False)),
         use_torgb_raw=any(k.startswith("torgb.") for k in st),
-        c_scale=float(rk.get("c_scale", 1.0)),
+        c_scale=float(rk.get("c_scale", 0.0)),  # the reference reads c_scale with a default of 0
         c_zero=bool(rk.get("c_gen_conditioning_zero", False)),
     )
 
@@ -150,8 +213,10 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Trip
     meta, state = read_safetensors(p)
     if meta.get("format") != "avatarcli.gan/1":
         raise ArtifactError("not an avatarcli GAN weights file (run `avatar weights convert`)", path=p)
-    raw = json.loads(meta["config"])
-    raw["sr_channels"] = tuple(raw["sr_channels"])
-    g = TriplaneGenerator(GanConfig(**raw))
+    try:
+        cfg = GanConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"GAN weights file has an unreadable config ({type(e).__name__})", path=p) from None
+    g = TriplaneGenerator(cfg)
     g.load_state_dict(state, strict=True)
     return g.eval().requires_grad_(False).to(device)

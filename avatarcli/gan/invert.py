@@ -53,11 +53,12 @@ class InversionFrame:
 @dataclass
 class Inversion:
     ws: torch.Tensor  # [1, num_ws, w_dim] the pivot
-    camera: torch.Tensor  # [1, 25]
+    camera: torch.Tensor  # [1, 25] the rendering camera (camera_offset included)
     generator: TriplaneGenerator  # fine-tuned copy (the input generator is left unchanged)
     w_losses: list[float] = field(default_factory=list)
     pti_losses: list[float] = field(default_factory=list)
     frame: InversionFrame | None = None
+    camera_offset: torch.Tensor | None = None  # [3] PanoHead's learned camera translation, added to every view
 
 
 def masked_l2(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -150,6 +151,8 @@ def write_inversion(path, inv: Inversion) -> None:
     """One safetensors file: ws [1, num_ws, w_dim], camera [1, 25] and the tuned generator's
     tensors under "G."; metadata: format, version 1, the GanConfig (JSON), the last losses."""
     tensors = {"ws": inv.ws.contiguous(), "camera": inv.camera.contiguous()}
+    if inv.camera_offset is not None:
+        tensors["camera_offset"] = inv.camera_offset.float().reshape(3).contiguous()
     fr = inv.frame
     if fr is not None:
         tensors["frame.crop_affine"] = torch.as_tensor(np.asarray(fr.crop_affine, np.float64))
@@ -180,9 +183,7 @@ def read_inversion_artifact(path) -> Inversion:
     if meta.get("format") != INVERSION_FORMAT or meta.get("version") != "1":
         raise ArtifactError(f"not a GAN inversion file (format {meta.get('format')!r})", path=p)
     try:
-        raw = json.loads(meta["config"])
-        raw["sr_channels"] = tuple(raw["sr_channels"])
-        G = TriplaneGenerator(GanConfig(**raw))
+        G = TriplaneGenerator(GanConfig.from_dict(json.loads(meta["config"])))
         G.load_state_dict({k[2:]: v for k, v in t.items() if k.startswith("G.")}, strict=True)
         ws, cam = t["ws"], t["camera"]
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -193,4 +194,5 @@ def read_inversion_artifact(path) -> Inversion:
         frame = InversionFrame(t["frame.crop_affine"].double().numpy(), sizes[0], (sizes[1], sizes[2]),
                                t["frame.pivot"].float(), float(t["frame.scale"][0]))  # fmt: skip
     loss = lambda k: [float(meta[k])] if meta.get(k) else []  # noqa: E731
-    return Inversion(ws, cam, G.eval().requires_grad_(False), loss("w_loss"), loss("pti_loss"), frame)
+    offset = t["camera_offset"].float() if "camera_offset" in t else None
+    return Inversion(ws, cam, G.eval().requires_grad_(False), loss("w_loss"), loss("pti_loss"), frame, offset)

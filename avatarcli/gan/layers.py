@@ -39,13 +39,18 @@ class MappingNetwork(nn.Module):
 
     w_avg: torch.Tensor  # [w_dim] buffer
 
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 2, lr_mul: float = 0.01):
+    def __init__(
+        self, z_dim: int, c_dim: int, w_dim: int, num_ws: int, num_layers: int = 2, lr_mul: float = 0.01,
+        last_act: str = "lrelu",
+    ):  # fmt: skip
+        """last_act: the last layer's activation ("linear" for PanoHead's camera-offset mapping)."""
         super().__init__()
         self.z_dim, self.c_dim, self.w_dim, self.num_ws = z_dim, c_dim, w_dim, num_ws
         self.embed = FullyConnected(c_dim, w_dim) if c_dim else None
         dims = [z_dim + (w_dim if c_dim else 0)] + [w_dim] * num_layers
+        acts = ["lrelu"] * (num_layers - 1) + [last_act]
         self.layers = nn.ModuleList(
-            FullyConnected(dims[i], dims[i + 1], act="lrelu", lr_mul=lr_mul) for i in range(num_layers)
+            FullyConnected(dims[i], dims[i + 1], act=acts[i], lr_mul=lr_mul) for i in range(num_layers)
         )
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
@@ -118,16 +123,19 @@ class SynthesisBlock(nn.Module):
 
     resample_filter: torch.Tensor  # [4, 4] buffer
 
-    def __init__(self, cin: int, cout: int, w_dim: int, resolution: int, img_channels: int, up: int = 2):
+    def __init__(
+        self, cin: int, cout: int, w_dim: int, resolution: int, img_channels: int, up: int = 2,
+        conv_clamp: float | None = 256,
+    ):  # fmt: skip
         super().__init__()
         self.cin, self.up, self.resolution = cin, up, resolution
         self.register_buffer("resample_filter", setup_filter([1, 3, 3, 1]))
         if cin == 0:
             self.const = nn.Parameter(torch.randn(cout, resolution, resolution))
         else:
-            self.conv0 = SynthesisLayer(cin, cout, w_dim, resolution, up=up)
-        self.conv1 = SynthesisLayer(cout, cout, w_dim, resolution)
-        self.torgb = ToRGBLayer(cout, img_channels, w_dim)
+            self.conv0 = SynthesisLayer(cin, cout, w_dim, resolution, up=up, conv_clamp=conv_clamp)
+        self.conv1 = SynthesisLayer(cout, cout, w_dim, resolution, conv_clamp=conv_clamp)
+        self.torgb = ToRGBLayer(cout, img_channels, w_dim, conv_clamp=conv_clamp)
         self.num_conv = 1 if cin == 0 else 2
         self.num_ws = self.num_conv + 1
 
@@ -152,14 +160,20 @@ class SynthesisBlock(nn.Module):
 class SynthesisNetwork(nn.Module):
     """ws [N, num_ws, w_dim] -> image [N, img_channels, R, R]: blocks at 4, 8, ..., R."""
 
-    def __init__(self, w_dim: int, resolution: int, img_channels: int, channel_base: int, channel_max: int):
+    def __init__(
+        self, w_dim: int, resolution: int, img_channels: int, channel_base: int, channel_max: int,
+        conv_clamp: float | None = 256,
+    ):  # fmt: skip
         super().__init__()
         res_log2 = int(math.log2(resolution))
         if 2**res_log2 != resolution or resolution < 4:
             raise ValueError(f"resolution must be a power of two >= 4, got {resolution}")
         self.resolutions = [2**i for i in range(2, res_log2 + 1)]
         ch = {r: min(channel_base // r, channel_max) for r in self.resolutions}
-        blocks = [SynthesisBlock(ch[r // 2] if r > 4 else 0, ch[r], w_dim, r, img_channels) for r in self.resolutions]
+        blocks = [
+            SynthesisBlock(ch[r // 2] if r > 4 else 0, ch[r], w_dim, r, img_channels, conv_clamp=conv_clamp)
+            for r in self.resolutions
+        ]
         self.blocks = nn.ModuleList(blocks)
         self.block_ws = [(b.num_conv, b.num_ws) for b in blocks]  # per block: ws it advances, ws it reads
         self.num_ws = sum(n for n, _ in self.block_ws) + 1

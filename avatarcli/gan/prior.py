@@ -2,7 +2,8 @@
 (avatarcli.diffusion.denoiser.Denoiser): `denoise(images, cameras, condition, strength, seeds)`.
 
 GanPrior      each novel view's "denoised" image is the inverted GAN rendered from that camera
-              (avatarcli.gan.camera.camera_to_gan, the inversion's pivot and scale), composited
+              (avatarcli.gan.camera.camera_to_gan, the inversion's pivot and scale, moved by
+              the photo's camera offset when the GAN has PanoHead's t_mapping), composited
               by the GAN's own opacity over the current render (where the GAN has no head, the
               view keeps what it had). The rounds fit these as soft targets; the photo stays the
               hard constraint. strength 0 returns the input exactly; otherwise the render does not
@@ -22,7 +23,7 @@ from torch import Tensor
 
 from avatarcli.gan.align import uncrop
 from avatarcli.gan.camera import GanView, camera_to_gan
-from avatarcli.gan.generator import TriplaneGenerator
+from avatarcli.gan.generator import TriplaneGenerator, offset_camera
 from avatarcli.gan.invert import Inversion
 from avatarcli.render.camera import Camera
 
@@ -37,6 +38,8 @@ class GanPrior:
         self.ws = inversion.ws.to(device)
         fr = inversion.frame
         self.view = GanView(inversion.camera, fr.scale, fr.pivot)
+        off = inversion.camera_offset
+        self.offset = torch.zeros(3) if off is None else off.float().reshape(3).cpu()  # added to every view
         self.device = torch.device(device)
 
     @torch.no_grad()
@@ -46,7 +49,7 @@ class GanPrior:
         rgbs, alphas = [], []
         for cam in cameras:
             c, sq = camera_to_gan(cam, self.view, R)
-            out = self.G.synthesis(self.ws, c.to(self.device))
+            out = self.G.synthesis(self.ws, offset_camera(c, self.offset).to(self.device))
             rgb = ((out.image + 1) / 2).clamp(0, 1)  # [1, 3, R, R]
             op = F.interpolate(out.opacity, size=(R, R), mode="bilinear", align_corners=False).clamp(0, 1)
             img, inside = uncrop(torch.cat([rgb, op], dim=1), sq, (cam.height, cam.width))  # [1, 4, H, W]

@@ -21,7 +21,7 @@ from avatarcli.errors import InputError
 from avatarcli.flame.artifact import FlameFit
 from avatarcli.gan.align import crop_tensor, gan_align
 from avatarcli.gan.camera import FOCAL, GanView, gan_view, head_pivot
-from avatarcli.gan.generator import TriplaneGenerator
+from avatarcli.gan.generator import TriplaneGenerator, offset_camera
 from avatarcli.gan.invert import Inversion, InversionConfig, InversionFrame, invert
 from avatarcli.render.camera import Camera, photo_camera
 
@@ -92,7 +92,11 @@ def invert_photo(
         on_warning(note)
     dev = next(G.parameters()).device
     tgt.image, tgt.mask, tgt.view.c = tgt.image.to(dev), tgt.mask.to(dev), tgt.view.c.to(dev)
-    inv = invert(G, tgt.image, tgt.mask, tgt.view.c, config, on_step=on_step, perceptual=perceptual)
+    with torch.no_grad():  # PanoHead's learned camera offset, fixed for the photo as its projector does
+        offset = G.camera_offset(tgt.view.c)[0]  # [3] (zeros without t_mapping)
+    c = offset_camera(tgt.view.c, offset)
+    inv = invert(G, tgt.image, tgt.mask, c, config, on_step=on_step, perceptual=perceptual)
+    inv.camera_offset = offset.detach().cpu()
     inv.frame = InversionFrame(
         tgt.align.affine, tgt.align.size, (int(rgb.shape[0]), int(rgb.shape[1])), tgt.view.pivot, tgt.view.scale
     )
