@@ -96,3 +96,40 @@ def test_cli_without_gan_weights_exits_3_naming_the_convert_command(cli_files, f
     assert not out.exists()
     rc = main(_args(cli_files, flame_dir, out, "--weights", str(cli_files / "face.png")))
     assert rc == 2 and "not a readable safetensors" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_camera_offset_is_fixed_per_photo_and_carried_to_every_prior_view(photo, tmp_path):
+    """A generator with PanoHead's t_mapping: the inversion renders from the photo's GAN camera
+    moved by the learned offset (as PanoHead's projector does), the file keeps that offset, and
+    the prior adds the same offset to every novel view's camera."""
+    import dataclasses
+
+    from avatarcli.gan.generator import offset_camera
+    from avatarcli.gan.invert import write_inversion
+    from avatarcli.gan.prior import GanPrior
+    from avatarcli.stages.invert_gan import gan_target
+
+    torch.manual_seed(1)
+    G = TriplaneGenerator(dataclasses.replace(GanConfig.tiny(), camera_offset=True, use_background=True))
+    with torch.no_grad():
+        G.t_mapping.layers[-1].bias.fill_(0.05)  # a visible offset
+    region = photo.mask[..., 0].numpy()
+    inv = invert_photo(G, photo.rgb, photo.landmarks, region, photo.fit, photo.model, FAST)
+    verts, _, root = photo.fit.canonical(photo.model)
+    from avatarcli.render.camera import photo_camera
+
+    view = gan_target(photo.rgb, photo.landmarks, region, photo_camera(photo.fit, root), verts, 16).view
+    assert inv.camera_offset is not None and float(inv.camera_offset.abs().max()) > 1e-3
+    torch.testing.assert_close(inv.camera, offset_camera(view.c, inv.camera_offset))
+    write_inversion(tmp_path / "inv.safetensors", inv)
+    back = read_inversion_artifact(tmp_path / "inv.safetensors")
+    torch.testing.assert_close(back.camera_offset, inv.camera_offset)
+    seen = []
+    prior = GanPrior(back)
+    real = prior.G.synthesis
+    prior.G.synthesis = lambda ws, c, *a, **k: (seen.append(c.clone()), real(ws, c, *a, **k))[1]  # type: ignore[method-assign]
+    prior.render([photo.orbit(90.0)])
+    from avatarcli.gan.camera import camera_to_gan
+
+    c_plain, _ = camera_to_gan(photo.orbit(90.0), prior.view, 16)
+    torch.testing.assert_close(seen[0], offset_camera(c_plain, inv.camera_offset))

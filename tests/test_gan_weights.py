@@ -374,6 +374,11 @@ def test_cli_convert_then_list_shows_the_model_and_its_licence(tmp_path, fake_mo
     pkl = tmp_path / "snap.pkl"
     _write_snapshot(pkl, reference_state(TINY_REF), marker, easydict)
     assert main(["weights", "convert", "panohead", "--from", str(pkl)]) == 0
+    out_text = capsys.readouterr()
+    assert (
+        "layout panohead, tri-grid depth 2" in out_text.err + out_text.out
+        and "camera offset yes" in out_text.err + out_text.out
+    )
     assert not marker.exists()
     out = tmp_path / "cache" / "panohead" / "easy-khair-180-gpc0.8-trans10-025000" / "panohead.safetensors"
     assert load_generator(out).cfg.triplane_depth == 2

@@ -191,11 +191,12 @@ def convert_cmd(
         raise InputError(f"{name!r} is fetched, not converted: run `avatar weights fetch {name}`")
     if not source.is_file():
         raise InputError("no such checkpoint file", path=source)
-    from avatarcli.gan.convert import convert_checkpoint
+    from avatarcli.gan.convert import convert_checkpoint, describe
 
     out = cache_folder(entry) / entry.files[0].path
     res = convert_checkpoint(source, out)
     info(f"{name}: {res.tensors} tensors -> {out}")
+    info(f"config: {describe(res.config)}")
     if res.unmapped:
         more = f" (+{len(res.unmapped) - 5} more)" if len(res.unmapped) > 5 else ""
         info(f"not used ({len(res.unmapped)} checkpoint tensors): {', '.join(res.unmapped[:5])}{more}")

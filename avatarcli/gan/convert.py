@@ -163,6 +163,18 @@ def config_from_checkpoint(ck: Checkpoint) -> GanConfig:
     )
 
 
+def describe(cfg: GanConfig) -> str:
+    """The settings worth checking against the paper, on one line (what `weights convert` prints)."""
+    rays = "auto (the box)" if cfg.ray_start is None else f"{cfg.ray_start:g}..{cfg.ray_end:g}"
+    return (
+        f"layout {cfg.layout}, tri-grid depth {cfg.triplane_depth}, {cfg.backbone_resolution} px planes, decoder "
+        f"{cfg.decoder_activation}, c_scale {cfg.c_scale:g}{' (conditioning zeroed)' if cfg.c_zero else ''}, rays "
+        f"{rays}, rendering {cfg.neural_resolution} px -> super-resolution {cfg.sr_input_resolution} px -> "
+        f"{cfg.img_resolution} px, background {'yes' if cfg.use_background else 'no'}, camera offset "
+        f"{'yes' if cfg.camera_offset else 'no'}"
+    )
+
+
 @dataclass
 class ConversionResult:
     config: GanConfig
