@@ -31,6 +31,7 @@ import math
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -222,7 +223,7 @@ class HeadMeta:
         missing = [n for n in (*_META_KEYS, "format", "version") if n not in d]
         if missing:
             raise bad(f"missing field(s) {missing}")
-        kw = {}
+        kw: dict[str, Any] = {}  # HeadMeta's (and FlameFit's) keyword arguments, each checked below
         for name, n in {**_VECTORS, "K": (3, 3), "viewmat": (4, 4)}.items():
             try:
                 arr = np.asarray(d[name], dtype=np.float64)
@@ -359,6 +360,15 @@ def _np32(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float32).numpy()
 
 
+def _matching_raw(raw: RawPly | None, n: int, scales: np.ndarray, opac: np.ndarray, quats: np.ndarray) -> RawPly | None:
+    """`raw` if it holds n Gaussians that activate to exactly these values (a re-write is then bit-exact), else None."""
+    if raw is None or raw.log_scales.shape != (n, 3) or raw.opacity_logits.shape != (n,) or raw.quats.shape != (n, 4):
+        return None
+    s_act, o_act, q_act = _activate(raw.log_scales, raw.opacity_logits, raw.quats)
+    same = np.array_equal(s_act, scales) and np.array_equal(o_act, opac) and np.array_equal(q_act, quats)
+    return raw if same else None
+
+
 def ply_bytes(ply: GaussianPly, path: str | Path = "<memory>") -> bytes:
     """The file content of `ply` (see the module docstring for the layout)."""
     g = ply.gaussians
@@ -366,17 +376,8 @@ def ply_bytes(ply: GaussianPly, path: str | Path = "<memory>") -> bytes:
     if g.means.ndim != 2 or g.sh.ndim != 3 or g.sh.shape[2] != 3 or k not in (1, 4, 9, 16):
         raise ValueError(f"cannot write Gaussians with means {tuple(g.means.shape)} and sh {tuple(g.sh.shape)}")
     means, quats, scales, opac, sh = _np32(g.means), _np32(g.quats), _np32(g.scales), _np32(g.opacities), _np32(g.sh)
-    raw = ply.raw
-    use_raw = (
-        raw is not None
-        and raw.log_scales.shape == (n, 3)
-        and raw.opacity_logits.shape == (n,)
-        and raw.quats.shape == (n, 4)
-    )
-    if use_raw:
-        s_act, o_act, q_act = _activate(raw.log_scales, raw.opacity_logits, raw.quats)
-        use_raw = np.array_equal(s_act, scales) and np.array_equal(o_act, opac) and np.array_equal(q_act, quats)
-    if use_raw:
+    raw = _matching_raw(ply.raw, n, scales, opac, quats)
+    if raw is not None:
         log_scales, logits, quats = raw.log_scales, raw.opacity_logits, raw.quats
     else:
         log_scales, logits = _deactivate(scales, opac)
