@@ -27,11 +27,12 @@ from avatarcli.animate.sequence import FrameSequence
 from avatarcli.errors import InputError
 from avatarcli.flame.deform import pose_deformed
 from avatarcli.flame.forward import canonical_vertices, flame_forward, root_joint
-from avatarcli.flame.model import check_model_hash
+from avatarcli.flame.model import FlameModel, check_model_hash
 from avatarcli.flame.params import FlameParams
 from avatarcli.gaussians.anchors import RigidAnchors
 from avatarcli.gaussians.binding import bind_to_mesh, world_gaussians
 from avatarcli.gaussians.model import BoundGaussians, Gaussians
+from avatarcli.gaussians.ply import GaussianPly
 from avatarcli.progress import warn
 
 DEFAULT_BATCH = 32
@@ -56,21 +57,23 @@ def sequence_params(seq: FrameSequence, shape: Tensor, device) -> FlameParams:
 class HeadPoser:
     """A bound head ready to be re-posed: local Gaussian parameters + identity."""
 
-    model: object  # FlameModel, on `device`
+    model: FlameModel  # on `device`
     bound: BoundGaussians  # [N] local parameters, on `device`
     shape: Tensor  # [1, S] identity
     canonical: Tensor  # [V, 3] canonical vertices (the head as stored)
     root: Tensor  # [3] root joint of the shaped template
     device: torch.device
     used_faces: Tensor  # [U, 3] FLAME triangles carrying Gaussians; bound.binding indexes into these
-    canon_params: FlameParams | None = None  # the canonical parameters (for deformed heads)
-    plain: Tensor | None = None  # [V, 3] canonical FLAME vertices without offsets (deformed heads)
+    canon_params: FlameParams  # the canonical parameters (batch 1; deformed heads and anchors are posed from them)
+    plain: Tensor  # [V, 3] canonical FLAME vertices without offsets
     offsets: Tensor | None = None  # [V, 3] mesh offsets (deformed heads)
     hair: Tensor | None = None  # [V] hair weights (deformed heads)
     anchors: RigidAnchors | None = None  # the rigid anchors (heads with a mouth interior); their faces follow FLAME's
 
     @classmethod
-    def from_ply(cls, model, ply, path: str | Path | None = None, device="cpu", force: bool = False) -> "HeadPoser":
+    def from_ply(
+        cls, model: FlameModel, ply: GaussianPly, path: str | Path | None = None, device="cpu", force: bool = False
+    ) -> "HeadPoser":
         """Bind the PLY's canonical Gaussians to the canonical mesh of its fit."""
         if ply.binding is None:
             raise InputError("this PLY is not an avatarcli head: it has no binding", path=path)
@@ -92,14 +95,15 @@ class HeadPoser:
         with torch.no_grad():
             plain = canonical_vertices(model, params)[0]  # [V, 3]
             verts = plain
-            if getattr(ply.meta, "offsets", None) is not None:
-                if ply.meta.offsets.shape != tuple(plain.shape):
+            meta_offsets = getattr(ply.meta, "offsets", None)
+            if meta_offsets is not None:
+                if meta_offsets.shape != tuple(plain.shape):
                     raise InputError(
-                        f"the head's mesh offsets are {list(ply.meta.offsets.shape)}, the FLAME model has "
+                        f"the head's mesh offsets are {list(meta_offsets.shape)}, the FLAME model has "
                         f"{plain.shape[0]} vertices (wrong model?)",
                         path=path,
                     )
-                offsets = torch.as_tensor(ply.meta.offsets, dtype=plain.dtype, device=device)
+                offsets = torch.as_tensor(meta_offsets, dtype=plain.dtype, device=device)
                 hair = torch.as_tensor(ply.meta.hair, dtype=plain.dtype, device=device)
                 verts = plain + offsets
             faces = model.faces.to(device).long()
@@ -129,6 +133,8 @@ class HeadPoser:
         with torch.no_grad():
             verts = flame_forward(self.model, params, with_landmarks=False).vertices
             if self.offsets is not None:
+                if self.hair is None:
+                    raise ValueError("a deformed head (mesh offsets) needs its hair weights")
                 verts = pose_deformed(self.model, self.canon_params, params, self.plain, verts, self.offsets, self.hair)
             if self.anchors is None:
                 return verts

@@ -32,7 +32,7 @@ from avatarcli.flame.loader import load_flame
 from avatarcli.gaussians.ply import GaussianPly, read_gaussian_ply, write_gaussian_ply
 from avatarcli.io.atomic import atomic_dir, atomic_path, check_output_path
 from avatarcli.render.api import check_backend, render
-from avatarcli.render.camera import orbit_camera, photo_camera, scaled_camera
+from avatarcli.render.camera import Camera, orbit_camera, photo_camera, scaled_camera
 from avatarcli.render.video import write_video
 from avatarcli.render.views import NAMED_BACKGROUNDS, parse_background  # noqa: F401 - re-exported
 
@@ -130,7 +130,7 @@ def head_target(canonical: torch.Tensor) -> tuple[tuple[float, float, float], fl
     return (c[0], c[1], c[2]), float((hi - lo).max() / 2)
 
 
-def make_cameras(config: AnimateConfig, poser: HeadPoser, n_frames: int, meta=None) -> Callable[[int], object]:
+def make_cameras(config: AnimateConfig, poser: HeadPoser, n_frames: int, meta=None) -> Callable[[int], Camera]:
     """Camera for frame i. front/orbit look at the canonical head; a fit file (or
     'photo': the fit stored in the head) gives the photo's viewpoint and size."""
     cam = config.camera
@@ -221,6 +221,13 @@ class BackgroundWriter:
             raise self._error
 
 
+def _video_consumer(path: Path, fps: float) -> Callable[[Iterable], None]:
+    def consume(frames: Iterable) -> None:
+        write_video(path, frames, fps)
+
+    return consume
+
+
 def _png_consumer(folder: Path, n: int) -> Callable[[Iterable], None]:
     def consume(frames: Iterable) -> None:
         for i, img in enumerate(frames):
@@ -243,7 +250,7 @@ def _ply_consumer(folder: Path, n: int) -> Callable[[Iterable], None]:
 def render_frames(
     poser: HeadPoser,
     seq: FrameSequence,
-    camera_for: Callable[[int], object],
+    camera_for: Callable[[int], Camera],
     background: tuple[float, float, float] = (1.0, 1.0, 1.0),
     backend: str = "auto",
     batch: int = DEFAULT_BATCH,
@@ -251,7 +258,7 @@ def render_frames(
 ) -> Iterator[np.ndarray]:
     """Rendered frames (uint8 [H, W, 3]) of `seq`, in order; `on_gaussians(i, g)` sees each posed cloud."""
     bg = torch.tensor(background, dtype=torch.float32, device=poser.device)  # [3]
-    cams: dict[int, object] = {}
+    cams: dict[int, Camera] = {}
     for i, g in enumerate(poser.posed(seq, batch=batch)):
         if on_gaussians is not None:
             on_gaussians(i, g)
@@ -263,6 +270,18 @@ def render_frames(
         with torch.no_grad():
             out = render(g, cams[key], background=bg, backend=backend)
         yield to_uint8(out.rgb)
+
+
+def _put_posed(writer: BackgroundWriter) -> Callable[[int, object], None]:
+    """render_frames' on_gaussians: hand each posed cloud to `writer`."""
+    return lambda i, g: writer.put(g)
+
+
+def _ply_only(poser: HeadPoser, seq: FrameSequence, batch: int, writer: BackgroundWriter) -> Iterator[None]:
+    """The PLY-sequence-only loop: each posed cloud goes to `writer`; nothing is rendered (None per frame)."""
+    for g in poser.posed(seq, batch=batch):
+        writer.put(g)
+        yield None
 
 
 def load_head(path: str | Path):
@@ -319,7 +338,7 @@ def animate(
         ply_writer = None
         if plan.video is not None:
             tmp = stack.enter_context(atomic_path(plan.video))
-            w = BackgroundWriter(lambda frames, tmp=tmp: write_video(tmp, frames, seq.fps))
+            w = BackgroundWriter(_video_consumer(tmp, seq.fps))
             writers.append(w)
             frame_writers.append(w)
         if plan.frames_dir is not None:
@@ -333,11 +352,13 @@ def animate(
             writers.append(ply_writer)
         ok = False
         try:
-            on_g = (lambda i, g: ply_writer.put(g)) if ply_writer is not None else None
+            frames: Iterator[np.ndarray | None]
             if frame_writers:
+                on_g = None if ply_writer is None else _put_posed(ply_writer)
                 frames = render_frames(poser, seq, camera_for, config.background, config.backend, config.batch, on_g)
             else:  # PLY sequence only: no rendering
-                frames = (on_g(i, g) for i, g in enumerate(poser.posed(seq, batch=config.batch)))
+                assert ply_writer is not None  # plan_outputs refuses a plan with nothing to write
+                frames = _ply_only(poser, seq, config.batch, ply_writer)
             for i, img in enumerate(frames):
                 for w in frame_writers:
                     w.put(img)
