@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from avatarcli.diffusion.features import read_features
 from avatarcli.errors import InputError
 from avatarcli.io.images import load_image
 from avatarcli.render.camera import Camera
+
+if TYPE_CHECKING:  # heavy: diffusers is imported when the models are loaded
+    from diffusers.models import AutoencoderKL, UNet2DConditionModel
 
 
 @dataclass
@@ -96,8 +99,8 @@ def view_noise(seed: int, shape: Sequence[int]) -> Tensor:
 class SDImageVariationsDenoiser:
     """img2img with lambdalabs/sd-image-variations-diffusers (or any UNet2DConditionModel + AutoencoderKL)."""
 
-    unet: torch.nn.Module  # diffusers UNet2DConditionModel
-    vae: torch.nn.Module  # diffusers AutoencoderKL
+    unet: UNet2DConditionModel
+    vae: AutoencoderKL
     scheduler_config: dict  # scheduler/scheduler_config.json; DDIM is built from it
     num_inference_steps: int = 25
     guidance_scale: float = 3.0
@@ -116,8 +119,8 @@ class SDImageVariationsDenoiser:
     @property
     def size_multiple(self) -> int:
         """Image sides must be multiples of this (VAE factor x UNet downsamplings)."""
-        vae_f = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        return vae_f * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        vae_f = 2 ** (len(self.vae.config["block_out_channels"]) - 1)
+        return vae_f * 2 ** (len(self.unet.config["block_out_channels"]) - 1)
 
     def make_scheduler(self):
         from diffusers import DDIMScheduler
@@ -157,7 +160,7 @@ class SDImageVariationsDenoiser:
         if float(strength) == 0.0 or len(timesteps) == 0:
             return images.clone()
         emb = condition.image_embeds.reshape(1, -1)  # [1, D]
-        cross = self.unet.config.cross_attention_dim
+        cross = self.unet.config["cross_attention_dim"]
         if emb.shape[1] != cross:
             raise InputError(f"conditioning embedding has {emb.shape[1]} dims, the UNet expects {cross}")
         t0 = time.perf_counter()
@@ -177,7 +180,7 @@ class SDImageVariationsDenoiser:
         x = images.permute(0, 3, 1, 2).to(dev, torch.float32)  # [b, 3, H, W]
         if (h, w) != (H, W):
             x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-        sf = self.vae.config.scaling_factor
+        sf = self.vae.config["scaling_factor"]
 
         _sync(dev)
         tv = time.perf_counter()
@@ -227,7 +230,7 @@ def load_default_denoiser(
     guidance_scale: float = 3.0,
     resolution: int | str | None = "native",
     max_batch: int = 8,
-    vae=None,
+    vae: AutoencoderKL | None = None,
 ) -> SDImageVariationsDenoiser:
     """The pinned sd-image-variations model via the resolver; fp16 on CUDA, fp32 on the CPU.
 
@@ -242,16 +245,21 @@ def load_default_denoiser(
     sched_cfg = M.load_scheduler_config(folder)
     unet = M.load_unet(folder, device, dtype)
     vae = vae if vae is not None else M.load_vae(folder, device, dtype)
+    model_side: int | None
     if resolution == "native":
-        native = int(unet.config.sample_size) * 2 ** (len(vae.config.block_out_channels) - 1)
-        resolution = native if native >= 64 else None
+        native = int(unet.config["sample_size"]) * 2 ** (len(vae.config["block_out_channels"]) - 1)
+        model_side = native if native >= 64 else None
+    elif isinstance(resolution, str):
+        raise ValueError(f"resolution {resolution!r}: expected 'native', a size in pixels or None")
+    else:
+        model_side = resolution
     return SDImageVariationsDenoiser(
         unet=unet,
         vae=vae,
         scheduler_config=sched_cfg,
         num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale,
-        resolution=resolution,
+        resolution=model_side,
         max_batch=max_batch,
     )
 

@@ -12,6 +12,7 @@ Face-region mapping from the 19 CelebAMask-HQ labels of the face parser
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ import torch
 from avatarcli.diffusion import models as M
 from avatarcli.diffusion.crop import CropAlign, align_face, labels_to_image, warp_to_crop
 from avatarcli.diffusion.features import Features
+
+if TYPE_CHECKING:  # heavy: diffusers is imported when the models are loaded
+    from diffusers.models import AutoencoderKL
 
 REGION_BACKGROUND, REGION_FACE, REGION_HAIR, REGION_NECK = 0, 1, 2, 3
 LABEL_TO_REGION = {
@@ -63,7 +67,7 @@ def region_lut(id2label: dict[int, str], n_labels: int) -> np.ndarray:
 
 @dataclass
 class EncodeModels:
-    vae: torch.nn.Module  # diffusers AutoencoderKL
+    vae: AutoencoderKL
     clip: M.ClipEncoder
     parser: M.FaceParser
     info: dict  # role -> {"name", "repo", "revision"}
@@ -95,11 +99,11 @@ def load_encode_models(device: torch.device | str = "cpu", dtype: torch.dtype | 
 
 
 @torch.no_grad()
-def vae_encode(vae, images: torch.Tensor) -> torch.Tensor:
+def vae_encode(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
     """[B, H, W, 3] 0..1 -> scaled latents [B, 4, H/f, W/f] float32 (latent mean, deterministic)."""
     p = next(vae.parameters())
     x = images.permute(0, 3, 1, 2).to(p.device, p.dtype) * 2.0 - 1.0
-    return (vae.encode(x).latent_dist.mean * vae.config.scaling_factor).float()
+    return (vae.encode(x).latent_dist.mean * vae.config["scaling_factor"]).float()
 
 
 def encode_face(
@@ -111,7 +115,7 @@ def encode_face(
     latents = vae_encode(models.vae, crop)[0].cpu().numpy()  # [4, S/f, S/f]
     embeds = models.clip.embed(crop).cpu().numpy()  # [1, D]
     labels = models.parser.labels(crop)[0].cpu().numpy()  # [S, S] parser ids
-    lut = region_lut(models.parser.id2label, int(models.parser.model.config.num_labels))
+    lut = region_lut(models.parser.id2label, models.parser.n_labels)
     mask_crop = lut[labels]  # [S, S] uint8
     mask_image = labels_to_image(mask_crop, align, rgb.shape[:2])  # [H, W] uint8
     feats = Features(

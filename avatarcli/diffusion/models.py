@@ -19,10 +19,15 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from avatarcli.errors import ArtifactError, EnvironmentProblem, MissingModelError
+
+if TYPE_CHECKING:  # heavy imports: the loaders import them when a model is loaded
+    from diffusers.models import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPVisionModelWithProjection, SegformerForSemanticSegmentation
 
 SD_IMAGE_VARIATIONS = "sd-image-variations"
 FACE_PARSING = "face-parsing"
@@ -129,7 +134,7 @@ def _read_prep(path: Path, default_size: int, mean, std) -> ImagePrep:
 
 @dataclass
 class ClipEncoder:
-    model: torch.nn.Module  # CLIPVisionModelWithProjection
+    model: CLIPVisionModelWithProjection
     prep: ImagePrep
 
     @torch.no_grad()
@@ -142,9 +147,17 @@ class ClipEncoder:
 
 @dataclass
 class FaceParser:
-    model: torch.nn.Module  # SegformerForSemanticSegmentation
+    model: SegformerForSemanticSegmentation
     prep: ImagePrep
     id2label: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def n_labels(self) -> int:
+        """The label ids the model predicts (its config's num_labels, which transformers types Optional)."""
+        n = self.model.config.num_labels
+        if n is None:
+            raise EnvironmentProblem("the face-parsing model's config has no num_labels")
+        return int(n)
 
     @torch.no_grad()
     def labels(self, images: torch.Tensor) -> torch.Tensor:
@@ -156,7 +169,7 @@ class FaceParser:
         return logits.argmax(1)
 
 
-def load_vae(folder: Path, device, dtype):
+def load_vae(folder: Path, device, dtype) -> AutoencoderKL:
     from diffusers import AutoencoderKL
 
     _need(folder, SD_IMAGE_VARIATIONS, ["vae/config.json"])
@@ -166,7 +179,7 @@ def load_vae(folder: Path, device, dtype):
     return vae.to(device).eval().requires_grad_(False)
 
 
-def load_unet(folder: Path, device, dtype):
+def load_unet(folder: Path, device, dtype) -> UNet2DConditionModel:
     from diffusers import UNet2DConditionModel
 
     _need(folder, SD_IMAGE_VARIATIONS, ["unet/config.json"])
