@@ -238,7 +238,7 @@ class _Problem:
         self.target, self.scores, self.hw = target, scores, hw  # [B,68,2], [B,68], [B,2]
         S, E = rig.n_shape, rig.n_expr
         self.P = 13 + S + E
-        kw = dict(dtype=rig.dtype, device=rig.device)
+        dt, dev = rig.dtype, rig.device
         diag = (target.amax(1) - target.amin(1)).norm(dim=-1)  # [B] face size, px
         self.sigma_px = (cfg.landmark_sigma * diag).clamp_min(1e-3)  # [B]
         self.cxy = torch.stack([(hw[:, 1] - 1) / 2, (hw[:, 0] - 1) / 2], -1)  # [B,2]
@@ -248,14 +248,14 @@ class _Problem:
             else torch.full_like(hw[:, 0], cfg.fixed_focal_px)
         )
         self.logf0 = torch.log(f0)  # [B]
-        prec = torch.zeros(self.P, **kw)  # prior precision (1/sigma) per parameter
+        prec = torch.zeros(self.P, dtype=dt, device=dev)  # prior precision (1/sigma) per parameter
         prec[_F] = 1.0 / cfg.focal_log_sigma
         prec[_N] = 1.0 / cfg.neck_sigma
-        prec[_J] = 1.0 / torch.tensor(cfg.jaw_sigma, **kw)
+        prec[_J] = 1.0 / torch.tensor(cfg.jaw_sigma, dtype=dt, device=dev)
         prec[13 : 13 + S] = 1.0 / cfg.shape_sigma
         prec[13 + S :] = 1.0 / cfg.expr_sigma
         self.prec = prec  # [P]
-        self.viewR = torch.tensor(FIT_VIEWMAT[:3, :3], **kw)
+        self.viewR = torch.tensor(FIT_VIEWMAT[:3, :3], dtype=dt, device=dev)
 
     def mean(self, idx: Tensor) -> Tensor:
         """Prior means [B, P] of items idx [B] (zero except log focal)."""
@@ -426,26 +426,26 @@ def fit_flame(
     with torch.no_grad():
         uv = prob.project(p, prob.cxy)
         err = (uv - prob.target).norm(dim=-1).cpu().numpy()  # [B,68]
-    p = p.cpu().numpy()
+    p_np = p.cpu().numpy()  # [B, P]
     n_shape_full, n_expr_full = int(model.shapedirs.shape[-1]), int(model.exprdirs.shape[-1])
     out = []
     for b in range(B):
         H, W = int(hw[b, 0]), int(hw[b, 1])
-        f = float(np.exp(p[b, 6]))
+        f = float(np.exp(p_np[b, 6]))
         shape = np.zeros(n_shape_full, np.float32)
-        shape[:S] = p[b, 13 : 13 + S]
+        shape[:S] = p_np[b, 13 : 13 + S]
         expr = np.zeros(n_expr_full, np.float32)
-        expr[: rig.n_expr] = p[b, 13 + S :]
+        expr[: rig.n_expr] = p_np[b, 13 + S :]
         K = np.array([[f, 0, (W - 1) / 2], [0, f, (H - 1) / 2], [0, 0, 1]], np.float32)
         out.append(
             FlameFit(
                 shape=shape,
                 expr=expr,
-                global_pose=p[b, _G].astype(np.float32),
-                neck_pose=p[b, _N].astype(np.float32),
-                jaw_pose=p[b, _J].astype(np.float32),
+                global_pose=p_np[b, _G].astype(np.float32),
+                neck_pose=p_np[b, _N].astype(np.float32),
+                jaw_pose=p_np[b, _J].astype(np.float32),
                 eyes_pose=np.zeros(6, np.float32),
-                translation=p[b, _T].astype(np.float32),
+                translation=p_np[b, _T].astype(np.float32),
                 K=K,
                 viewmat=FIT_VIEWMAT.copy(),
                 image_size=(H, W),
