@@ -176,7 +176,9 @@ def _block_tridiagonal_solve(D: Tensor, E1: Tensor, E2: Tensor, rhs: Tensor) -> 
         Off[:, Q:, :Q] = dg(E1[1::2][: N - 1])
         Off[:, Q:, Q:] = dg(E2[1::2][: N - 1])
     b = rhs.reshape(N, 2 * Q, R)
-    Ls, Cs, y = [], [], []
+    Ls: list[Tensor] = []
+    Cs: list[Tensor] = []
+    y: list[Tensor] = []
     for i in range(N):  # forward: L_i L_i^T = S_i - C_{i-1} C_{i-1}^T, C_{i-1} = Off_{i-1}^T L_{i-1}^-T
         A, r = S[i], b[i]
         if i > 0:
@@ -314,7 +316,8 @@ def _pnp_poses(rig: LandmarkRig, shape: Tensor, pts: np.ndarray, K: np.ndarray) 
     Rv = FIT_VIEWMAT[:3, :3].astype(np.float64)
     T = pts.shape[0]
     g, tr = np.zeros((T, 3)), np.zeros((T, 3))
-    rvec, tvec = cv2.Rodrigues(Rv)[0], np.array([[0.0], [0.0], [-0.5]]) @ np.ones((1, 1))
+    rvec: np.ndarray = cv2.Rodrigues(Rv)[0]
+    tvec: np.ndarray = np.array([[0.0], [0.0], [-0.5]]) @ np.ones((1, 1))
     tvec = Rv @ np.array([0.0, 0.0, -0.5])[:, None]
     for t in range(T):
         img = np.ascontiguousarray(pts[t, STATIC], np.float64)
@@ -367,16 +370,16 @@ def track_flame(
     p = lay.full(x, z, base)
     with torch.no_grad():
         err = (prob.project(p, prob.cxy) - prob.target).norm(dim=-1).numpy()  # [T, 68]
-    p = p.numpy()
+    p_np = p.numpy()  # [T, P]
     return TrackFit(
-        shape=p[0, 13 : 13 + S].astype(np.float32),
-        expr=p[:, 13 + S :].astype(np.float32),
-        global_pose=p[:, 0:3].astype(np.float32),
-        neck_pose=p[:, 7:10].astype(np.float32),
-        jaw_pose=p[:, 10:13].astype(np.float32),
+        shape=p_np[0, 13 : 13 + S].astype(np.float32),
+        expr=p_np[:, 13 + S :].astype(np.float32),
+        global_pose=p_np[:, 0:3].astype(np.float32),
+        neck_pose=p_np[:, 7:10].astype(np.float32),
+        jaw_pose=p_np[:, 10:13].astype(np.float32),
         eyes_pose=np.zeros((T, 6), np.float32),
-        translation=p[:, 3:6].astype(np.float32),
-        focal_px=float(np.exp(p[0, 6])),
+        translation=p_np[:, 3:6].astype(np.float32),
+        focal_px=float(np.exp(p_np[0, 6])),
         image_size=(H, W),
         landmark_error_px=err.astype(np.float32),
         iterations=cfg.iters,
