@@ -33,11 +33,13 @@ view-dependent colour from texture); with one target they keep their values.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from avatarcli.gaussians.binding import world_gaussians
@@ -47,7 +49,7 @@ from avatarcli.gaussians.model import SH_C0, BoundGaussians, Gaussians, sh_coeff
 from avatarcli.gaussians.visibility import UpdateGate, VisibilityConfig, gates
 from avatarcli.geometry import triangle_frames
 from avatarcli.render.api import RenderOutput, render
-from avatarcli.render.camera import Camera
+from avatarcli.render.camera import Camera, cropped_camera, scaled_camera
 
 RenderFn = Callable[..., RenderOutput]  # render(gaussians, camera, background, backend=..., sh_degree=...)
 
@@ -100,6 +102,14 @@ class FitConfig:
     max_gaussians: int = 30_000
     # rendering / bookkeeping
     views_per_step: int = 2  # target 0 + (views_per_step - 1) others, cycled
+    # each target is rendered in the window of its mask's bounding box grown by this x its long side
+    # (and at least CROP_MIN_PX); the loss keeps the whole image's normalisation, so while the splats stay
+    # inside the window the fit is the same (outside it render and target are both the background). None: off
+    crop_margin: float | None = 0.06
+    # coarse to fine: the first coarse_until x steps fit the targets resized by coarse_scale (fewer pixels
+    # and fragments per step); the rest at full size
+    coarse_until: float = 0.0
+    coarse_scale: float = 0.5
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     backend: str = "auto"
     seed: int = 0
@@ -273,37 +283,78 @@ def _check_targets(targets: list[ViewTarget]) -> None:
             )
 
 
+CROP_MIN_PX = 8  # the SSIM window's radius (5) and the opacity prior's erosion fit in this margin
+
+
+def crop_window(mask: Tensor, margin: float) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the bounding box of mask [H, W, 1] > 0 grown by margin x the long side (at
+    least CROP_MIN_PX), within the image; the whole image for an empty mask."""
+    H, W = mask.shape[0], mask.shape[1]
+    ys, xs = torch.nonzero(mask[..., 0] > 0, as_tuple=True)
+    if ys.numel() == 0:
+        return 0, 0, W, H
+    m = max(CROP_MIN_PX, int(math.ceil(margin * max(H, W))))
+    return (max(0, int(xs.min()) - m), max(0, int(ys.min()) - m), min(W, int(xs.max()) + m + 1),
+            min(H, int(ys.max()) + m + 1))  # fmt: skip
+
+
 @dataclass
 class _Scene:
-    """The fixed inputs of a fit, on the fit's device."""
+    """The fixed inputs of a fit, on the fit's device; each target in its crop window (crop_window)."""
 
     verts: Tensor  # [V, 3] canonical mesh
     faces: Tensor  # [F, 3]
     bg: Tensor  # [3]
-    cams: list[Camera]
-    comp: list[tuple[Tensor, Tensor, Tensor]]  # per target: target over bg [H, W, 3], mask [H, W, 1], outside [H, W, 1]
+    cams: list[Camera]  # per target: the camera of its crop window [h, w]
+    comp: list[tuple[Tensor, Tensor, Tensor]]  # per target: target over bg [h, w, 3], mask [h, w, 1], outside [h, w, 1]
     weights: list[float]
-    interior: list[Tensor]  # per target: eroded mask [H, W, 1] (where the front must be opaque)
+    interior: list[Tensor]  # per target: eroded mask [h, w, 1] (where the front must be opaque)
     pixel_weight: float  # target 0's sum of L1 pixel weights (the colour prior is in its pixel units)
+    full_cams: list[Camera]  # the targets' own cameras (densification measures gradients in their NDC)
+    photo_scale: list[float]  # per target: crop's / whole image's sum of L1 pixel weights
+    pixel_scale: list[float]  # per target: crop's / whole image's pixel count
 
     @classmethod
     def build(
         cls, vertices: Tensor, faces: Tensor, targets: list[ViewTarget], cfg: FitConfig, dev: torch.device
     ) -> _Scene:
         bg = torch.tensor(cfg.background, dtype=torch.float32, device=dev)
-        cams = [t.camera.to(dev) for t in targets]
-        comp = [
-            _composite_target(ViewTarget(c, t.image.to(dev, torch.float32), t.mask.to(dev, torch.float32)), bg)
-            for c, t in zip(cams, targets)
-        ]
+        full_cams = [t.camera.to(dev) for t in targets]
+        comp, cams, photo_scale, pixel_scale = [], [], [], []
+        for c, t in zip(full_cams, targets):
+            tgt, m, out = _composite_target(
+                ViewTarget(c, t.image.to(dev, torch.float32), t.mask.to(dev, torch.float32)), bg
+            )
+            x0, y0, x1, y1 = (0, 0, c.width, c.height) if cfg.crop_margin is None else crop_window(m, cfg.crop_margin)
+            whole = float((m + cfg.outside_weight * out).sum())
+            tgt, m, out = tgt[y0:y1, x0:x1], m[y0:y1, x0:x1], out[y0:y1, x0:x1]
+            comp.append((tgt, m, out))
+            cams.append(cropped_camera(c, x0, y0, x1 - x0, y1 - y0))
+            photo_scale.append(float((m + cfg.outside_weight * out).sum()) / max(whole, 1e-8))
+            pixel_scale.append((x1 - x0) * (y1 - y0) / (c.width * c.height))
         verts = vertices.detach().to(dev, torch.float32)
         interior = [erode(m, cfg.opaque_erode_px) for _, m, _ in comp]
-        pw = float((comp[0][1] + cfg.outside_weight * comp[0][2]).sum())
-        return cls(verts, faces.to(dev), bg, cams, comp, [float(t.weight) for t in targets], interior, pw)
+        pw = float((comp[0][1] + cfg.outside_weight * comp[0][2]).sum()) / photo_scale[0]
+        return cls(verts, faces.to(dev), bg, cams, comp, [float(t.weight) for t in targets], interior, pw,
+                   full_cams, photo_scale, pixel_scale)  # fmt: skip
 
     @property
     def radius(self) -> float:
         return float((self.verts - self.verts.mean(0)).norm(dim=-1).max())
+
+
+def scaled_targets(targets: list[ViewTarget], scale: float) -> list[ViewTarget]:
+    """The targets resized by `scale` (area filter), each with its camera scaled to match."""
+    out = []
+    for t in targets:
+        cam = scaled_camera(t.camera, max(16, round(scale * max(t.camera.width, t.camera.height))))
+
+        def resize(x: Tensor) -> Tensor:  # [H, W, C] -> [h, w, C]
+            y = F.interpolate(x.permute(2, 0, 1)[None].float(), size=(cam.height, cam.width), mode="area")
+            return y[0].permute(1, 2, 0).contiguous()
+
+        out.append(ViewTarget(cam, resize(t.image), resize(t.mask), t.weight))
+    return out
 
 
 class _ViewOrder:
@@ -359,12 +410,13 @@ def _views_loss(
     loss = torch.zeros((), device=sc.verts.device)
     step_psnr = float("nan")
     for v in views:
-        gv = strategy.step_pre_backward(state, g, sc.cams[v])
+        gv = strategy.step_pre_backward(state, g, sc.full_cams[v])
         out = render(gv, sc.cams[v], sc.bg, backend=cfg.backend, sh_degree=sh)
         target, m, outside = sc.comp[v]
-        lv = dssim_l1(out.rgb, target, m + cfg.outside_weight * outside, cfg.lambda_dssim)
+        # the whole image's means: outside the crop window render and target are both the background
+        lv = sc.photo_scale[v] * dssim_l1(out.rgb, target, m + cfg.outside_weight * outside, cfg.lambda_dssim)
         if cfg.lambda_alpha_out > 0:
-            lv = lv + cfg.lambda_alpha_out * (out.alpha * outside).mean()
+            lv = lv + cfg.lambda_alpha_out * sc.pixel_scale[v] * (out.alpha * outside).mean()
         if cfg.lambda_opaque > 0:
             lv = lv + cfg.lambda_opaque * transparency(out.alpha, sc.interior[v])
         loss = loss + sc.weights[v] * lv
@@ -411,7 +463,10 @@ def fit_gaussians(
     dev = bound.local_xyz.device
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(cfg.seed)
-    sc = _Scene.build(vertices, faces, targets, cfg, dev)
+    sc = fine = _Scene.build(vertices, faces, targets, cfg, dev)
+    n_coarse = int(round(cfg.coarse_until * cfg.steps)) if 0 < cfg.coarse_scale < 1 else 0
+    if n_coarse > 0:
+        sc = _Scene.build(vertices, faces, scaled_targets(targets, cfg.coarse_scale), cfg, dev)
     cfg.visibility.validate()
     n_views = sum(1 for t in targets if t.weight > 0)
     fit_rest = cfg.fit_sh_rest if cfg.fit_sh_rest is not None else n_views > 1
@@ -422,6 +477,8 @@ def fit_gaussians(
     order = _ViewOrder(len(targets), cfg.views_per_step, gen)
     last: dict = {}
     for step in range(1, cfg.steps + 1):
+        if step == n_coarse + 1 and sc is not fine:  # coarse steps done: full size, visibility afresh
+            sc, gates = fine, _Gate(cfg, fine, render)
         frac = (step - 1) / max(1, cfg.steps - 1)
         params.set_lr("local_xyz", cfg.lr_xyz * (cfg.lr_xyz_final / cfg.lr_xyz) ** frac)
         active_sh = min(cfg.sh_degree, (step - 1) // sh_every)
@@ -445,7 +502,7 @@ def fit_gaussians(
     fitted = params.bound().detach()
     return fitted, FitStats(
         loss=last.get("loss", float("nan")),
-        **_final_figures(fitted, sc, cfg, render),
+        **_final_figures(fitted, fine, cfg, render),
         n_gaussians=fitted.n,
         n_cloned=state.n_cloned,
         n_split=state.n_split,

@@ -93,6 +93,15 @@ def scaled_camera(cam: Camera, long_side: int | None, *, upscale: bool = True) -
     return Camera(K, cam.viewmat.clone(), W, H)
 
 
+def cropped_camera(cam: Camera, x0: int, y0: int, width: int, height: int) -> Camera:
+    """The same view restricted to the pixel window [x0, x0 + width) x [y0, y0 + height): pixel
+    (x, y) of the crop is pixel (x + x0, y + y0) of `cam`'s image."""
+    K = cam.K.clone()
+    K[0, 2] -= x0
+    K[1, 2] -= y0
+    return Camera(K, cam.viewmat, int(width), int(height))
+
+
 class PhotoFit(Protocol):
     """What photo_camera reads of a fitted head (avatarcli.flame.artifact.FlameFit)."""
 
