@@ -4,7 +4,8 @@ For each portrait, the pipeline's own init head and head region are made once (`
 --steps 1` into a work folder, reused on later runs), then `denoise_head` (no diffusion) runs once
 per variant of DenoiseConfig. Reported per variant, from the final head rendered by the photo's
 camera at the working size and compared at the photo's size against the hand-drawn outline
-(avatarcli.quality): head-region PSNR on white, coverage, spill; the fit's CPU seconds
+(avatarcli.quality): head-region PSNR on white, coverage, spill (the render and its residual
+|render - photo| x 4 inside the outline are saved, and turntable frames at yaw 0/60/90/180); the fit's CPU seconds
 (time.process_time of this process, torch on one thread by default: on a shared machine two
 threads' spinning inflates CPU time several-fold; compare the ratio against the baseline, measured
 in the same run) and the Gaussians at the end.
@@ -101,6 +102,19 @@ def _figures(head, model, photo: np.ndarray, outline: np.ndarray, save: Path | N
     }
 
 
+def _turntable(head, path: Path) -> None:
+    """The head written to `path` and rendered at yaw 0/60/90/180 (PATH_yaw<Y>.png, 256 px, on white)."""
+    from avatarcli.cli import main
+    from avatarcli.gaussians.ply import write_gaussian_ply
+
+    write_gaussian_ply(path, head)
+    cmd = ["--quiet", "render", str(path), "-o", str(path.with_suffix(".png")), "--flame", str(path.parent / "synthetic-flame"),
+           "--yaw", "0,60,90,180", "--size", "256", "--background", "white"]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        if main(cmd) != 0:
+            raise SystemExit(f"avatar render failed for {path}")
+
+
 def _run(p, work: Path, model, name: str, over: dict, out: Path) -> dict:
     import torch
 
@@ -117,6 +131,7 @@ def _run(p, work: Path, model, name: str, over: dict, out: Path) -> dict:
     head, stats = denoise_head(ply, model, rgb, config=_config(over), mask=region)
     cpu, wall = time.process_time() - c, time.perf_counter() - t
     fig = _figures(head, model, rgb.astype(np.float64) / 255.0, outline, out / f"{p.name}.{name}.png")
+    _turntable(head, out / f"{p.name}.{name}.ply")
     return {"portrait": p.name, "variant": name, "cpu": cpu, "wall": wall, "n": stats.n_gaussians, **fig}
 
 
