@@ -29,6 +29,7 @@ PORTRAITS: dict[str, str] = {
     "grace_hopper": "frontal, hat, short grey hair, glasses",
     "obama_turned": "turned ~25 deg, short hair, one ear",
     "einstein": "slightly turned, long wild hair, grayscale",
+    "long_hair": "long straight hair to the frame edge, crown cut by the frame, dark backdrop",
 }
 
 
