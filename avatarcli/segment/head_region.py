@@ -14,18 +14,24 @@ seeded from what the pipeline already knows:
     face width, above the crown, below the collar: more than NECK_DROP face heights below the chin);
   * probably background: the rest.
 
-OpenCV's GrabCut (colour GMMs + graph cut) then labels the pixels; below the jaw only skin-coloured
-pixels stay (the neck stops at the collar); thin strands are opened away and the connected piece
-that holds the face is kept with holes filled. Above the jaw the cut is then refined by closed-form
-matting in a band around it (wisps of hair mixed with the backdrop, which GrabCut's colour models
-drop). Everything runs on copies with a long side of `work_sides` px (a second or two on one core),
-one vote each, scaled back; the majority is the region.
+OpenCV's GrabCut (colour GMMs + graph cut) then labels the pixels. Below the jaw line only what is
+head there stays (`_below_jaw_head`): skin, and below the chin only within the neck's width (a collar
+or a skin-coloured neckline is wider), so the neck stops at the collar; and long hair: pixels coloured
+like both the hair beside the cheeks and the hair on top, connected to hair that frames the jaw on
+both sides (a flag stripe beside one cheek or a jacket coloured like the hair is not long hair).
+Thin strands are opened away and the connected piece that holds the face is kept with holes filled.
+The cut is then refined by closed-form matting in a band around it, above the jaw and around long
+hair below it (wisps of hair mixed with the backdrop, which GrabCut's colour models drop). Everything
+runs on copies with a long side of `work_sides` px (a second or two on one core), one vote each,
+scaled back; the majority is the region.
 
 The majority grows by `margin_frac` face widths (a missed head pixel costs more than a band of
-backdrop). Measured (IoU with the drawn outlines of tests/fixtures/portraits, dlib landmarks; before
-these refinements / without the margin / with it): astronaut 0.946 / 0.946 / 0.930, grace_hopper
-0.845 / 0.873 / 0.873, obama_turned 0.933 / 0.923 / 0.907, einstein 0.803 / 0.869 / 0.876
-(bench/bench_real.py prints the figure for each run).
+backdrop). Measured (IoU with the drawn outlines of tests/fixtures/portraits, dlib landmarks,
+`python bench/bench_real.py --out DIR --region-only`; before the long-hair and neck-width rules / now):
+astronaut 0.930 / 0.930, grace_hopper 0.873 / 0.874, obama_turned 0.907 / 0.907, einstein 0.876 /
+0.882, long_hair 0.736 / 0.932. Known misses: grace_hopper's white hat top against white flag stripes,
+and a flag strip beside her hat; einstein's white collar (grayscale: it reads as skin); long hair
+below 0.45 face heights under the chin (sure background there: the clothing's colour model).
 """
 
 from __future__ import annotations
@@ -66,6 +72,11 @@ class RegionConfig:
     open_frac: float = 0.015  # strands thinner than 2x this many face widths are cut off
     border_px: int = 2  # sure-background band along the image border (work px)
     skin_sigma: float = 3.0  # below the jaw only skin is head: Mahalanobis distance (Lab) to the face's skin
+    hair_sigma: float = 2.5  # ... and hair: distance to the hair beside the cheeks
+    hair_gap: float = 0.05  # that hair sample keeps this many face widths off the landmarks' hull
+    hair_min: float = 0.003  # long hair only when that sample holds this many face widths squared
+    neck_points: tuple[int, int] = (5, 11)  # below the chin, skin is neck only between these jaw points' x
+    jaw_band: float = 0.1  # below-jaw pieces must touch this many face heights just above the jaw line
 
 
 @dataclass
@@ -148,14 +159,72 @@ def _skin_distance(img: np.ndarray, lm: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d)).reshape(h, w)
 
 
-def _below_jaw(shape: tuple[int, int], lm: np.ndarray) -> np.ndarray:
-    """[h, w] bool: pixels below the jaw line (iBUG 2..14), continued flat beyond its ends."""
+def _below_jaw(shape: tuple[int, int], lm: np.ndarray, lift: float = 0.0) -> np.ndarray:
+    """[h, w] bool: pixels below the jaw line (iBUG 2..14) lifted by `lift` px, continued flat beyond its ends."""
     h, w = shape
     jaw = lm[2:15]
     xs = np.arange(w)
     order = np.argsort(jaw[:, 0])
-    ys = np.interp(xs, jaw[order, 0], jaw[order, 1])  # flat beyond the ends
+    ys = np.interp(xs, jaw[order, 0], jaw[order, 1]) - lift  # flat beyond the ends
     return np.arange(h)[:, None] > ys[None, :]
+
+
+def _grown_from(cand: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """[h, w] bool: the pixels of `cand` in 4-connected pieces of (cand | seed) that hold a seed pixel."""
+    n, comp = cv2.connectedComponents((cand | seed).astype(np.uint8), connectivity=4)
+    keep = np.zeros(n, bool)
+    keep[np.unique(comp[seed])] = True
+    keep[0] = False
+    return cand & keep[comp]
+
+
+def _mahalanobis(lab: np.ndarray, sample: np.ndarray, slack: float = 4.0) -> np.ndarray | None:
+    """[N] distance of Lab pixels [N, 3] to the Gaussian of `sample` [M, 3] (None when M < 20)."""
+    if len(sample) < 20:
+        return None
+    mu, cov = sample.mean(0), np.cov(sample.T) + np.eye(3) * slack
+    d = lab - mu
+    return np.sqrt(np.einsum("ni,ij,nj->n", d, np.linalg.inv(cov), d))
+
+
+def _below_jaw_head(
+    img: np.ndarray, fg: np.ndarray, lm: np.ndarray, cfg: RegionConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """GrabCut's head [h, w] bool with what lies below the jaw line narrowed to what is head there:
+    * the neck: skin-coloured (see _skin_distance), between the jaw's points 5 and 11 (a neck is
+      narrower than the jaw; a collar is wider), connected to the face across the jaw line; it stops
+      where the clothing starts (the collar);
+    * long hair: pixels coloured like the hair beside the cheeks (GrabCut's head pixels above the jaw
+      line, beside the landmarks, that are not skin) and connected to that hair across the jaw line.
+    Everything else below the jaw (clothing, a backdrop GrabCut took in) is dropped.
+    -> (the head [h, w] bool, the long hair below the jaw [h, w] bool)."""
+    h, w = fg.shape
+    g = _face_geometry(lm)
+    below = _below_jaw((h, w), lm)
+    band = ~below & _below_jaw((h, w), lm, lift=cfg.jaw_band * g["h"])  # just above the jaw line
+    lab = cv2.cvtColor(img, cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.float64)
+    skin = _skin_distance(img, lm) <= cfg.skin_sigma  # [h, w]
+    x0, x1 = sorted((float(lm[cfg.neck_points[0], 0]), float(lm[cfg.neck_points[1], 0])))
+    outside = ((np.arange(w) < x0) | (np.arange(w) > x1))[None, :] & (np.arange(h) > g["chin_y"])[:, None]
+    neck = below & fg & skin & ~outside  # below the chin a neck is narrower than the jaw, a collar wider
+    hull = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(hull, [cv2.convexHull(lm.astype(np.float32)).astype(np.int32).reshape(-1, 2)], 1)
+    r = max(1, round(cfg.hair_gap * g["w"]))
+    face = cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2)) > 0
+    yy = np.arange(h)[:, None]
+    hairy = fg & ~below & ~face & ~skin  # GrabCut's head beside and above the face that is not skin
+    beside = hairy & (yy > float(lm[36:48, 1].mean()))  # beside the cheeks
+    crown = hairy & (yy < g["brow_y"])  # around the forehead and above
+    d_side, d_crown = _mahalanobis(lab, lab[beside.reshape(-1)]), _mahalanobis(lab, lab[crown.reshape(-1)])
+    hair = np.zeros((h, w), bool)
+    if d_side is not None and d_crown is not None:  # hair both beside the cheeks and on top: long hair
+        like = fg & (d_side.reshape(h, w) <= cfg.hair_sigma) & (d_crown.reshape(h, w) <= cfg.hair_sigma)
+        ring = cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (4 * r + 1,) * 2)) > 0
+        seed = band & like & ring & ~face  # hair that frames the jaw ...
+        left = seed[:, : int(round(lm[8, 0]))].sum()
+        if min(left, seed.sum() - left) >= cfg.hair_min * g["w"] ** 2:  # ... on both sides: long hair
+            hair = _grown_from(below & like, seed)
+    return np.where(below, neck | hair, fg), hair
 
 
 def _clean(fg: np.ndarray, lm: np.ndarray, open_px: int) -> np.ndarray:
@@ -179,7 +248,9 @@ def _grabcut(img: np.ndarray, lab: np.ndarray, iterations: int) -> np.ndarray:
     return (lab == cv2.GC_FGD) | (lab == cv2.GC_PR_FGD)
 
 
-def _matte_hair(img: np.ndarray, fg: np.ndarray, lm: np.ndarray, cfg: RegionConfig) -> np.ndarray:
+def _matte_hair(
+    img: np.ndarray, fg: np.ndarray, lm: np.ndarray, cfg: RegionConfig, hair_below: np.ndarray | None = None
+) -> np.ndarray:
     """GrabCut's hard cut refined above the jaw by closed-form matting (Levin et al. 2008, pymatting's
     estimate_alpha_cf): its foreground eroded by `matte_in` face widths is sure head, everything beyond
     `matte_out` face widths outside it (and everything below the jaw) keeps GrabCut's label, the band
@@ -191,7 +262,13 @@ def _matte_hair(img: np.ndarray, fg: np.ndarray, lm: np.ndarray, cfg: RegionConf
     u8 = fg.astype(np.uint8)
     sure = cv2.erode(u8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_in + 1,) * 2)) > 0
     near = cv2.dilate(u8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_out + 1,) * 2)) > 0
-    unknown = near & ~sure & ~_below_jaw(fg.shape, lm)
+    solve = ~_below_jaw(fg.shape, lm)  # above the jaw, and around long hair below it
+    if hair_below is not None and hair_below.any():
+        solve |= (
+            cv2.dilate(hair_below.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_out + 1,) * 2))
+            > 0
+        )
+    unknown = near & ~sure & solve
     if not unknown.any() or not sure.any():
         return fg
     trimap = fg.astype(np.float64)  # [h, w] 1 head, 0 not, 0.5 to solve
@@ -216,11 +293,11 @@ def _segment_at(
     if prior is not None:
         pri = cv2.resize(np.asarray(prior, np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
     fg = _grabcut(img, _seed_labels((h, w), lm, pri, cfg), cfg.iterations)
-    fg &= ~(_below_jaw((h, w), lm) & (_skin_distance(img, lm) > cfg.skin_sigma))  # the neck stops at the collar
+    fg, hair_below = _below_jaw_head(img, fg, lm, cfg)  # the neck stops at the collar; long hair goes on
     open_px = round(cfg.open_frac * _face_geometry(lm)["w"])
     fg = _clean(fg, lm, open_px)
     if cfg.matte_out > 0:
-        fg = _clean(_matte_hair(img, fg, lm, cfg), lm, open_px)
+        fg = _clean(_matte_hair(img, fg, lm, cfg, hair_below & fg), lm, open_px)
     mask = fg.astype(np.float32)
     if s < 1:
         mask = cv2.resize(mask, (W, H), interpolation=cv2.INTER_LINEAR)  # type: ignore[assignment]  # float32 in, float32 out
