@@ -31,7 +31,8 @@ def reconstruct_command(
         None,
         "--rounds",
         min=0,
-        help="Diffusion refinement rounds (default: the denoise stage's; 0 = input-view fit only).",
+        help="Refinement rounds on novel views, fitted to the --prior's images (default: the denoise stage's; "
+        "0 = input-view fit only).",
         show_default=False,
     ),
     no_diffusion: bool = typer.Option(
