@@ -19,7 +19,7 @@ from rich.markup import escape
 
 from avatarcli import __version__
 from avatarcli.commands import COMMAND_MODULES
-from avatarcli.commands.common import flag_for
+from avatarcli.commands.common import flag_names
 from avatarcli.errors import EXIT_ENVIRONMENT, EXIT_USAGE, AvatarError
 from avatarcli.progress import console, set_quiet
 
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("AVATAR_DEBUG") == "1"
     cmd = typer.main.get_command(app)
     try:
-        rv = cmd.main(args=argv, prog_name="avatar", standalone_mode=False)
+        with flag_names():  # library errors and warnings show each setting as its flag
+            rv = cmd.main(args=argv, prog_name="avatar", standalone_mode=False)
         return int(rv) if isinstance(rv, int) else 0
     except _EXIT as e:
         return e.exit_code
@@ -111,8 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     except AvatarError as e:
         if debug:
             console.print_exception()
-        if e.setting is not None:  # a library setting: shown as its flag
-            e = e.named(flag_for(e.setting))
         console.print(f"[red]error:[/red] {escape(str(e))}", markup=True, soft_wrap=True)
         return e.exit_code
     except OSError as e:  # the filesystem or the OS refused (a read-only mount, /proc, a full disk): exit 3

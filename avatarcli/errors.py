@@ -8,13 +8,16 @@ Exit codes (the CLI contract, also documented in README.md):
 
 Library code raises these with one line that names the file and the problem, and a setting by
 its field name (`setting=`); the CLI prints that line with the setting's flag (no traceback) and
-exits with `exit_code`.
+exits with `exit_code`. Advice that names other settings in passing writes each as `name` in
+backticks and lists it in `mentions=` ("... or pass `force`", mentions=("force",)); the CLI shows
+its flag there too ("... or pass --force"). Library messages never spell a CLI flag themselves.
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Callable, Iterable
 
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
@@ -27,23 +30,43 @@ class AvatarError(Exception):
 
     exit_code: int = EXIT_USAGE
 
-    def __init__(self, message: str, *, path: str | Path | None = None, setting: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | Path | None = None,
+        setting: str | None = None,
+        mentions: Iterable[str] = (),
+    ):
         """setting: the config field or argument the message is about; the message then opens with
-        that name ("max_side 8: ..."), and the CLI shows its own flag there instead (`named`)."""
+        that name ("max_side 8: ..."), and the CLI shows its own flag there instead (`named`).
+        mentions: other settings the message names as `name` (in backticks), shown as flags likewise."""
         self.path = None if path is None else Path(path)
         self.raw_message = message
         self.setting = setting
+        self.mentions = tuple(mentions)
         super().__init__(f"{path}: {message}" if path is not None else message)
 
-    def named(self, label: str) -> AvatarError:
-        """A copy whose message opens with `label` (e.g. the CLI's "--size") instead of the setting's name."""
-        if self.setting is None or not self.raw_message.startswith(self.setting):
+    def named(self, label: Callable[[str], str]) -> AvatarError:
+        """A copy that shows each setting as `label(setting)` (the CLI: its flag, "max_side" -> "--size"):
+        at the opening of the message and at each of its mentions."""
+        text = self.raw_message
+        if self.setting is not None and text.startswith(self.setting):
+            text = label(self.setting) + text[len(self.setting) :]
+        text = label_mentions(text, self.mentions, label)
+        if text == self.raw_message:
             return self
         out = copy.copy(self)
-        out.raw_message = label + self.raw_message[len(self.setting) :]
-        out.setting = None
-        out.args = (f"{self.path}: {out.raw_message}" if self.path is not None else out.raw_message,)
+        out.raw_message, out.setting, out.mentions = text, None, ()
+        out.args = (f"{self.path}: {text}" if self.path is not None else text,)
         return out
+
+
+def label_mentions(text: str, mentions: Iterable[str], label: Callable[[str], str]) -> str:
+    """`text` with each mentioned setting, written `name`, shown as `label(name)` instead."""
+    for name in mentions:
+        text = text.replace(f"`{name}`", label(name))
+    return text
 
 
 class InputError(AvatarError):

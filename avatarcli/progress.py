@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -18,9 +18,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from avatarcli.errors import label_mentions
+
 console = Console(stderr=True, highlight=False)
 
 _quiet = False
+_setting_label: Callable[[str], str] | None = None  # how warnings show a setting (the CLI: its flag)
 
 
 def set_quiet(quiet: bool) -> None:
@@ -38,9 +41,28 @@ def info(msg: str) -> None:
         console.print(msg, soft_wrap=True)
 
 
-def warn(msg: str) -> None:
-    """Warnings are always shown (stderr), even with --quiet."""
+def warn(msg: str, mentions: Iterable[str] = ()) -> None:
+    """Warnings are always shown (stderr), even with --quiet. mentions: the settings `msg` names
+    as `name` (as in AvatarError), shown as the current `setting_labels` shows them."""
+    if _setting_label is not None:
+        msg = label_mentions(msg, mentions, _setting_label)
     console.print(f"[yellow]warning:[/yellow] {msg}", soft_wrap=True)
+
+
+def setting_label() -> Callable[[str], str] | None:
+    """How settings are shown now (None: by their own names)."""
+    return _setting_label
+
+
+@contextlib.contextmanager
+def setting_labels(label: Callable[[str], str]) -> Iterator[None]:
+    """Within this block, warnings show each mentioned setting as `label(name)` (the CLI: its flag)."""
+    global _setting_label
+    outer, _setting_label = _setting_label, label
+    try:
+        yield
+    finally:
+        _setting_label = outer
 
 
 @contextlib.contextmanager

@@ -240,7 +240,7 @@ def test_head_without_binding_or_other_model_is_refused(model, head, tmp_path):
     with pytest.raises(InputError, match="not an avatarcli head: it has no binding"):
         animate(no_binding, [clip], cfg, out=out, model=model)
     other = SimpleNamespace(fit=head.meta.fit, flame_model_sha256="b" * 64)
-    with pytest.raises(InputError, match=r"sha256 bbbbbbbbbbbb.*--force") as e:
+    with pytest.raises(InputError, match=r"sha256 bbbbbbbbbbbb.*`force`") as e:
         animate(
             SimpleNamespace(gaussians=head.gaussians, binding=head.binding, meta=other),
             [clip],

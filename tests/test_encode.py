@@ -171,12 +171,12 @@ def test_encode_several_photos(tmp_path, tiny_models, capsys):
     assert sorted(p.name for p in (tmp_path / "y").iterdir()) == ["a.safetensors"]
 
 
-def test_encode_refuses_landmarks_of_another_image(tmp_path, tiny_models, capsys):
+def test_encode_refuses_landmarks_of_another_photo(tmp_path, tiny_models, capsys):
     img, lmp, _ = _photo_and_landmarks(tmp_path, sha="cd" * 32)
     out = tmp_path / "f.safetensors"
     rc = main(["encode", str(img), "--landmarks", str(lmp), "-o", str(out), "--device", "cpu", "--size", str(SIZE)])
     err = capsys.readouterr().err
-    assert rc == 2 and "another image" in err and "--force" in err and len(err.strip().splitlines()) == 1
+    assert rc == 2 and "another photo" in err and "--force" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
     rc = main(
         ["encode", str(img), "--landmarks", str(lmp), "-o", str(out), "--device", "cpu", "--size", str(SIZE), "--force"]

@@ -292,12 +292,12 @@ def test_no_flame_exit_3(tmp_path, landmarks_file, capsys):
         load_flame(None)
     assert e.value.exit_code == 3
     assert (
-        "https://flame.is.tue.mpg.de" in str(e.value) and "AVATAR_FLAME" in str(e.value) and "--flame" in str(e.value)
+        "https://flame.is.tue.mpg.de" in str(e.value) and "AVATAR_FLAME" in str(e.value) and "`flame`" in str(e.value)
     )
     out = tmp_path / "o.npz"
     rc = main(["fit-flame", str(landmarks_file), "-o", str(out)])
     err = capsys.readouterr().err
-    assert rc == 3 and not out.exists() and "flame.is.tue.mpg.de" in err and "licensed" in err
+    assert rc == 3 and not out.exists() and "flame.is.tue.mpg.de" in err and "licensed" in err and "pass --flame" in err
 
 
 @pytest.mark.parametrize("what", ["missing_path", "empty_folder"])

@@ -577,9 +577,9 @@ def test_landmarks_of_another_photo_are_refused_unless_force(tmp_path, photos, f
     alice_lm = photos["landmarks"] / "alice.npz"
     (job,) = plan_batch([photos["bob"]], tmp_path / "h.ply", landmarks=alice_lm)
     errors = validate_inputs([job])
-    assert "another photo" in str(errors["bob"]) and "--force" in str(errors["bob"])
+    assert "another photo" in str(errors["bob"]) and "`force`" in str(errors["bob"])  # the CLI: --force
     assert validate_inputs([job], force=True) == {}
-    assert "used anyway (--force)" in capsys.readouterr().err
+    assert "used anyway (`force`)" in capsys.readouterr().err
     rc = main(["reconstruct", str(photos["bob"]), "-o", str(tmp_path / "h.ply"), "--landmarks", str(alice_lm)])
     assert rc == 2
     _one_error_line(capsys.readouterr().err, "alice.npz")

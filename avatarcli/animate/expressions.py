@@ -240,7 +240,7 @@ def load_expressions(paths: Sequence[str | Path]) -> list[ExpressionClip]:
     one frame per file."""
     clips: list[ExpressionClip] = []
     if not paths:
-        raise InputError("no expression file given (--expr FILE.npz or a folder of them)")
+        raise InputError("no expression file given (`expr` FILE.npz or a folder of them)", mentions=("expr",))
     for p in map(Path, paths):
         if not p.exists():
             raise InputError("expression file not found", path=p)

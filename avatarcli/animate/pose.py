@@ -80,7 +80,7 @@ class HeadPoser:
         if ply.meta is None:
             raise InputError("this PLY is not an avatarcli head: it has no FLAME parameters (meta)", path=path)
         if not check_model_hash(ply.meta.flame_model_sha256, model, path, force):
-            warn(f"{path}: FLAME model hash differs from the head's; animating anyway (--force)")
+            warn(f"{path}: FLAME model hash differs from the head's; animating anyway (`force`)", mentions=("force",))
         anchors = ply.meta.rigid_anchors() if hasattr(ply.meta, "rigid_anchors") else None
         F = model.faces.shape[0] + (anchors.n if anchors is not None else 0)
         binding = ply.binding.long()

@@ -72,7 +72,10 @@ class AnimateResult:
 def plan_outputs(out: str | Path | None, ply_seq: str | Path | None) -> OutputPlan:
     """-o FILE.mp4|FILE.gif -> video; -o DIR (no suffix) -> PNG frames; --ply-seq DIR -> PLYs."""
     if out is None and ply_seq is None:
-        raise InputError("nothing to write: give -o OUT (.mp4, .gif or a folder for PNG frames) and/or --ply-seq DIR")
+        raise InputError(
+            "nothing to write: give `out` OUT (.mp4, .gif or a folder for PNG frames) and/or `ply_seq` DIR",
+            mentions=("out", "ply_seq"),
+        )
     plan = OutputPlan()
     if out is not None:
         out = Path(out)
@@ -86,7 +89,7 @@ def plan_outputs(out: str | Path | None, ply_seq: str | Path | None) -> OutputPl
         else:
             if out.exists() and not out.is_dir():
                 raise InputError("output exists and is not a folder", path=out)
-            _check_replaceable(out, ".png", "-o")
+            _check_replaceable(out, ".png", "out")
             plan.frames_dir = out
     if ply_seq is not None:
         p = Path(ply_seq)
@@ -94,14 +97,14 @@ def plan_outputs(out: str | Path | None, ply_seq: str | Path | None) -> OutputPl
             raise InputError("ply_seq: exists and is not a folder", path=p, setting="ply_seq")
         if p.suffix.lower() == ".ply":
             raise InputError("ply_seq takes a folder (one PLY per frame is written into it)", path=p, setting="ply_seq")
-        _check_replaceable(p, ".ply", "--ply-seq")
+        _check_replaceable(p, ".ply", "ply_seq")
         plan.ply_dir = p
     if plan.frames_dir is not None and plan.ply_dir is not None and plan.frames_dir.resolve() == plan.ply_dir.resolve():
-        raise InputError("-o and --ply-seq name the same folder", path=plan.ply_dir)
+        raise InputError("`out` and `ply_seq` name the same folder", path=plan.ply_dir, mentions=("out", "ply_seq"))
     return plan
 
 
-def _check_replaceable(folder: Path, suffix: str, option: str) -> None:
+def _check_replaceable(folder: Path, suffix: str, setting: str) -> None:
     """A frame folder is replaced whole when the new frames are written: refuse one that holds
     anything but frames of an earlier run (frame_*.png / frame_*.ply), so that `-o .` or
     `-o ~/Pictures` can never delete a user's files."""
@@ -112,9 +115,10 @@ def _check_replaceable(folder: Path, suffix: str, option: str) -> None:
     other = [q.name for q in folder.iterdir() if not pattern.fullmatch(q.name)]
     if other:
         raise InputError(
-            f"{option}: the folder exists and holds other files ({', '.join(sorted(other)[:3])}"
+            f"{setting}: the folder exists and holds other files ({', '.join(sorted(other)[:3])}"
             f"{', ...' if len(other) > 3 else ''}); it would be replaced: give a new or empty folder",
             path=folder,
+            setting=setting,
         )
 
 

@@ -49,7 +49,10 @@ def smoothstep(u: np.ndarray) -> np.ndarray:
 def there_and_back_weights(n_frames: int) -> np.ndarray:
     """[n] blend weights 0 -> 1 -> 0, eased: smoothstep of a triangle; first and last are 0."""
     if n_frames < 3:
-        raise InputError(f"a single-frame target needs at least 3 frames, got {n_frames} (raise --duration or --fps)")
+        raise InputError(
+            f"a single-frame target needs at least 3 frames, got {n_frames} (raise `duration` or `fps`)",
+            mentions=("duration", "fps"),
+        )
     s = np.arange(n_frames, dtype=np.float64) / (n_frames - 1)  # [n] in [0, 1]
     return smoothstep(1.0 - np.abs(2.0 * s - 1.0)).astype(np.float32)
 

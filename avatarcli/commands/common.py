@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import typer
 
-from avatarcli.errors import AvatarError, InputError
+from avatarcli.batch import one_line, output_paths
+from avatarcli.errors import AvatarError, InputError, label_mentions
+from avatarcli.progress import setting_label, setting_labels
 
 DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 
@@ -46,27 +48,57 @@ def existing_inputs(paths: list[Path]) -> list[Path]:
 
 def output_for(inputs: list[Path], out: Path, suffix: str) -> list[Path]:
     """Each input's output under the one output rule (avatarcli.batch.output_paths)."""
-    from avatarcli.batch import output_paths
-
     return output_paths([p.stem for p in inputs], out, suffix, several=len(inputs) > 1)
 
 
 OptionalPath = Optional[Path]
 
 
+SHORT_FLAGS = {"out": "-o"}  # the settings every command shows by a short flag
+
+
 def flag_for(setting: str) -> str:
-    """The flag of a library setting by default: max_side -> --max-side."""
-    return "--" + setting.replace("_", "-")
+    """The flag of a library setting by default: max_side -> --max-side (out -> -o)."""
+    return SHORT_FLAGS.get(setting) or "--" + setting.replace("_", "-")
 
 
 @contextmanager
 def flag_names(**flags: str) -> Iterator[None]:
-    """Library errors about a setting (AvatarError.setting) read as this command's flag where it
-    is not the default one: `with flag_names(max_side="--size"): ...`."""
-    try:
-        yield
-    except AvatarError as e:
-        label = flags.get(e.setting) if e.setting is not None else None
-        if label is None:
-            raise
-        raise e.named(label) from e
+    """Library errors and warnings that name a setting (AvatarError.setting / .mentions) read as this
+    command's flag: `flags` where it is not the default one (`with flag_names(max_side="--size"): ...`),
+    else the flag of an enclosing flag_names, else flag_for's."""
+    outer = setting_label() or flag_for
+
+    def label(setting: str) -> str:
+        return flags.get(setting) or outer(setting)
+
+    with setting_labels(label):
+        try:
+            yield
+        except AvatarError as e:
+            shown = e.named(label)
+            if shown is e:
+                raise
+            raise shown from e
+
+
+def shown(e: AvatarError) -> AvatarError:
+    """A library error as the CLI shows it: each setting it names as the flag (see flag_names)."""
+    return e.named(setting_label() or flag_for)
+
+
+def with_flags(text: str, mentions: Iterable[str]) -> str:
+    """Library text naming settings (`name`, as AvatarError mentions) with the CLI's flags instead."""
+    return label_mentions(text, mentions, setting_label() or flag_for)
+
+
+def error_line(e: BaseException) -> str:
+    """A failure of one batch input as the one line the CLI prints (settings shown as flags)."""
+    return one_line(shown(e) if isinstance(e, AvatarError) else e)
+
+
+# The route that needs no downloaded weights, as a command line (doctor and `weights list` print it).
+WEIGHT_FREE_ROUTE = (
+    "avatar reconstruct photo.jpg -o head.ply --no-diffusion --flame ~/flame, with --detector dlib "
+    "(pip install 'avatarcli[dlib]') or --landmarks photo.txt"
+)

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from avatarcli.commands.common import FlameOpt
+from avatarcli.commands.common import WEIGHT_FREE_ROUTE, FlameOpt, error_line, with_flags
 from avatarcli.errors import EXIT_ENVIRONMENT, EXIT_OK, AvatarError, EnvironmentProblem
 
 MIN_FREE_BYTES = 10 << 30  # the default models take ~6 GB in the cache; leave room for outputs
@@ -129,12 +129,12 @@ def check_flame(flame: Path | None) -> Check:
 
         model = load_flame(flame)
     except EnvironmentProblem as e:
-        return Check("flame", "missing", " ".join(str(e).split()), fix, required=True)
+        return Check("flame", "missing", error_line(e), fix, required=True)
     except AvatarError as e:
         return Check(
             "flame",
             "problem",
-            " ".join(str(e).split()),
+            error_line(e),
             "point --flame / AVATAR_FLAME at an unmodified FLAME release file",
             required=True,
         )
@@ -159,12 +159,12 @@ def check_flame(flame: Path | None) -> Check:
 
 def check_weights(verify: bool) -> list[Check]:
     from avatarcli.weights import load_lock, status
-    from avatarcli.weights.resolver import without_download
+    from avatarcli.weights.resolver import ROUTE_SETTINGS, without_download
 
     try:
         entries = load_lock()
     except AvatarError as e:
-        return [Check("weights.lock", "problem", " ".join(str(e).split()), "reinstall avatarcli", required=True)]
+        return [Check("weights.lock", "problem", error_line(e), "reinstall avatarcli", required=True)]
     out = []
     for name, entry in entries.items():
         needed = entry.kind != "pip" and not entry.optional  # pip-installed and optional models never fail doctor
@@ -189,7 +189,7 @@ def check_weights(verify: bool) -> list[Check]:
             fix = (
                 entry.fix
                 if entry.kind in ("pip", "manual")
-                else f"avatar weights fetch {name}{without_download([name])}"
+                else f"avatar weights fetch {name}{with_flags(without_download([name]), ROUTE_SETTINGS)}"
             )
             out.append(Check(f"model {name}", "missing", f"not found ({where})", fix, required=needed))
         else:
@@ -277,8 +277,6 @@ def doctor_command(
             for c in failed:
                 out.print(f"  {escape(c.name)}: {escape(c.fix)}")
             if any(c.name.startswith("model ") for c in failed):
-                from avatarcli.weights.resolver import WEIGHT_FREE_ROUTE
-
                 out.print(f"without downloaded weights (FLAME still needed): {escape(WEIGHT_FREE_ROUTE)}")
         else:
             out.print("[green]ready[/green]: everything the default pipeline needs is here")

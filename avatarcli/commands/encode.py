@@ -7,7 +7,7 @@ from typing import List
 
 import typer
 
-from avatarcli.commands.common import DeviceOpt, existing_inputs, output_for
+from avatarcli.commands.common import DeviceOpt, error_line, existing_inputs, output_for
 from avatarcli.diffusion.crop import align_face
 from avatarcli.diffusion.encode import load_encode_models
 from avatarcli.diffusion.features import REGION_NAMES, write_features
@@ -16,9 +16,9 @@ from avatarcli.io.atomic import check_output_path
 from avatarcli.io.hashing import sha256_file
 from avatarcli.io.images import check_image, load_image
 from avatarcli.landmarks.artifact import read_landmarks
-from avatarcli.landmarks.points import is_landmarks_artifact, read_points
+from avatarcli.landmarks.points import check_photo_file, is_landmarks_artifact, read_points
 from avatarcli.progress import console, info, progress
-from avatarcli.stages.encode import EncodeJob, check_landmarks_match, encode_job, landmarks_for
+from avatarcli.stages.encode import EncodeJob, encode_job, landmarks_for
 
 
 def encode_command(
@@ -56,7 +56,7 @@ def encode_command(
       avatar encode photos/*.jpg --landmarks landmarks/ -o features/
       avatar encode face.jpg -l face.npz -o face.safetensors --device cpu --size 256
     """
-    from avatarcli.batch import Batch, exit_code, one_line
+    from avatarcli.batch import Batch, exit_code
 
     # 1. every input and output checked before any model is touched
     if size % 8 != 0 or not 64 <= size <= 2048:
@@ -71,7 +71,7 @@ def encode_command(
 
     def report(i: int, e: BaseException) -> None:
         if several:  # one photo: its error is raised at the end (cli.main prints it)
-            console.print(f"[red]error:[/red] {one_line(e)}", soft_wrap=True)
+            console.print(f"[red]error:[/red] {error_line(e)}", soft_wrap=True)
 
     def check(img: Path, out: Path) -> EncodeJob:
         check_image(img)
@@ -79,7 +79,7 @@ def encode_command(
         sha = sha256_file(img)
         if is_landmarks_artifact(lm_path):  # made by `avatar landmarks`: it names its photo
             lm = read_landmarks(lm_path)
-            check_landmarks_match(img, lm_path, lm, sha, force)
+            check_photo_file(lm_path, lm, img.name, sha, force)
         else:  # bare points (.npy/.txt/.csv/.pts/.npz), the same reader as `avatar landmarks --landmarks`
             from avatarcli.landmarks.detect import landmarks_from_points
 

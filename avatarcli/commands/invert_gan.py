@@ -11,8 +11,8 @@ from avatarcli.commands.common import DeviceOpt, FlameOpt, existing_inputs
 from avatarcli.errors import InputError
 from avatarcli.io.atomic import check_output_path
 from avatarcli.landmarks.artifact import read_landmarks
+from avatarcli.landmarks.points import check_photo_file
 from avatarcli.progress import info, progress, warn
-from avatarcli.stages.encode import check_landmarks_match
 
 
 def invert_gan_command(
@@ -64,7 +64,7 @@ def invert_gan_command(
     ff = read_flame_fit(fit)
     photo = load_photo_for(image, ff.image_size, fit)
     lm = read_landmarks(landmarks)
-    check_landmarks_match(image, landmarks, lm, photo.sha256, force)
+    check_photo_file(landmarks, lm, image.name, photo.sha256, force)
     if tuple(lm.image_size) != tuple(ff.image_size):
         raise InputError(
             f"landmarks are for a {tuple(lm.image_size)} image, the fit for {ff.image_size}", path=landmarks

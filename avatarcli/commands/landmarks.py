@@ -9,7 +9,7 @@ from typing import List, Optional
 import numpy as np
 import typer
 
-from avatarcli.commands.common import DeviceOpt, output_for
+from avatarcli.commands.common import DeviceOpt, error_line, output_for
 from avatarcli.errors import InputError
 from avatarcli.io.atomic import check_output_path
 from avatarcli.io.images import MIN_SIDE, check_image, load_image
@@ -93,7 +93,7 @@ def landmarks_command(
       avatar landmarks photo.jpg -o photo.npz --landmarks my_points.pts
       avatar landmarks photo.jpg -o photo.npz --detector dlib    # no hub weights needed
     """
-    from avatarcli.batch import Batch, exit_code, one_line
+    from avatarcli.batch import Batch, exit_code
     from avatarcli.landmarks.choose import DETECTORS
 
     if detector_kind not in DETECTORS:
@@ -117,7 +117,7 @@ def landmarks_command(
 
     def report(i: int, e: BaseException) -> None:
         if batch:  # one photo: its error is raised at the end (cli.main prints it)
-            console.print(f"[red]error:[/red] {one_line(e)}", soft_wrap=True)
+            console.print(f"[red]error:[/red] {error_line(e)}", soft_wrap=True)
 
     policy = Batch(inputs, on_failure=report)
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from avatarcli.commands.common import WEIGHT_FREE_ROUTE, shown, with_flags
 from avatarcli.errors import EXIT_ENVIRONMENT, EXIT_OK, AvatarError, InputError
 from avatarcli.progress import console, info, progress
 
@@ -75,10 +76,10 @@ def list_cmd(
     console = Console(width=None if sys.stdout.isatty() else 200)
     console.print(table)
     if missing:
-        from avatarcli.weights.resolver import WEIGHT_FREE_ROUTE, without_download
+        from avatarcli.weights.resolver import ROUTE_SETTINGS, without_download
 
         console.print(f"not here: {', '.join(missing)}: `avatar weights fetch {' '.join(missing)}`"
-                      f"{without_download(missing)}", markup=False, soft_wrap=True)  # fmt: skip
+                      f"{with_flags(without_download(missing), ROUTE_SETTINGS)}", markup=False, soft_wrap=True)  # fmt: skip
         console.print(f"without downloaded weights: {WEIGHT_FREE_ROUTE}", markup=False, soft_wrap=True)
     if manual:
         cmds = "; ".join(f"`{get_entry(n).fix}`" for n in manual)
@@ -122,7 +123,7 @@ def fetch_cmd(names: Optional[List[str]] = typer.Argument(None, help="Models to 
                     info(f"{name}: not installed (optional): {get_entry(name).fix}")
                     continue
                 failed += 1
-                console.print(f"[red]error:[/red] {e}", soft_wrap=True)
+                console.print(f"[red]error:[/red] {shown(e)}", soft_wrap=True)
             p.update(task, status="done")
     return EXIT_ENVIRONMENT if failed else EXIT_OK
 

@@ -28,8 +28,9 @@ from avatarcli.errors import EnvironmentProblem
 ENV = "AVATAR_FLAME"
 WHERE = (
     "FLAME is licensed and cannot be downloaded by this tool: register at https://flame.is.tue.mpg.de, "
-    "download FLAME 2020 or 2023, then pass --flame PATH (the model file or its folder) or set AVATAR_FLAME"
+    "download FLAME 2020 or 2023, then pass `flame` PATH (the model file or its folder) or set AVATAR_FLAME"
 )
+MENTIONS = ("flame",)  # the setting WHERE names (the CLI shows --flame)
 
 MODEL_NAMES = (
     "generic_model.pkl",
@@ -125,15 +126,15 @@ def _where(p: Path | None, how: str) -> str:
 
 def locate_flame(path_or_folder: str | Path | None = None) -> FlameLocation:
     """Find the model and embedding; EnvironmentProblem (exit 3) when there is no FLAME model."""
-    how = "--flame"
+    how = "`flame`"
     if path_or_folder is None or str(path_or_folder) == "":
         env = os.environ.get(ENV, "").strip()
         if not env:
-            raise EnvironmentProblem(f"no FLAME model given. {WHERE}")
+            raise EnvironmentProblem(f"no FLAME model given. {WHERE}", mentions=MENTIONS)
         path_or_folder, how = env, f"from ${ENV}"
     p = Path(path_or_folder).expanduser()
     if not p.exists():
-        raise EnvironmentProblem(f"FLAME model not found: {_where(p, how)} does not exist. {WHERE}")
+        raise EnvironmentProblem(f"FLAME model not found: {_where(p, how)} does not exist. {WHERE}", mentions=MENTIONS)
 
     notes: list[str] = []
     if p.is_file():
@@ -152,7 +153,8 @@ def locate_flame(path_or_folder: str | Path | None = None) -> FlameLocation:
     if not cands:
         raise EnvironmentProblem(
             f"no FLAME model file (generic_model.pkl, flame2023.pkl, ... or a FLAME .npz) in the folder "
-            f"{_where(p, how)}. {WHERE}"
+            f"{_where(p, how)}. {WHERE}",
+            mentions=MENTIONS,
         )
     model = cands[0][3]
     if len(cands) > 1:

@@ -199,6 +199,7 @@ def check_model_hash(
         return False
     raise InputError(
         f"was made with FLAME model sha256 {want[:12]}…, but {getattr(model, 'path', 'the given model')} "
-        f"has sha256 {got[:12]}… (pass the same FLAME model, or --force to go on anyway)",
+        f"has sha256 {got[:12]}… (pass the same FLAME model, or `force` to go on anyway)",
         path=path,
+        mentions=("force",),
     )

@@ -48,7 +48,9 @@ def format_for_path(path: str | Path, fmt: str | None = None) -> str:
         return "ply_compressed"
     if name.endswith(".ply"):
         return "ply"
-    raise InputError("output must end with .splat, .compressed.ply or .ply (or give --format)", path=path)
+    raise InputError(
+        "output must end with .splat, .compressed.ply or .ply (or give `format`)", path=path, mentions=("format",)
+    )
 
 
 def stored_values(ply) -> dict[str, torch.Tensor]:

@@ -46,7 +46,8 @@ def choose_detector(kind: str, need_detector: bool = True) -> str:
         return "dlib"
     raise MissingModelError(
         "no landmark detector available: run `avatar weights fetch " + " ".join(fan) + "` (FAN) "
-        "or `pip install 'avatarcli[dlib]'` (dlib), or give your own points with --landmarks FILE"
+        "or `pip install 'avatarcli[dlib]'` (dlib), or give your own points with `landmarks` FILE",
+        mentions=("landmarks",),
     )
 
 

@@ -390,13 +390,16 @@ def detect_landmarks(
         faces = detect_faces(image, detector)
         if len(faces) == 0:
             raise NoFaceError(
-                "no face found (give the face box with --bbox, or your own points with --landmarks)", path=image.path
+                "no face found (give the face box with `bbox`, or your own points with `landmarks`)",
+                path=image.path,
+                mentions=("bbox", "landmarks"),
             )
         k = 0 if face_index is None else int(face_index)
         if k < 0 or k >= len(faces):
             raise InputError(
-                f"--face-index {k}: {len(faces)} face(s) found, valid indices are 0..{len(faces) - 1} (0 = largest)",
+                f"face_index {k}: {len(faces)} face(s) found, valid indices are 0..{len(faces) - 1} (0 = largest)",
                 path=image.path,
+                setting="face_index",
             )
         box = faces[k, :4]
     if hasattr(detector, "points"):  # DlibDetector

@@ -158,11 +158,15 @@ def check_same_photo(path: Path, lm, image, force: bool) -> None:
     if tuple(lm.image_size) != tuple(image.original_size):
         (h, w), (H, W) = lm.image_size, image.original_size
         raise ArtifactError(f"landmarks are for a {w}x{h} image, but {image.path.name} is {W}x{H}", path=path)
-    if lm.image_sha256 and lm.image_sha256 != image.sha256:
-        msg = (
-            f"landmarks were made from another photo (sha256 {lm.image_sha256[:12]}..., "
-            f"{image.path.name} has {image.sha256[:12]}...)"
-        )
-        if not force:
-            raise InputError(f"{msg}; re-run `avatar landmarks` on it or pass --force", path=path)
-        warn(f"{path}: {msg}; used anyway (--force)")
+    check_photo_file(path, lm, image.path.name, image.sha256, force)
+
+
+def check_photo_file(path: Path, lm, name: str, sha256: str, force: bool) -> None:
+    """landmarks.npz `lm` (read from `path`) must have been made from the photo file `name` of
+    `sha256`, when it records one: another photo is an InputError unless `force` (then a warning)."""
+    if not lm.image_sha256 or lm.image_sha256 == sha256:
+        return
+    msg = f"landmarks were made from another photo (sha256 {lm.image_sha256[:12]}..., {name} has {sha256[:12]}...)"
+    if not force:
+        raise InputError(f"{msg}; re-run `avatar landmarks` on it or pass `force`", path=path, mentions=("force",))
+    warn(f"{path}: {msg}; used anyway (`force`)", mentions=("force",))

@@ -21,7 +21,7 @@ from avatarcli.gan.lpips import Lpips
 from avatarcli.landmarks.choose import Detector, detector_models, load_detector
 from avatarcli.reconstruct.plan import Job, ReconstructConfig
 from avatarcli.weights import get_entry, resolve
-from avatarcli.weights.resolver import without_download
+from avatarcli.weights.resolver import ROUTE_SETTINGS, without_download
 
 DETECTOR_MODELS = ("fan-2d", "s3fd")
 ENCODE_MODELS = ("sd-image-variations", "face-parsing")
@@ -89,7 +89,8 @@ def resolve_models(jobs: Sequence[Job], config: ReconstructConfig) -> list[str]:
         ]
         raise MissingModelError(
             f"models not available: {', '.join(missing)}; run {' and '.join(fixes)} "
-            f"(or point AVATAR_WEIGHTS_<NAME> at local copies){without_download(missing)}"
+            f"(or point AVATAR_WEIGHTS_<NAME> at local copies){without_download(missing)}",
+            mentions=ROUTE_SETTINGS,
         )
     return names
 

@@ -160,9 +160,15 @@ def plan_batch(
     out = Path(out)
     names = [f.stem for f in files]
     if not (batch or wants_folder(out)) and out.suffix.lower() != ".ply":
-        raise InputError(f"the output should be a .ply file (got {out.suffix!r}) or a folder (-o DIR/)", path=out)
+        raise InputError(
+            f"the output should be a .ply file (got {out.suffix!r}) or a folder (`out` DIR/)",
+            path=out,
+            mentions=("out",),
+        )
     if batch and out.suffix.lower() == ".ply" and not out.exists():
-        raise InputError("several photos need an output folder (-o DIR/), not a .ply file", path=out)
+        raise InputError(
+            "several photos need an output folder (`out` DIR/), not a .ply file", path=out, mentions=("out",)
+        )
     outputs = output_paths(names, out, ".ply", several=batch)
     lms: list[Path | None] = [None] * len(files)
     if landmarks is not None:
@@ -173,7 +179,9 @@ def plan_batch(
             lms = [_points_file(lp, n) for n in names]
         elif len(files) > 1:
             raise InputError(
-                "--landmarks is one file but there are several photos: give a folder of NAME.<ext> files", path=lp
+                "landmarks is one file but there are several photos: give a folder of NAME.<ext> files",
+                path=lp,
+                setting="landmarks",
             )
         else:
             lms = [lp]

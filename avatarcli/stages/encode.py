@@ -38,7 +38,11 @@ def landmarks_for(image: Path, landmarks: Path, several: bool) -> Path:
         raise InputError("landmarks file or folder not found", path=landmarks)
     if landmarks.is_file():
         if several:
-            raise InputError("several images need --landmarks to be a folder of NAME.npz files", path=landmarks)
+            raise InputError(
+                "several images need `landmarks` to be a folder of NAME.npz files",
+                path=landmarks,
+                mentions=("landmarks",),
+            )
         return landmarks
     for suffix in LANDMARK_SUFFIXES:
         p = landmarks / f"{image.stem}{suffix}"
@@ -53,18 +57,6 @@ def landmarks_for(image: Path, landmarks: Path, several: bool) -> Path:
         ) from None
 
 
-def check_landmarks_match(job_image: Path, lm_path: Path, lm, image_sha: str, force: bool) -> None:
-    """The landmarks must have been computed on this very image file (sha256), unless --force."""
-    if lm.image_sha256 and lm.image_sha256 != image_sha:
-        msg = (
-            f"landmarks were computed on another image (sha256 {lm.image_sha256[:12]}..., "
-            f"{job_image.name} has {image_sha[:12]}...)"
-        )
-        if not force:
-            raise InputError(f"{msg}; re-run `avatar landmarks` or pass --force", path=lm_path)
-        warn(f"{lm_path}: {msg}; used anyway (--force)")
-
-
 def encode_job(job: EncodeJob, models: EncodeModels, size: int, force: bool) -> Features:
     """Decode the photo, map the landmarks into the working image, encode the face."""
     image = load_image(job.image)
@@ -73,8 +65,10 @@ def encode_job(job: EncodeJob, models: EncodeModels, size: int, force: bool) -> 
     if tuple(lm.image_size) != tuple(image.original_size):
         msg = f"landmarks are for a {lm.image_size[1]}x{lm.image_size[0]} image, {job.image.name} is {image.original_size[1]}x{image.original_size[0]}"
         if not force:
-            raise InputError(f"{msg}; re-run `avatar landmarks` or pass --force", path=job.landmarks_path)
-        warn(f"{job.landmarks_path}: {msg}; points rescaled (--force)")
+            raise InputError(
+                f"{msg}; re-run `avatar landmarks` or pass `force`", path=job.landmarks_path, mentions=("force",)
+            )
+        warn(f"{job.landmarks_path}: {msg}; points rescaled (`force`)", mentions=("force",))
         sy = image.original_size[0] / lm.image_size[0]
         sx = image.original_size[1] / lm.image_size[1]
         points = (points + 0.5) * [sx, sy] - 0.5
@@ -83,4 +77,4 @@ def encode_job(job: EncodeJob, models: EncodeModels, size: int, force: bool) -> 
     return feats
 
 
-__all__ = ["EncodeJob", "LANDMARK_SUFFIXES", "check_landmarks_match", "encode_job", "landmarks_for"]
+__all__ = ["EncodeJob", "LANDMARK_SUFFIXES", "encode_job", "landmarks_for"]

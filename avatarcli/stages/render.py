@@ -122,8 +122,9 @@ def _camera_fit(cfg: RenderConfig, ply, flame):
     if cfg.camera == "photo":
         if meta is None:
             raise InputError(
-                "camera photo: this PLY holds no fit (not an avatarcli head); pass --camera FLAME_FIT.npz",
+                "camera photo: this PLY holds no fit (not an avatarcli head); pass `camera` FLAME_FIT.npz",
                 setting="camera",
+                mentions=("camera",),
             )
         return meta.fit, meta.root_joint
 
@@ -133,9 +134,10 @@ def _camera_fit(cfg: RenderConfig, ply, flame):
     if flame is None:
         why = "its FLAME shape differs from the head's" if meta is not None else "the PLY has no avatarcli metadata"
         raise InputError(
-            f"camera: {why}; pass --flame so that the fit's root joint can be computed",
+            f"camera: {why}; pass `flame` so that the fit's root joint can be computed",
             path=cfg.camera,
             setting="camera",
+            mentions=("flame",),
         )
 
     model = load_flame(flame)

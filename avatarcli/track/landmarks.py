@@ -142,7 +142,11 @@ def detect_clip(
 
 
 def _no_face(path) -> ClipLandmarks:
-    raise NoFaceError("no face found in any frame (give --landmarks with your own points per frame)", path=path)
+    raise NoFaceError(
+        "no face found in any frame (give `landmarks` with your own points per frame)",
+        path=path,
+        mentions=("landmarks",),
+    )
 
 
 def read_clip_landmarks(path: str | Path, n_frames: int) -> ClipLandmarks:

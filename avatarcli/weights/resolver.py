@@ -65,19 +65,16 @@ def override_path(entry: ModelEntry) -> Path | None:
     return Path(v).expanduser() if v else None
 
 
-# What replaces each model when it cannot be downloaded (the options of landmarks / reconstruct /
-# encode / denoise that make the model unnecessary). One place: the missing-model errors, doctor
-# and `weights list` all say it.
+# What replaces each model when it cannot be downloaded (the settings of landmarks / reconstruct /
+# encode / denoise that make the model unnecessary, named as AvatarError mentions: the CLI shows
+# their flags). One place: the missing-model errors, doctor and `weights list` all say it.
 WITHOUT_DOWNLOAD = {
-    "fan-2d": "--landmarks FILE (your own 68 points) or --detector dlib (pip install 'avatarcli[dlib]')",
-    "s3fd": "--landmarks FILE (your own 68 points) or --detector dlib (pip install 'avatarcli[dlib]')",
-    "sd-image-variations": "--no-diffusion",
-    "face-parsing": "--no-diffusion",
+    "fan-2d": "`landmarks` FILE (your own 68 points) or `detector` dlib (pip install 'avatarcli[dlib]')",
+    "s3fd": "`landmarks` FILE (your own 68 points) or `detector` dlib (pip install 'avatarcli[dlib]')",
+    "sd-image-variations": "`no_diffusion`",
+    "face-parsing": "`no_diffusion`",
 }
-WEIGHT_FREE_ROUTE = (
-    "avatar reconstruct photo.jpg -o head.ply --no-diffusion --flame ~/flame, with --detector dlib "
-    "(pip install 'avatarcli[dlib]') or --landmarks photo.txt"
-)
+ROUTE_SETTINGS = ("landmarks", "detector", "no_diffusion")  # the settings WITHOUT_DOWNLOAD mentions
 
 
 def without_download(names) -> str:
@@ -96,7 +93,8 @@ def _missing_error(entry: ModelEntry, why: str) -> MissingModelError:
     get = f"download {entry.source_file} from {entry.url}, then " if entry.kind == "manual" else ""
     return MissingModelError(
         f"model {entry.name!r} ({entry.source}) {why}; {get}run `{entry.fix}` "
-        f"(or set {entry.env_var} to a local copy){without_download([entry.name])}"
+        f"(or set {entry.env_var} to a local copy){without_download([entry.name])}",
+        mentions=ROUTE_SETTINGS,
     )
 
 
