@@ -16,12 +16,11 @@ DeviceOpt = typer.Option("auto", "--device", help="auto (CUDA when present), cpu
 
 
 def _backend_name(value: str) -> str:
-    """--backend names one of the renderers (what else the machine allows: render.api.check_backend)."""
-    from avatarcli.render.api import BACKENDS
+    """--backend names one of the renderers, checked as it is parsed (render.api.check_backend_name;
+    what else the machine allows: check_backend)."""
+    from avatarcli.render.api import check_backend_name
 
-    if value not in BACKENDS:
-        raise InputError(f"--backend {value!r}: expected one of {', '.join(BACKENDS)}")
-    return value
+    return check_backend_name(value)
 
 
 BackendOpt = typer.Option(

@@ -31,13 +31,19 @@ class RenderOutput:
     depth: Tensor  # [H, W, 1] expected depth (camera z), normalised by alpha
 
 
+def check_backend_name(backend: str) -> str:
+    """`backend` names one of BACKENDS (what the machine allows is check_backend's part)."""
+    if backend not in BACKENDS:
+        raise InputError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}", setting="backend")
+    return backend
+
+
 def check_backend(backend: str, device: torch.device) -> str:
     """The one backend check: auto -> gsplat on a CUDA device, torch otherwise.
 
-    An unknown name is an InputError; gsplat on a machine without CUDA an EnvironmentProblem
-    (exit 3); gsplat for a CPU device an InputError."""
-    if backend not in BACKENDS:
-        raise InputError(f"unknown render backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    An unknown name is an InputError (check_backend_name); gsplat on a machine without CUDA an
+    EnvironmentProblem (exit 3); gsplat for a CPU device an InputError."""
+    check_backend_name(backend)
     if backend == "gsplat":
         if not torch.cuda.is_available():
             raise EnvironmentProblem("the gsplat backend needs a CUDA GPU (none found): use backend 'torch'")
