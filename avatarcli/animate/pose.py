@@ -25,6 +25,7 @@ from torch import Tensor
 
 from avatarcli.animate.sequence import FrameSequence
 from avatarcli.errors import InputError
+from avatarcli.flame.artifact import mesh_offsets
 from avatarcli.flame.deform import pose_deformed
 from avatarcli.flame.forward import canonical_vertices, flame_forward, root_joint
 from avatarcli.flame.model import FlameModel, check_model_hash
@@ -97,13 +98,7 @@ class HeadPoser:
             verts = plain
             meta_offsets = getattr(ply.meta, "offsets", None)
             if meta_offsets is not None:
-                if meta_offsets.shape != tuple(plain.shape):
-                    raise InputError(
-                        f"the head's mesh offsets are {list(meta_offsets.shape)}, the FLAME model has "
-                        f"{plain.shape[0]} vertices (wrong model?)",
-                        path=path,
-                    )
-                offsets = torch.as_tensor(meta_offsets, dtype=plain.dtype, device=device)
+                offsets = mesh_offsets(meta_offsets, plain, path)
                 hair = torch.as_tensor(ply.meta.hair, dtype=plain.dtype, device=device)
                 verts = plain + offsets
             faces = model.faces.to(device).long()

@@ -190,13 +190,21 @@ def canonical_head(
         v = canonical_vertices(model, params)[0].float()
         j0 = root_joint(model, params.shape, params.expr)[0].float()
     if offsets is not None:
-        if tuple(offsets.shape) != tuple(v.shape):
-            raise InputError(
-                f"the head's mesh offsets are {list(offsets.shape)}, the FLAME model has {v.shape[0]} vertices"
-            )
-        v = v + torch.as_tensor(np.asarray(offsets), dtype=v.dtype, device=v.device)
+        v = v + mesh_offsets(offsets, v)
     return v, model.faces.long(), j0
 
 
-__all__ = ["FIT_FORMAT", "canonical_head", "canonical_params", "FIT_VERSION", "FIT_VIEWMAT", "FlameFit", "N_LANDMARKS", "fit_quality", "read_flame_fit",
+def mesh_offsets(offsets: np.ndarray | Tensor, verts: Tensor, path: str | Path | None = None) -> Tensor:
+    """A head's mesh offsets as a tensor like the canonical vertices `verts` [V, 3]; an InputError
+    (naming `path`) when they are not [V, 3] (a head made with another FLAME model)."""
+    if tuple(offsets.shape) != tuple(verts.shape):
+        raise InputError(
+            f"the head's mesh offsets are {list(offsets.shape)}, the FLAME model has {verts.shape[0]} vertices "
+            "(wrong model?)",
+            path=path,
+        )
+    return torch.as_tensor(np.asarray(offsets), dtype=verts.dtype, device=verts.device)
+
+
+__all__ = ["FIT_FORMAT", "canonical_head", "canonical_params", "FIT_VERSION", "FIT_VIEWMAT", "FlameFit", "N_LANDMARKS", "fit_quality", "mesh_offsets", "read_flame_fit",
            "write_flame_fit"]  # fmt: skip
