@@ -26,9 +26,11 @@ T = TypeVar("T")
 Item = TypeVar("Item")
 
 
-def wants_folder(out: Path) -> bool:
-    """Does the output path name a folder (exists as one, ends with a separator, has no suffix)?"""
-    return out.is_dir() or str(out).endswith(("/", "\\", os.sep)) or out.suffix == ""
+def wants_folder(out: str | Path) -> bool:
+    """Does the output path name a folder (exists as one, ends with a separator, has no suffix)?
+    (A Path has lost its trailing separator: give the text as typed where there is one.)"""
+    path = Path(out)
+    return path.is_dir() or str(out).endswith(("/", "\\", os.sep)) or path.suffix == ""
 
 
 def output_paths(names: Sequence[str], out: Path, suffix: str, several: bool) -> list[Path]:

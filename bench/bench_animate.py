@@ -30,10 +30,10 @@ import torch  # noqa: E402
 
 from avatarcli.animate.expressions import clip_from_arrays  # noqa: E402
 from avatarcli.animate.pose import HeadPoser  # noqa: E402
-from avatarcli.animate.run import AnimateConfig, make_cameras, render_frames  # noqa: E402
 from avatarcli.animate.sequence import build_sequence  # noqa: E402
 from avatarcli.render.api import render  # noqa: E402
 from avatarcli.render.video import write_video  # noqa: E402
+from avatarcli.stages.animate import AnimateConfig, make_cameras, render_frames  # noqa: E402
 from avatarcli.testing.synthetic_flame import make_synthetic_flame  # noqa: E402
 from bench.bench_render import table  # noqa: E402
 from tests.test_animate import _head  # noqa: E402

@@ -75,9 +75,9 @@ def main() -> None:
 
     from avatarcli.animate.expressions import clip_from_arrays
     from avatarcli.animate.pose import HeadPoser
-    from avatarcli.animate.run import AnimateConfig, make_cameras, render_frames
     from avatarcli.animate.sequence import build_sequence
     from avatarcli.gaussians.ply import GaussianPly, write_gaussian_ply
+    from avatarcli.stages.animate import AnimateConfig, make_cameras, render_frames
     from avatarcli.stages.render import RenderConfig, plan_render, render_file
     from avatarcli.testing.synthetic_flame import make_synthetic_flame
     from tests.fixtures.scenes import make_head_scene

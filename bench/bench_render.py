@@ -146,7 +146,7 @@ def gpu_section(repeats: int) -> None:
     )
     one = seq.slice(1, 2)
     size = 512
-    from avatarcli.animate.run import AnimateConfig, make_cameras
+    from avatarcli.stages.animate import AnimateConfig, make_cameras
 
     cam = make_cameras(AnimateConfig(size=size), poser, 1)(0).to(dev)
     g = poser.gaussians(poser.vertices(one))

@@ -46,10 +46,10 @@ def repose_part(dry: bool, dev: torch.device) -> list[Row]:
     """Re-pose + render against the bare rasterizer on the same Gaussians."""
     from avatarcli.animate.expressions import clip_from_arrays
     from avatarcli.animate.pose import HeadPoser
-    from avatarcli.animate.run import AnimateConfig, make_cameras
     from avatarcli.animate.sequence import build_sequence
     from avatarcli.gaussians.model import Gaussians
     from avatarcli.render.api import render
+    from avatarcli.stages.animate import AnimateConfig, make_cameras
     from avatarcli.testing.synthetic_flame import make_synthetic_flame
     from tests.test_animate import _head
 

@@ -12,10 +12,10 @@ import torch
 
 from avatarcli.animate.expressions import clip_from_arrays
 from avatarcli.animate.pose import HeadPoser
-from avatarcli.animate.run import AnimateConfig, BackgroundWriter, animate, frame_name, plan_outputs
 from avatarcli.animate.sequence import build_sequence
 from avatarcli.errors import InputError
 from avatarcli.geometry import axis_angle_to_matrix, quaternion_to_matrix
+from avatarcli.stages.animate import AnimateConfig, BackgroundWriter, animate, frame_name, plan_outputs
 
 N_GAUSSIANS = 300
 JAW = 2  # FLAME joints: root, neck, jaw, left eye, right eye
@@ -270,6 +270,9 @@ def test_too_many_expression_coefficients(model, head, tmp_path):
 def test_output_plans():
     assert plan_outputs("a.mp4", None).video == Path("a.mp4")
     assert plan_outputs("frames", "plys").frames_dir == Path("frames")
+    # the one output-folder rule (batch.wants_folder): a trailing separator names a folder, dots or not
+    assert plan_outputs("frames.v2/", None).frames_dir == Path("frames.v2")
+    assert plan_outputs("frames.v2/", None).video is None
     with pytest.raises(InputError, match="unknown output type"):
         plan_outputs("a.avi", None)
     with pytest.raises(InputError, match="nothing to write"):

@@ -88,8 +88,8 @@ def test_animated_head_frames_agree(flame_model):
 
     from avatarcli.animate.expressions import clip_from_arrays
     from avatarcli.animate.pose import HeadPoser
-    from avatarcli.animate.run import AnimateConfig, make_cameras
     from avatarcli.animate.sequence import build_sequence
+    from avatarcli.stages.animate import AnimateConfig, make_cameras
     from tests.test_animate import _head
 
     model = dataclasses.replace(flame_model, sha256="a" * 64)

@@ -74,8 +74,8 @@ def animate_command(
     force: bool = typer.Option(False, "--force", help="Animate even if the FLAME model differs from the head's."),
 ) -> int:
     from avatarcli.animate.expressions import load_expressions
-    from avatarcli.animate.run import AnimateConfig, animate, plan_outputs
     from avatarcli.render.views import parse_background
+    from avatarcli.stages.animate import AnimateConfig, animate, plan_outputs
 
     config = AnimateConfig(
         camera=camera,

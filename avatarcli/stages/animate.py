@@ -1,4 +1,4 @@
-"""The animate driver: expression files + a bound head -> video, PNG frames or a PLY sequence.
+"""The animate stage: expression files + a bound head -> video, PNG frames or a PLY sequence.
 
 Usable from Python without the CLI:
     clips = load_expressions(["jaw_open.npz"])
@@ -25,6 +25,7 @@ from PIL import Image
 from avatarcli.animate.expressions import ExpressionClip
 from avatarcli.animate.pose import DEFAULT_BATCH, HeadPoser
 from avatarcli.animate.sequence import DEFAULT_DURATION, FrameSequence, build_sequence
+from avatarcli.batch import wants_folder
 from avatarcli.device import resolve_device
 from avatarcli.errors import InputError
 from avatarcli.flame.artifact import read_flame_fit
@@ -70,7 +71,8 @@ class AnimateResult:
 
 
 def plan_outputs(out: str | Path | None, ply_seq: str | Path | None) -> OutputPlan:
-    """-o FILE.mp4|FILE.gif -> video; -o DIR (no suffix) -> PNG frames; --ply-seq DIR -> PLYs."""
+    """out FILE.mp4|FILE.gif -> video; out DIR (the one output-folder rule, batch.wants_folder) -> PNG
+    frames; ply_seq DIR -> PLYs."""
     if out is None and ply_seq is None:
         raise InputError(
             "nothing to write: give `out` OUT (.mp4, .gif or a folder for PNG frames) and/or `ply_seq` DIR",
@@ -78,19 +80,20 @@ def plan_outputs(out: str | Path | None, ply_seq: str | Path | None) -> OutputPl
         )
     plan = OutputPlan()
     if out is not None:
+        folder = wants_folder(out)
         out = Path(out)
         suffix = out.suffix.lower()
-        if suffix in VIDEO_SUFFIXES:
-            plan.video = check_output_path(out)
-        elif suffix and not out.is_dir():
-            raise InputError(
-                f"unknown output type {suffix!r}: use .mp4, .gif, or a folder (no suffix) for PNG frames", path=out
-            )
-        else:
+        if folder:
             if out.exists() and not out.is_dir():
                 raise InputError("output exists and is not a folder", path=out)
             _check_replaceable(out, ".png", "out")
             plan.frames_dir = out
+        elif suffix in VIDEO_SUFFIXES:
+            plan.video = check_output_path(out)
+        else:
+            raise InputError(
+                f"unknown output type {suffix!r}: use .mp4, .gif, or a folder (no suffix) for PNG frames", path=out
+            )
     if ply_seq is not None:
         p = Path(ply_seq)
         if p.exists() and not p.is_dir():
