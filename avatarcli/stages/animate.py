@@ -30,7 +30,8 @@ from avatarcli.device import resolve_device
 from avatarcli.errors import InputError
 from avatarcli.flame.artifact import read_flame_fit
 from avatarcli.flame.loader import load_flame
-from avatarcli.gaussians.ply import GaussianPly, read_gaussian_ply, write_gaussian_ply
+from avatarcli.flame.model import FlameModel
+from avatarcli.gaussians.ply import GaussianPly, HeadMeta, read_gaussian_ply, write_gaussian_ply
 from avatarcli.io.atomic import atomic_dir, atomic_path, check_output_path
 from avatarcli.render.api import check_backend, render
 from avatarcli.render.camera import Camera, orbit_camera, photo_camera, scaled_camera
@@ -137,7 +138,9 @@ def head_target(canonical: torch.Tensor) -> tuple[tuple[float, float, float], fl
     return (c[0], c[1], c[2]), float((hi - lo).max() / 2)
 
 
-def make_cameras(config: AnimateConfig, poser: HeadPoser, n_frames: int, meta=None) -> Callable[[int], Camera]:
+def make_cameras(
+    config: AnimateConfig, poser: HeadPoser, n_frames: int, meta: HeadMeta | None = None
+) -> Callable[[int], Camera]:
     """Camera for frame i. front/orbit look at the canonical head; a fit file (or
     'photo': the fit stored in the head) gives the photo's viewpoint and size."""
     cam = config.camera
@@ -291,7 +294,7 @@ def _ply_only(poser: HeadPoser, seq: FrameSequence, batch: int, writer: Backgrou
         yield None
 
 
-def load_head(path: str | Path):
+def load_head(path: str | Path) -> GaussianPly:
     """Read a head PLY and check it can be animated (binding + meta) before FLAME is loaded."""
     ply = read_gaussian_ply(path)
     if ply.binding is None:
@@ -302,13 +305,13 @@ def load_head(path: str | Path):
 
 
 def animate(
-    head,
+    head: str | Path | GaussianPly,
     clips: list[ExpressionClip],
     config: AnimateConfig,
     out: str | Path | None = None,
     ply_seq: str | Path | None = None,
     flame: str | Path | None = None,
-    model=None,
+    model: FlameModel | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> AnimateResult:
     """Animate `head` (a PLY path, or a loaded GaussianPly) with `clips`; writes the planned

@@ -49,7 +49,7 @@ from avatarcli.gaussians.fit import FitConfig, FitStats, ViewTarget, fit_gaussia
 from avatarcli.gaussians.losses import masked_ssim, psnr
 from avatarcli.gaussians.model import BoundGaussians
 from avatarcli.gaussians.ply import GaussianPly
-from avatarcli.render.api import render
+from avatarcli.render.api import RenderOutput, render
 from avatarcli.render.camera import Camera, photo_camera, scaled_camera
 from avatarcli.segment.foreground import foreground
 from avatarcli.segment.head_region import features_mask
@@ -133,7 +133,7 @@ def edge_colours(image: Tensor, region: Tensor, band_frac: float) -> Tensor:
 
 
 def alpha_mask(
-    bound, vertices: Tensor, faces: Tensor, camera: Camera, dilate_frac: float, backend: str = "auto"
+    bound: BoundGaussians, vertices: Tensor, faces: Tensor, camera: Camera, dilate_frac: float, backend: str = "auto"
 ) -> Tensor:
     """The head's rendered alpha (> 0.5) dilated by dilate_frac x the image side -> float [h, w, 1]."""
 
@@ -144,7 +144,9 @@ def alpha_mask(
     return dilate((out.alpha > 0.5).float()[None], px)[0].cpu()
 
 
-def input_view_psnr(bound, vertices: Tensor, faces: Tensor, target: ViewTarget, fit_cfg: FitConfig) -> float:
+def input_view_psnr(
+    bound: BoundGaussians, vertices: Tensor, faces: Tensor, target: ViewTarget, fit_cfg: FitConfig
+) -> float:
     """PSNR of the head vs the photo inside the head region, as the fit measures it."""
 
     dev = vertices.device
@@ -156,7 +158,7 @@ def input_view_psnr(bound, vertices: Tensor, faces: Tensor, target: ViewTarget, 
         return float(psnr(out.rgb, m * target.image.to(dev) + (1 - m) * bg, m))
 
 
-def cut_outside(bound, vertices: Tensor, faces: Tensor, target: ViewTarget):
+def cut_outside(bound: BoundGaussians, vertices: Tensor, faces: Tensor, target: ViewTarget) -> BoundGaussians:
     """`bound` without the Gaussians whose centre projects outside the target's head region."""
 
     with torch.no_grad():
@@ -196,7 +198,7 @@ class DenoiseStats:
         return out
 
 
-def region_figures(out, target: ViewTarget, fit_cfg: FitConfig) -> dict[str, float]:
+def region_figures(out: RenderOutput, target: ViewTarget, fit_cfg: FitConfig) -> dict[str, float]:
     """Head-region PSNR (render on white vs the photo), coverage and spill (avatarcli.quality) of the
     final render `out` (made over fit_cfg.background); FitDivergedError when it is not finite."""
 

@@ -19,6 +19,7 @@ from torch import Tensor
 from avatarcli.diffusion.crop import CropAlign
 from avatarcli.errors import InputError
 from avatarcli.flame.artifact import FlameFit
+from avatarcli.flame.model import FlameModel
 from avatarcli.gan.align import crop_tensor, gan_align
 from avatarcli.gan.camera import FOCAL, GanView, gan_view, head_pivot
 from avatarcli.gan.generator import TriplaneGenerator, offset_camera
@@ -75,7 +76,7 @@ def invert_photo(
     landmarks: np.ndarray,
     region: np.ndarray,
     fit: FlameFit,
-    model,
+    model: FlameModel,
     config: InversionConfig = InversionConfig(),
     perceptual: Callable[..., Tensor] | None = None,
     on_step: Callable[[str, int, float], None] | None = None,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ class RenderConfig:
     views: tuple[float, ...] = ()  # several yaws: one PNG each (OUT_yaw<Y>.png), all in one call
 
 
-def view_paths(out: Path, yaws) -> list[Path]:
+def view_paths(out: Path, yaws: Iterable[float]) -> list[Path]:
     """OUT.png and yaws (0, 60, -30, 22.5) -> OUT_yaw0.png, OUT_yaw60.png, OUT_yaw-30.png, OUT_yaw22.5.png."""
     return [out.with_name(f"{out.stem}_yaw{y:g}{out.suffix}") for y in yaws]
 
@@ -145,7 +145,9 @@ def _camera_fit(cfg: RenderConfig, ply, flame):
     return fit, root_joint(model, shape)[0].numpy()
 
 
-def plan_render(ply_or_path, out: str | Path, config: RenderConfig, flame: str | Path | None = None) -> RenderPlan:
+def plan_render(
+    ply_or_path: str | Path | GaussianPly, out: str | Path, config: RenderConfig, flame: str | Path | None = None
+) -> RenderPlan:
     """Validate the request and build the cameras. Reads the PLY (if a path); renders nothing."""
     out = Path(out)
     suffix = out.suffix.lower()
