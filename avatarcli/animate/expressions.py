@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from avatarcli.errors import ArtifactError, InputError
+from avatarcli.flame.artifact import FIT_FORMAT
 from avatarcli.io.npz import load_npz_bytes
 
 # Parameter name -> (width, accepted key names in priority order).
@@ -69,7 +70,6 @@ FIT_EXTRAS = frozenset(
     {"shape", "global_pose", "translation", "K", "viewmat", "image_size", "landmark_error_px", "flame_model_sha256"}
 )
 EXPRESSION_FORMAT = "avatarcli.expression"
-FIT_FORMAT = "avatarcli.flame_fit"
 NPZ_SUFFIX = ".npz"
 
 
