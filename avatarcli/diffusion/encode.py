@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from avatarcli.device import resolve_device
 from avatarcli.diffusion import models as M
 from avatarcli.diffusion.crop import CropAlign, align_face, labels_to_image, warp_to_crop
 from avatarcli.diffusion.features import Features
@@ -76,8 +77,6 @@ class EncodeModels:
 
 def load_encode_models(device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> EncodeModels:
     """Resolve BOTH models first (MissingModelError before any loading), then load them."""
-    from avatarcli.device import resolve_device
-
     device = resolve_device(device)
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     sd = M.resolve_model(M.SD_IMAGE_VARIATIONS)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save
 
 from avatarcli.errors import ArtifactError
 from avatarcli.io.atomic import atomic_write_bytes
@@ -100,8 +101,6 @@ def _validate(path, arrays: dict, meta: dict) -> None:
 
 
 def features_to_bytes(f: Features) -> bytes:
-    from safetensors.torch import save
-
     arrays = {
         "latents": np.ascontiguousarray(f.latents, dtype=np.float32),
         "image_embeds": np.ascontiguousarray(f.image_embeds, dtype=np.float32),
