@@ -592,6 +592,28 @@ def test_landmarks_of_another_photo_are_refused_unless_force(tmp_path, photos, f
     assert lm.landmarks.shape == (68, 2)
 
 
+def test_batch_failures_show_flags_in_lines_and_json(tmp_path, photos, capsys):
+    """A batch whose photos both have the other's landmarks: each failure line and the --json
+    summary read as the CLI's (--force), while the library's JobResult names the setting."""
+    import json
+    import shutil
+
+    swapped = tmp_path / "lm"
+    swapped.mkdir()
+    shutil.copy(photos["landmarks"] / "alice.npz", swapped / "bob.npz")
+    shutil.copy(photos["landmarks"] / "bob.npz", swapped / "alice.npz")
+    args = ["reconstruct", str(photos["alice"]), str(photos["bob"]), "-o", str(tmp_path / "out"), "--landmarks",
+            str(swapped), "--json"]  # fmt: skip
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    failed = [ln for ln in captured.err.splitlines() if ln.startswith("failed:")]
+    assert len(failed) == 2 and all("another photo" in ln and "pass --force" in ln for ln in failed), captured.err
+    errors = [j["error"] for j in json.loads(captured.out)["images"]]
+    assert all("pass --force" in e and "`force`" not in e for e in errors), errors
+    errs = validate_inputs(plan_batch([photos["alice"]], tmp_path / "h.ply", landmarks=swapped / "alice.npz"))
+    assert "pass `force`" in str(errs["alice"])
+
+
 # ----------------------------------------------------------------------------- the GAN prior (issue 12)
 
 

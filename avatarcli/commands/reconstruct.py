@@ -10,7 +10,7 @@ import torch
 import typer
 from rich.markup import escape
 
-from avatarcli.commands.common import DeviceOpt, FlameOpt, existing_inputs
+from avatarcli.commands.common import DeviceOpt, FlameOpt, error_line, existing_inputs
 from avatarcli.commands.denoise import CPU_DIFFUSION_NOTE
 from avatarcli.errors import InputError
 from avatarcli.progress import console, info, progress, warn
@@ -202,6 +202,9 @@ def reconstruct_command(
         bar.update(t_all, completed=len(jobs))
         bar.update(t_stage, visible=False)
 
+    for r in result.failed:  # the CLI's wording of each failure: the settings it names shown as flags
+        if r.exception is not None:
+            r.error = error_line(r.exception)
     if json_out:
         typer.echo(json.dumps(result.summary(), indent=2))
     failures = [r.exception for r in result.failed if r.exception is not None]
