@@ -75,10 +75,10 @@ def flag_names(**flags: str) -> Iterator[None]:
         try:
             yield
         except AvatarError as e:
-            shown = e.named(label)
-            if shown is e:
+            renamed = e.named(label)
+            if renamed is e:
                 raise
-            raise shown from e
+            raise renamed from e
 
 
 def shown(e: AvatarError) -> AvatarError:
