@@ -63,6 +63,7 @@ TRACKER_EXTRAS = frozenset(
         "landmark_error_px",
         "lost",
         "translation_ref",
+        "gaze_confidence",
     }
 )
 # Keys of an avatarcli flame.npz fit that are not a target pose.

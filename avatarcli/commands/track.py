@@ -50,6 +50,9 @@ def track_command(
         1.0, "--smooth", min=0.0, help="Strength of the temporal prior (0: frames fitted independently)."
     ),
     n_expr: int = typer.Option(50, "--n-expr", min=0, help="Expression coefficients fitted per frame."),
+    gaze: bool = typer.Option(
+        True, "--gaze/--no-gaze", help="Fit the eyes' rotation per frame from the irises seen in the frames."
+    ),
     device: str = DeviceOpt,
     json_out: bool = typer.Option(
         False, "--json", help="Print a JSON summary (per-frame landmark error, lost frames) on stdout."
@@ -60,7 +63,8 @@ def track_command(
     Landmarks in every frame (the face is followed from frame to frame, so another face never takes
     over; frames without it are interpolated and reported), then ONE fit over the whole clip: the
     identity shared by all frames, expression, jaw, neck and head pose per frame, with a temporal
-    prior against jitter that still follows fast moves. The head's translation is stored relative
+    prior against jitter that still follows fast moves. Then the gaze (eyes_pose) per frame from
+    the irises inside the eye contours; closed eyes follow their neighbours. The head's translation is stored relative
     to its median place in the video.
 
     \b
@@ -74,7 +78,7 @@ def track_command(
     from avatarcli.stages.track import track_video
     from avatarcli.track.fit import TrackConfig
 
-    cfg = TrackConfig(smooth=smooth, n_expr=n_expr)
+    cfg = TrackConfig(smooth=smooth, n_expr=n_expr, gaze=gaze)
     with progress() as bar:
         tasks: dict[str, object] = {}
 

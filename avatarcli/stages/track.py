@@ -22,7 +22,9 @@ from avatarcli.landmarks.choose import load_detector
 from avatarcli.track.artifact import write_track
 from avatarcli.track.fit import TrackConfig, TrackFit, track_flame
 from avatarcli.track.frames import open_frames
+from avatarcli.track.gaze import track_gaze
 from avatarcli.track.landmarks import detect_clip, read_clip_landmarks
+from avatarcli.track.pupils import locate_clip_pupils
 
 
 @dataclass
@@ -33,7 +35,7 @@ class TrackResult:
     fit: TrackFit
     lost: list[int]  # frames whose landmarks were interpolated
     landmark_source: str
-    times: dict[str, float] = field(default_factory=dict)  # seconds: read, landmarks, fit, write (CPU: cpu_*)
+    times: dict[str, float] = field(default_factory=dict)  # seconds: read, landmarks, fit, gaze, write (CPU: cpu_*)
 
     def summary(self) -> dict:
         err = self.fit.landmark_error_px.mean(-1)  # [T]
@@ -47,8 +49,15 @@ class TrackResult:
             "mean_landmark_error_px": round(float(err.mean()), 3),
             "max_landmark_error_px": round(float(err.max()), 3),
             "landmark_error_px": [round(float(e), 3) for e in err],
+            "gaze_frames": _gaze_frames(self.fit),
             "times_s": {k: round(v, 3) for k, v in self.times.items()},
         }
+
+
+def _gaze_frames(fit: TrackFit) -> int | None:
+    """Frames whose gaze was seen (an iris of confidence >= 0.5); None: gaze not fitted."""
+    c = fit.gaze_confidence
+    return None if c is None else int((np.asarray(c) >= 0.5).sum())
 
 
 class _Clock:
@@ -61,6 +70,14 @@ class _Clock:
         self.times[name] = time.perf_counter() - w
         self.times[f"cpu_{name}"] = time.process_time() - c
         return out
+
+
+def _gaze(model, fit: TrackFit, frames, clip, rate: float) -> None:
+    """eyes_pose of `fit` from the irises in the frames (a second pass over them; see avatarcli.track.gaze)."""
+    pupils = locate_clip_pupils(frames.frames(), clip.points, clip.lost)
+    gaze = track_gaze(model, fit, pupils, rate)
+    fit.eyes_pose = gaze.eyes_pose
+    fit.gaze_confidence = gaze.confidence.max(-1).astype(np.float32)
 
 
 def track_video(
@@ -112,5 +129,7 @@ def track_video(
         tick("fit", it[0], cfg.iters)
 
     fit = clock("fit", lambda: track_flame(model, clip.points, clip.scores, frames.size, rate, cfg, on_iter))
+    if cfg.gaze:
+        clock("gaze", lambda: _gaze(model, fit, frames, clip, rate))
     clock("write", lambda: write_track(out, fit, rate, clip.lost))
     return TrackResult(out, frames.n_frames, rate, fit, clip.lost_frames(), clip.source, clock.times)

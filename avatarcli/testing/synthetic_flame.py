@@ -253,6 +253,42 @@ def _smoothstep(x, lo, hi):
     return t * t * (3 - 2 * t)
 
 
+EYE_RADIUS = 0.012  # metres, the synthetic eyeball (a real one is ~12 mm)
+
+
+def eye_patch(T: np.ndarray, P: np.ndarray, side: float) -> np.ndarray:
+    """The vertices [V] bool skinned to an eye joint (side +1: the subject's left, +x; -1: right): a
+    small surface patch in the eye socket, the visible front of the eyeball (the "cornea")."""
+    return _bump(T, P, 72.0, 21.0 * side, 3.0) > 0.5
+
+
+def pupil_vertex(v: np.ndarray, T: np.ndarray, P: np.ndarray, side: float) -> int:
+    """The eye patch's most forward (+z) vertex: the synthetic eye's pupil at eyes_pose 0."""
+    ids = np.nonzero(eye_patch(T, P, side))[0]
+    return int(ids[np.argmax(v[ids, 2])])
+
+
+def pupil_vertices() -> tuple[int, int]:
+    """The synthetic model's pupil vertices (subject's left eye = joint 3, right eye = joint 4)."""
+    T, P = _vertex_angles()
+    v = _surface(T, P)
+    return pupil_vertex(v, T, P, 1.0), pupil_vertex(v, T, P, -1.0)
+
+
+def _eye_row(v: np.ndarray, T: np.ndarray, P: np.ndarray, side: float) -> np.ndarray:
+    """J_regressor row of an eye joint: the eyeball centre, EYE_RADIUS behind the pupil vertex (an affine
+    mix of the pupil vertex and a patch at the back of the head, at about the same x and y), so that
+    eyes_pose turns the patch about a real eyeball centre as in FLAME (whose eyeballs are meshes)."""
+    k = pupil_vertex(v, T, P, side)
+    back = _bump(T, P, 72.0, 180.0 - 21.0 * side, 3.5) > 0.3
+    vb = v[back].mean(0)
+    a = EYE_RADIUS / (v[k, 2] - vb[2])  # weight of the back patch
+    row = np.zeros(v.shape[0])
+    row[k] = 1.0 - a
+    row[back] = a / back.sum()
+    return row
+
+
 def synthetic_arrays(seed: int = 0) -> dict:
     """The model arrays in the real file's layout (numpy): v_template, shapedirs [V,3,400],
     posedirs [V,3,36], J_regressor dense [5,V], kintree_table, weights, f, + the
@@ -291,9 +327,7 @@ def _synthetic_arrays_cached(seed: int) -> dict:
     last = T >= THETA_MAX - 1e-9
     neck = np.abs(T - T[vertex_id(55, 0)]) < 1e-9
     jaw = (_bump(T, P, 95.0, -85.0, 4.0) > 0.3) | (_bump(T, P, 95.0, 85.0, 4.0) > 0.3)
-    leye = _bump(T, P, 72.0, 21.0, 3.5) > 0.3
-    reye = _bump(T, P, 72.0, -21.0, 3.5) > 0.3
-    J_regressor = np.stack([patch(last), patch(neck), patch(jaw), patch(leye), patch(reye)])
+    J_regressor = np.stack([patch(last), patch(neck), patch(jaw), _eye_row(v, T, P, 1.0), _eye_row(v, T, P, -1.0)])
     J_regressor[0] = 0.6 * J_regressor[0] + 0.4 * J_regressor[1]  # root: neck base
 
     # skinning weights: root = neck ring, neck = upper head, jaw = lower front, eyes = patches
@@ -303,8 +337,8 @@ def _synthetic_arrays_cached(seed: int) -> dict:
         * (1.0 - _smoothstep(T, 132.0, 140.0))
         * _smoothstep(np.cos(np.deg2rad(P)), 0.0, 0.6)
     )
-    w_leye = (_bump(T, P, 72.0, 21.0, 3.0) > 0.5).astype(float)
-    w_reye = (_bump(T, P, 72.0, -21.0, 3.0) > 0.5).astype(float)
+    w_leye = eye_patch(T, P, 1.0).astype(float)
+    w_reye = eye_patch(T, P, -1.0).astype(float)
     w_jaw = w_jaw * (1 - w_root)
     w_neck = np.clip(1.0 - w_root - w_jaw - w_leye - w_reye, 0.0, None)
     weights = np.stack([w_root, w_neck, w_jaw, w_leye, w_reye], -1)

@@ -2,7 +2,8 @@
 
 Keys: expr [T, E], jaw_pose, neck_pose, global_pose, translation [T, 3], eyes_pose [T, 6], fps, and
 for the record (animate ignores them): shape [S] (the tracked person), focal_length, image_size,
-landmark_error_px [T] (mean per frame), lost [T] (frames whose landmarks were interpolated) and
+landmark_error_px [T] (mean per frame), lost [T] (frames whose landmarks were interpolated),
+gaze_confidence [T] (the iris confidence eyes_pose was fitted from; absent without a gaze fit) and
 translation_ref [3]. `translation` is RELATIVE to translation_ref, the clip's median head position in
 the video camera: the head moves about its own place, so any head plays the clip where it stands.
 """
@@ -22,7 +23,7 @@ TRACK_VERSION = 1
 def track_arrays(fit, fps: float, lost: np.ndarray) -> dict[str, np.ndarray]:
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
     ref = np.median(np.asarray(fit.translation, np.float64), axis=0)  # [3]
-    return {
+    out: dict[str, np.ndarray] = {
         "expr": f32(fit.expr),
         "jaw_pose": f32(fit.jaw_pose),
         "neck_pose": f32(fit.neck_pose),
@@ -37,6 +38,9 @@ def track_arrays(fit, fps: float, lost: np.ndarray) -> dict[str, np.ndarray]:
         "lost": np.asarray(lost, bool),
         "translation_ref": f32(ref),
     }
+    if getattr(fit, "gaze_confidence", None) is not None:
+        out["gaze_confidence"] = f32(fit.gaze_confidence)
+    return out
 
 
 def write_track(path: str | Path, fit, fps: float, lost: np.ndarray) -> None:

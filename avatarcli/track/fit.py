@@ -2,7 +2,8 @@
 
 Unknowns: per frame t the vector x_t = (global pose 3, translation 3, neck 3, jaw 3, expression E)
 and, shared by all frames, z = (log focal, shape S): the clip is one person seen by one camera.
-(Gaze cannot be seen by the 68 iBUG landmarks: eyes_pose stays 0.)
+(Gaze cannot be seen by the 68 iBUG landmarks: eyes_pose is fitted afterwards from the image, see
+avatarcli.track.gaze; the eyes move no landmark, so the two fits are independent.)
 
 Energy (the same landmark model, robust weights and priors as `avatarcli.flame.fit`, whose
 `LandmarkRig` / `_Problem` compute the residuals and Jacobians):
@@ -53,6 +54,7 @@ class TrackConfig:
     temporal_robust: float = 3.0  # Geman-McClure scale of the temporal term, in sigmas
     key_frames: int = 0  # frames fitted alone (fit_flame) to start shape and focal; 0: mean face, prior focal
     iters: int = 6  # joint LM iterations
+    gaze: bool = True  # fit eyes_pose from the iris seen in the frames (avatarcli.track.gaze)
 
     def fit_config(self) -> FitConfig:
         return FitConfig(n_shape=self.n_shape, n_expr=self.n_expr, fixed_focal_px=self.fixed_focal_px)
@@ -67,12 +69,13 @@ class TrackFit:
     global_pose: np.ndarray  # [T, 3]
     neck_pose: np.ndarray  # [T, 3]
     jaw_pose: np.ndarray  # [T, 3]
-    eyes_pose: np.ndarray  # [T, 6] (zeros: gaze is not observed)
+    eyes_pose: np.ndarray  # [T, 6] (zeros from track_flame; avatarcli.track.gaze fits them)
     translation: np.ndarray  # [T, 3] in the fit camera's world (FIT_VIEWMAT), metres
     focal_px: float
     image_size: tuple[int, int]  # (H, W)
     landmark_error_px: np.ndarray  # [T, 68]
     iterations: int
+    gaze_confidence: np.ndarray | None = None  # [T] best iris confidence of the frame (None: gaze not fitted)
 
     @property
     def n_frames(self) -> int:
