@@ -9,6 +9,9 @@ rigid with the skull and jaw joints) at jaw 0 and jaw 0.3 rad. Figures: mean lum
 opening between the lips (the slit's outline, eroded 1 px) against the skin's median luminance; the
 share of dark (< 0.25) pixels there; for the closed mouth at yaw 0 / 45 / 90 the PSNR of the head with
 the interior against the head without it, and the largest per-pixel change. Writes the renders to --png.
+Targets: open mouth inside <= 0.7 x skin luminance; closed mouth at every yaw: largest per-pixel change
+<= 1/255 (no teeth through the lip slit; the interior fades in with the lip opening, see
+avatarcli.gaussians.mouth.interior_visibility; before the fade it was 0.24 at yaw 0).
 
     python bench/bench_mouth.py --png mouth.png
 """
@@ -83,6 +86,12 @@ def main() -> None:
             psnr = "inf" if mse == 0 else f"{10 * np.log10(1 / mse):.1f} dB"
             row += f" {psnr + f' / {np.abs(d).max():.3f}':>26}"
         print(row)
+    worst = max(float(np.abs(ims[("mouth", 0.0, y)] - ims[("no mouth", 0.0, y)]).max()) for y in YAWS)
+    lum = float(ims[("mouth", 0.3, 0.0)][mask].mean(-1).mean()) / skin
+    print(
+        f"targets: open inside {lum:.2f} x skin (<= 0.70: {'met' if lum <= 0.7 else 'MISSED'}); closed max change "
+        f"{worst:.4f} (<= {1 / 255:.4f}: {'met' if worst <= 1 / 255 else 'MISSED'})"
+    )
     if a.png is not None:
         import imageio.v3 as iio
 

@@ -252,3 +252,42 @@ def mouth_for_init(model, fit, n: int, sh_degree: int) -> MouthInterior | None:
         return None
     cfg = MouthConfig(n_cavity=int(0.4 * n), n_shell=int(0.25 * n), n_teeth=int(0.12 * n), n_tongue=int(0.1 * n))
     return mouth_interior(model, fit.canonical_params(model, model.device, model.dtype), cfg, sh_degree)
+
+
+# Inner-lip landmarks (iBUG) facing each other across the mouth line, and the mouth corners.
+_UPPER_INNER, _LOWER_INNER, _CORNERS = (61, 62, 63), (67, 66, 65), (48, 54)
+SHOW_OPENING = (0.01, 0.04)  # lip opening (x mouth width) over which the interior fades in
+
+
+def lip_opening(model, vertices: Tensor) -> Tensor:
+    """Distance between the inner lips over the mouth width, from posed FLAME vertices [..., V, 3] -> [...]
+    (the model's landmark embedding; its lip points are static, no contour bins)."""
+    emb = model.landmarks
+    ids = torch.tensor(_UPPER_INNER + _LOWER_INNER + _CORNERS, device=vertices.device)
+    lead = vertices.shape[:-2]
+    v = vertices.reshape(-1, *vertices.shape[-2:])  # [B, V, 3]
+    B = v.shape[0]
+    fi = emb.full_faces.to(vertices.device)[ids][None].expand(B, -1)
+    bary = emb.full_bary.to(vertices)[ids][None].expand(B, -1, -1)
+    p = barycentric_points(v, model.faces, fi, bary)  # [B, 8, 3]
+    gap = (p[:, 0:3] - p[:, 3:6]).norm(dim=-1).mean(-1)
+    return (gap / (p[:, 7] - p[:, 6]).norm(dim=-1).clamp_min(1e-9)).reshape(lead)
+
+
+def interior_visibility(opening: Tensor, rest_opening: float) -> Tensor:
+    """Opacity factor [...] of the mouth interior for lip openings [...]: 0 with the lips together as in
+    the neutral face (`rest_opening`: FLAME's closed lips are not exactly at 0), 1 from SHOW_OPENING[1]
+    on, smooth in between. A closed mouth then renders exactly as a head without the interior: no
+    teeth through the lip slit, whatever the skin's opacity."""
+    lo, hi = SHOW_OPENING
+    t = ((opening - rest_opening - lo) / (hi - lo)).clamp(0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def rest_lip_opening(model, shape: Tensor) -> float:
+    """lip_opening of the neutral face of identity `shape` [1, S] (no expression, every joint at rest)."""
+    rest = FlameParams.zeros(1, int(shape.shape[-1]), 0, dtype=model.dtype, device=model.device)
+    rest.shape = shape.reshape(1, -1).to(model.device, model.dtype)
+    with torch.no_grad():
+        v = flame_forward(model, rest, with_landmarks=False).vertices  # [1, V, 3]
+    return float(lip_opening(model, v)[0])
