@@ -110,3 +110,15 @@ def test_fixture_pupil_projection_matches_renderer_landmarks(model):
     for e, first in enumerate((36, 42)):
         lo, hi = lm[:, first : first + 6].min(1), lm[:, first : first + 6].max(1)
         assert ((uv[:, e] > lo) & (uv[:, e] < hi)).all()
+
+
+def test_a_model_without_eyeballs_is_detected(model):
+    assert G.has_eyeballs(model)
+    m = model.to(dtype=torch.float64)
+    w = m.lbs_weights.clone()
+    w[:, 1] += w[:, 3] + w[:, 4]  # the eyes' vertices given to the neck: no eyeball left
+    w[:, 3:] = 0
+    m.lbs_weights = w
+    assert not G.has_eyeballs(m)
+    with pytest.raises(ValueError, match="eye joint"):
+        G.pupil_vertices(m)

@@ -19,10 +19,11 @@ from avatarcli.flame.loader import load_flame
 from avatarcli.flame.model import FlameModel
 from avatarcli.io.atomic import check_output_path
 from avatarcli.landmarks.choose import load_detector
+from avatarcli.progress import warn
 from avatarcli.track.artifact import write_track
 from avatarcli.track.fit import TrackConfig, TrackFit, track_flame
 from avatarcli.track.frames import open_frames
-from avatarcli.track.gaze import track_gaze
+from avatarcli.track.gaze import has_eyeballs, track_gaze
 from avatarcli.track.landmarks import detect_clip, read_clip_landmarks
 from avatarcli.track.pupils import locate_clip_pupils
 
@@ -74,6 +75,9 @@ class _Clock:
 
 def _gaze(model, fit: TrackFit, frames, clip, rate: float) -> None:
     """eyes_pose of `fit` from the irises in the frames (a second pass over them; see avatarcli.track.gaze)."""
+    if not has_eyeballs(model):  # a FLAME-like model without eye vertices: nothing to turn
+        warn("the FLAME model has no vertices skinned to its eye joints: gaze not tracked (eyes_pose 0)")
+        return
     pupils = locate_clip_pupils(frames.frames(), clip.points, clip.lost)
     gaze = track_gaze(model, fit, pupils, rate)
     fit.eyes_pose = gaze.eyes_pose

@@ -58,6 +58,11 @@ class EyeRig:
     offset: Tensor  # [T, 2, 3] rest iris offset from the joint (IRIS_DEPTH x to the pupil vertex)
 
 
+def has_eyeballs(model) -> bool:
+    """Are vertices skinned to both eye joints (FLAME's eyeballs)?"""
+    return model.n_joints > max(EYE_JOINTS) and all(bool((model.lbs_weights[:, j] > 0.5).any()) for j in EYE_JOINTS)
+
+
 def pupil_vertices(model) -> tuple[int, int]:
     """The pupil vertex of each eye (EYE_JOINTS order): the most forward rest vertex skinned to the joint."""
     ids = []
