@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from rich.console import Console
@@ -21,6 +22,20 @@ from rich.progress import (
 from avatarcli.errors import label_mentions
 
 console = Console(stderr=True, highlight=False)
+
+
+@dataclass(frozen=True)
+class FitStep:
+    """What an on_step callback receives after each Gaussian-fit step (fit_gaussians, denoise_head)."""
+
+    loss: float  # the step's total loss
+    psnr: float  # dB: target 0 inside its mask, from that step's render
+    n: int  # Gaussians
+    sh_degree: int  # active SH degree
+    phase: str = ""  # denoise_head: "fit" or "round r/R"; fit_gaussians leaves it empty
+
+
+StepCallback = Callable[[int, FitStep], None]  # on_step(step, info)
 
 _quiet = False
 _setting_label: Callable[[str], str] | None = None  # how warnings show a setting (the CLI: its flag)

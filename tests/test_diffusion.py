@@ -479,7 +479,7 @@ def test_refine_calls_denoiser_per_round(small_scene):
     seen = []
     _, stats = refine(
         init, sc.vertices, sc.faces, ViewTarget(sc.camera, sc.image, sc.mask), rec, Conditioning(torch.zeros(1, 4)),
-        cfg, _fit_cfg(3), on_progress=lambda r, n, info: seen.append((r, n, info["strength"], info["weight"])),
+        cfg, _fit_cfg(3), on_progress=lambda r, n, info: seen.append((r, n, info.strength, info.weight)),
     )  # fmt: skip
     assert [c[2] for c in rec.calls] == pytest.approx([0.6, 0.4, 0.2])
     assert all(c[0] == (2, 48, 48, 3) and c[1] == 2 for c in rec.calls)

@@ -56,7 +56,7 @@ def test_fit_recovers_perturbed_truth(scene):
         scene.image,
         scene.mask,
         cfg,
-        lambda i, d: losses.append(d["loss"]),
+        lambda i, d: losses.append(d.loss),
     )
     before = _psnr_of(init, scene, cfg)
     after = _psnr_of(fitted, scene, cfg)
@@ -141,7 +141,7 @@ def test_crop_window_fit_equals_the_whole_image_fit(scene):
                         crop_margin=margin)  # fmt: skip
         losses: list[float] = []
         fitted, stats = fit_gaussians(init, scene.vertices, scene.faces, [ViewTarget(cam, image, mask)], cfg,
-                                      lambda i, d: losses.append(d["loss"]))  # fmt: skip
+                                      lambda i, d: losses.append(d.loss))  # fmt: skip
         runs[margin] = (fitted, stats, losses)
     (a, sa, la), (b, sb, lb) = runs[None], runs[0.06]
     x0, y0, x1, y1 = crop_window(mask, 0.06)

@@ -13,7 +13,7 @@ from avatarcli.diffusion.features import read_features
 from avatarcli.diffusion.models import SD_IMAGE_VARIATIONS, resolve_model
 from avatarcli.errors import InputError
 from avatarcli.io.atomic import check_output_path
-from avatarcli.progress import info, progress, warn
+from avatarcli.progress import FitStep, info, progress, warn
 
 if TYPE_CHECKING:  # the stage's modules load with the command (scipy and the fit): `avatar --help` stays quick
     from avatarcli.diffusion.denoiser import Denoiser
@@ -204,14 +204,9 @@ def _denoise_with_progress(
     with progress() as bar:
         task = bar.add_task("denoise", total=max(1, total), status="")
 
-        def on_step(i: int, d: dict) -> None:
-            p = d.get("psnr", float("nan"))
-            ptxt = f"{p:.1f} dB" if math.isfinite(p) else "-"
-            bar.update(
-                task,
-                completed=min(i, total),
-                status=f"{d.get('phase', '')} loss {d['loss']:.4f} PSNR {ptxt} n {d['n']}",
-            )
+        def on_step(i: int, d: FitStep) -> None:
+            ptxt = f"{d.psnr:.1f} dB" if math.isfinite(d.psnr) else "-"
+            bar.update(task, completed=min(i, total), status=f"{d.phase} loss {d.loss:.4f} PSNR {ptxt} n {d.n}")
 
         out = denoise_head(ply, model, rgb, features=feats, denoiser=denoiser, config=cfg, on_step=on_step, mask=region)
         bar.update(task, completed=max(1, total))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
@@ -36,6 +36,7 @@ from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.densify import NoDensify
 from avatarcli.gaussians.fit import FitConfig, ViewTarget, fit_gaussians
 from avatarcli.gaussians.model import BoundGaussians
+from avatarcli.progress import StepCallback
 from avatarcli.render.api import render_views
 from avatarcli.render.camera import Camera, orbit_camera
 
@@ -137,7 +138,7 @@ def render_novel_views(
 
 @dataclass
 class RoundStats:
-    """One diffusion round (also what on_progress receives, as a dict)."""
+    """One diffusion round (also what on_progress receives)."""
 
     round: int
     strength: float
@@ -185,14 +186,14 @@ def refine(
     condition: Conditioning,
     config: RoundsConfig | None = None,
     fit_config: FitConfig | None = None,
-    on_progress: Callable[[int, int, dict], None] | None = None,
+    on_progress: Callable[[int, int, RoundStats], None] | None = None,
     *,
-    on_step: Callable[[int, dict], None] | None = None,
+    on_step: StepCallback | None = None,
 ) -> tuple[BoundGaussians, RefineStats]:
     """Run the rounds; returns the refined Gaussians and their RefineStats.
 
-    on_progress(round_index, n_rounds, info) after each round, info = asdict(RoundStats): {round,
-    strength, weight, psnr (input view), n_gaussians, render_s, denoise_s, fit_s}; on_step is passed
+    on_progress(round_index, n_rounds, info) after each round, info the round's RoundStats (round,
+    strength, weight, psnr (input view), n_gaussians, render_s, denoise_s, fit_s); on_step is passed
     to every fit_gaussians call, and also sees the final input-view-only fit's steps (numbered from 1
     again)."""
     cfg = config or RoundsConfig()
@@ -224,7 +225,7 @@ def refine(
         if stats.views is not None:
             stats.views.append(KeptViews(rendered=rgb.cpu(), denoised=den.cpu(), mask=masks.cpu()))
         if on_progress is not None:
-            on_progress(r, len(strengths), asdict(info))
+            on_progress(r, len(strengths), info)
     n_polish = cfg.polish_steps(fcfg.steps)
     stats.final_input_steps = n_polish
     if n_polish > 0:

@@ -48,6 +48,7 @@ from avatarcli.gaussians.losses import dssim_l1, erode, masked_ssim, psnr, trans
 from avatarcli.gaussians.model import SH_C0, BoundGaussians, Gaussians, sh_coeffs
 from avatarcli.gaussians.visibility import UpdateGate, VisibilityConfig, gates
 from avatarcli.geometry import triangle_frames
+from avatarcli.progress import FitStep, StepCallback
 from avatarcli.render.api import RenderOutput, render
 from avatarcli.render.camera import Camera, cropped_camera, scaled_camera
 
@@ -445,7 +446,7 @@ def fit_gaussians(
     faces: Tensor,  # [F, 3]
     targets: list[ViewTarget],
     config: FitConfig | None = None,
-    on_step: Callable[[int, dict], None] | None = None,
+    on_step: StepCallback | None = None,
     *,
     render_fn: RenderFn | None = None,
     strategy: Strategy | None = None,
@@ -453,8 +454,8 @@ def fit_gaussians(
     """Fit `bound` to `targets`; returns the fitted (detached) Gaussians and their FitStats
     (loss, l1, psnr and ssim of target 0 inside its mask, n_gaussians, densify counts, seconds).
 
-    `on_step(step, info)` is called after every step with info = {loss, psnr, n, sh_degree}
-    (psnr: target 0 inside its mask, from that step's render). `render_fn` defaults to
+    `on_step(step, info)` is called after every step with info an avatarcli.progress.FitStep
+    (loss, psnr: target 0 inside its mask from that step's render, n, sh_degree). `render_fn` defaults to
     avatarcli.render.api.render; `strategy` (densification) defaults to `config.strategy()`."""
     cfg = config or FitConfig()
     _check_targets(targets)
@@ -475,7 +476,7 @@ def fit_gaussians(
     state = strategy.initialize_state(params.binding.shape[0], sc.radius, dev)
     sh_every = cfg.sh_increase_every or max(1, cfg.steps // (cfg.sh_degree + 1))
     order = _ViewOrder(len(targets), cfg.views_per_step, gen)
-    last: dict = {}
+    last: FitStep | None = None
     for step in range(1, cfg.steps + 1):
         if step == n_coarse + 1 and sc is not fine:  # coarse steps done: full size, visibility afresh
             sc, gates = fine, _Gate(cfg, fine, render)
@@ -491,17 +492,12 @@ def fit_gaussians(
         loss.backward()
         params.step(gate)
         strategy.step_post_backward(params, state, step, g, gen)
-        last = {
-            "loss": float(loss.detach()),
-            "psnr": step_psnr,
-            "n": int(params.binding.shape[0]),
-            "sh_degree": active_sh,
-        }
+        last = FitStep(loss=float(loss.detach()), psnr=step_psnr, n=int(params.binding.shape[0]), sh_degree=active_sh)
         if on_step is not None:
             on_step(step, last)
     fitted = params.bound().detach()
     return fitted, FitStats(
-        loss=last.get("loss", float("nan")),
+        loss=float("nan") if last is None else last.loss,
         **_final_figures(fitted, fine, cfg, render),
         n_gaussians=fitted.n,
         n_cloned=state.n_cloned,
@@ -521,7 +517,7 @@ def fit_input_view(
     image: Tensor,  # [H, W, 3]
     mask: Tensor,  # [H, W, 1]
     config: FitConfig | None = None,
-    on_step: Callable[[int, dict], None] | None = None,
+    on_step: StepCallback | None = None,
     *,
     render_fn: RenderFn | None = None,
 ) -> tuple[BoundGaussians, FitStats]:

@@ -40,7 +40,7 @@ from avatarcli import quality
 from avatarcli.device import resolve_device
 from avatarcli.diffusion.denoiser import Conditioning, Denoiser
 from avatarcli.diffusion.features import Features
-from avatarcli.diffusion.rounds import RefineStats, RoundsConfig, dilate, refine
+from avatarcli.diffusion.rounds import RefineStats, RoundsConfig, RoundStats, dilate, refine
 from avatarcli.errors import FitDivergedError, InputError
 from avatarcli.flame.deform import outside_region
 from avatarcli.flame.model import FlameModel
@@ -49,6 +49,7 @@ from avatarcli.gaussians.fit import FitConfig, FitStats, ViewTarget, fit_gaussia
 from avatarcli.gaussians.losses import masked_ssim, psnr
 from avatarcli.gaussians.model import BoundGaussians
 from avatarcli.gaussians.ply import GaussianPly
+from avatarcli.progress import FitStep, StepCallback
 from avatarcli.render.api import RenderOutput, render
 from avatarcli.render.camera import Camera, photo_camera, scaled_camera
 from avatarcli.segment.foreground import foreground
@@ -257,11 +258,11 @@ def head_region(
     return region, src
 
 
-def _phase_steps(on_step: Callable[[int, dict], None] | None, offset: int, phase: str):
+def _phase_steps(on_step: StepCallback | None, offset: int, phase: str) -> StepCallback | None:
     """on_step for one phase of the run: steps numbered from `offset`, info tagged with the phase."""
     if on_step is None:
         return None
-    return lambda i, d: on_step(offset + i, {**d, "phase": phase})
+    return lambda i, d: on_step(offset + i, replace(d, phase=phase))
 
 
 def _diffusion_rounds(
@@ -273,8 +274,8 @@ def _diffusion_rounds(
     cfg: DenoiseConfig,
     fcfg: FitConfig,
     rounds: int,
-    on_step: Callable[[int, dict], None] | None,
-    on_round: Callable[[int, int, dict], None] | None,
+    on_step: StepCallback | None,
+    on_round: Callable[[int, int, RoundStats], None] | None,
 ) -> tuple[BoundGaussians, RefineStats]:
     """avatarcli.diffusion.rounds.refine conditioned on the features' CLIP embedding (a zero one
     without features); its steps are numbered after the input-view fit's."""
@@ -283,16 +284,16 @@ def _diffusion_rounds(
     cond = Conditioning(image_embeds=emb.to(dev), image=target.image)
     counter = {"round": 0}
 
-    def on_progress(r, n, info):
+    def on_progress(r: int, n: int, info: RoundStats) -> None:
         counter["round"] = r + 1
         if on_round is not None:
             on_round(r, n, info)
 
-    def round_step(i, d):
+    def round_step(i: int, d: FitStep) -> None:
         if on_step is not None:
             on_step(
                 cfg.steps + counter["round"] * cfg.round_steps + i,
-                {**d, "phase": f"round {counter['round'] + 1}/{rounds}"},
+                replace(d, phase=f"round {counter['round'] + 1}/{rounds}"),
             )
 
     rcfg = replace(cfg.rounds_config(), rounds=rounds)
@@ -317,8 +318,8 @@ def denoise_head(
     features: Features | None = None,
     denoiser: Denoiser | None = None,
     config: DenoiseConfig | None = None,
-    on_step: Callable[[int, dict], None] | None = None,
-    on_round: Callable[[int, int, dict], None] | None = None,
+    on_step: StepCallback | None = None,
+    on_round: Callable[[int, int, RoundStats], None] | None = None,
     mask: np.ndarray | Tensor | None = None,
 ) -> tuple[GaussianPly, DenoiseStats]:
     """Fit `ply` (an init head with FLAME binding and metadata) to the photo `rgb` (uint8 [H, W, 3] at
@@ -327,7 +328,8 @@ def denoise_head(
     features: avatarcli.diffusion.features.Features (its mask and CLIP embedding); needed for rounds.
     mask: optional explicit head region [H, W] (or [H, W, 1]) in 0..1 at the photo's size; overrides
     the features' mask. on_step(step, info) counts steps over the whole run (fit, then rounds);
-    info = {loss, psnr, n, sh_degree, phase}. on_round(r, n_rounds, info) after each round.
+    info: avatarcli.progress.FitStep (loss, psnr, n, sh_degree, phase). on_round(r, n_rounds, info)
+    after each round, info: avatarcli.diffusion.rounds.RoundStats.
     Returns (head, DenoiseStats)."""
     cfg = config or DenoiseConfig()
     cfg.validate()
