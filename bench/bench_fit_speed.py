@@ -12,7 +12,7 @@ threads' spinning inflates CPU time several-fold; compare the ratio against the 
 in the same run) and the Gaussians at the end.
 
     python bench/bench_fit_speed.py --out /tmp/bfs --only astronaut obama_turned
-    python bench/bench_fit_speed.py --out /tmp/bfs --variants old default coarse50 --only astronaut
+    python bench/bench_fit_speed.py --out /tmp/bfs --variants old crop coarse50 --only astronaut
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _variants() -> dict[str, dict]:
     return {
         "default": {},
         "old": {"steps": 200, "fit": {"crop_margin": None, "coarse_until": 0.0}},  # before issue 10's speed work
-        "no-crop": {"fit": {"crop_margin": None}},
+        "crop": {"fit": {"crop_margin": 0.06}},
         "coarse30": {"fit": {"coarse_until": 0.3}},
         "coarse50": {"fit": {"coarse_until": 0.5}},
         "steps100": {"steps": 100},

@@ -192,7 +192,7 @@ def test_coarse_to_fine_fit(scene):
 
     fitted, stats = fit_input_view(init, scene.vertices, scene.faces, scene.camera, scene.image, scene.mask, cfg,
                                    render_fn=spy)  # fmt: skip
-    assert max(sizes) <= 48 and min(sizes) < 30  # coarse steps rendered the smaller (cropped) target
+    assert max(sizes) <= 48 and min(sizes) < 30  # the coarse steps rendered the half-size target
     after = _psnr_of(fitted, scene, cfg)
     assert after >= 29.0 and abs(stats.psnr - after) < 1e-3
 
