@@ -105,8 +105,10 @@ class FitConfig:
     views_per_step: int = 2  # target 0 + (views_per_step - 1) others, cycled
     # e.g. 0.06: each target is rendered in the window of its mask's bounding box grown by this x its long
     # side (at least CROP_MIN_PX); the loss keeps the whole image's normalisation (outside the window render
-    # and target are both the background). Off (None) by default: on obama_turned the step-1 loss still
-    # differs by 0.1-0.2 % (cause not found) and 200 steps end 0.6 dB lower (bench/bench_fit_speed.py)
+    # and target are both the background). Off (None) by default: on obama_turned the two step-1 losses
+    # differ by 0.1-0.2 %: float32 rounding of the weighted means' sums (a sum by hand over the image and
+    # one over the window agree; losses.py's reductions differ from it by that much), and 200 steps
+    # then end 0.6 dB lower (bench/bench_fit_speed.py)
     crop_margin: float | None = None
     # coarse to fine: the first coarse_until x steps fit the targets resized by coarse_scale (fewer pixels
     # and fragments per step); the rest at full size
