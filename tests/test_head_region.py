@@ -8,6 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from avatarcli import quality
 from avatarcli.cli import main
@@ -163,6 +164,19 @@ def test_cli_head_region_writes_region_and_overlay(tmp_path):
     assert main(["head-region", img, "-l", str(tmp_path / "a.npz"), "-o", str(out), "--overlay", str(ov)]) == 0
     assert quality.iou(read_region(out), portrait("astronaut").outline()) >= IOU_FLOOR["astronaut"]
     assert ov.is_file()
+    # the same stage from Python (no CLI): the same region; its share and the overlay's dimming read back
+    from avatarcli.stages.head_region import write_head_region
+
+    out2, ov2 = tmp_path / "lib.png", tmp_path / "lib_check.png"
+    share = write_head_region(img, tmp_path / "a.npz", out2, overlay=ov2)
+    region = read_region(out2)
+    np.testing.assert_array_equal(region, read_region(out))
+    assert share == pytest.approx(float(np.mean(region > 0.5)), abs=1e-6) and 0.02 < share < 0.9
+    photo = np.asarray(Image.open(img).convert("RGB"), dtype=np.float32)
+    dimmed = np.asarray(Image.open(ov2).convert("RGB"), dtype=np.float32)
+    outside = region <= 0.5
+    assert np.abs(dimmed[outside] - np.floor(0.3 * photo[outside])).max() <= 1.0
+    np.testing.assert_array_equal(dimmed[~outside], photo[~outside])
 
 
 @pytest.mark.slow

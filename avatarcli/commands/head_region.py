@@ -5,14 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
-from PIL import Image
 
 from avatarcli.commands.common import existing_inputs
-from avatarcli.io.atomic import atomic_path, check_output_path
-from avatarcli.io.images import load_image
-from avatarcli.landmarks.artifact import read_landmarks
 from avatarcli.progress import info
 
 
@@ -37,24 +32,11 @@ def head_region_command(
       avatar head-region photo.jpg --landmarks photo.landmarks.npz -o photo.region.png
       avatar head-region photo.jpg -l photo.npz -o region.png --overlay check.png
     """
-    from avatarcli.segment.head_region import segment_head, write_region
+    from avatarcli.stages.head_region import write_head_region
 
     existing_inputs([image, landmarks])
-    outs = [check_output_path(p) for p in ([output] + ([overlay] if overlay else []))]
-    lm = read_landmarks(landmarks)
-    photo = load_image(image)
-    mask = segment_head(photo.rgb, photo.to_working(lm.landmarks))  # [h, w] at the working size
-    H, W = photo.original_size
-    if mask.shape != (H, W):
-        mask = np.asarray(Image.fromarray(mask).resize((W, H), Image.Resampling.BILINEAR)) > 0.5
-    write_region(outs[0], mask)
-    if overlay is not None:
-        full = load_image(image, max_side=max(H, W)).rgb.astype(np.float32)
-        full[~(np.asarray(mask) > 0.5)] *= 0.3
-
-        with atomic_path(outs[1]) as tmp:
-            Image.fromarray(full.astype(np.uint8)).save(tmp, format="PNG")
-    info(f"{output}: head region, {100 * float(np.mean(np.asarray(mask) > 0.5)):.0f}% of the photo")
+    share = write_head_region(image, landmarks, output, overlay)
+    info(f"{output}: head region, {100 * share:.0f}% of the photo")
     return 0
 
 
