@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from avatarcli.errors import InputError
 from avatarcli.flame.loader import load_flame
 from avatarcli.flame.model import FlameModel
 from avatarcli.io.atomic import check_output_path
-from avatarcli.landmarks.choose import load_detector
+from avatarcli.landmarks.choose import Detector, load_detector
 from avatarcli.progress import warn
 from avatarcli.track.artifact import write_track
 from avatarcli.track.fit import TrackConfig, TrackFit, track_flame
@@ -88,14 +89,14 @@ def track_video(
     source: str | Path,
     output: str | Path,
     *,
-    flame=None,
+    flame: FlameModel | str | Path | None = None,
     landmarks: str | Path | None = None,
-    detector=None,
+    detector: Detector | str | None = None,
     fps: float | None = None,
     face_index: int | None = None,
     config: TrackConfig | None = None,
     device: str = "auto",
-    progress=None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> TrackResult:
     """Track the face of `source` and write the expression file `output` (see the module doc).
 
