@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from avatarcli.errors import ArtifactError, EnvironmentProblem, MissingModelError
+from avatarcli.weights import env_var_for, get_entry, resolve
 
 if TYPE_CHECKING:  # heavy imports: the loaders import them when a model is loaded
     from diffusers.models import AutoencoderKL, UNet2DConditionModel
@@ -40,7 +41,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def resolve_model(name: str) -> Path:
     """Local folder of lock model `name` (MissingModelError names `avatar weights fetch NAME`)."""
-    from avatarcli.weights import resolve
 
     return Path(resolve(name))
 
@@ -50,7 +50,6 @@ def model_info(name: str) -> dict:
 
     source is "override" when AVATAR_WEIGHTS_<NAME> points elsewhere (the revision is then
     the pinned one, not necessarily what that folder holds), else "cache"."""
-    from avatarcli.weights import env_var_for, get_entry
 
     e = get_entry(name)
     return {

@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from avatarcli.errors import InputError
 from avatarcli.gan.align import uncrop
 from avatarcli.gan.camera import GanView, camera_to_gan
 from avatarcli.gan.generator import TriplaneGenerator, offset_camera
-from avatarcli.gan.invert import Inversion
+from avatarcli.gan.invert import Inversion, read_inversion_artifact
 from avatarcli.render.camera import Camera
 
 
@@ -85,8 +86,6 @@ PRIORS = ("diffusion", "gan", "gan+diffusion")
 
 def load_gan_prior(path, image_size: tuple[int, int], device: str | torch.device = "cpu") -> GanPrior:
     """GanPrior from `avatar invert-gan`'s file; InputError when it was made for another photo size."""
-    from avatarcli.errors import InputError
-    from avatarcli.gan.invert import read_inversion_artifact
 
     inv = read_inversion_artifact(path)
     if inv.frame is None:

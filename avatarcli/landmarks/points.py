@@ -23,6 +23,7 @@ import numpy as np
 
 from avatarcli.errors import ArtifactError, InputError
 from avatarcli.landmarks.artifact import read_landmarks
+from avatarcli.landmarks.detect import landmarks_from_points
 from avatarcli.progress import warn
 
 SUFFIXES = (".npy", ".txt", ".csv", ".pts", ".npz")
@@ -132,7 +133,6 @@ def given_landmarks(path: str | Path, image, force: bool = False):
     An avatarcli landmarks.npz records the photo it was made from: another size is refused
     (ArtifactError), another file (sha256) too unless `force` (then a warning). Other formats
     carry no photo: their points are taken as this photo's (landmarks_from_points)."""
-    from avatarcli.landmarks.detect import landmarks_from_points
 
     path = Path(path)
     if is_landmarks_artifact(path):

@@ -16,11 +16,13 @@ from avatarcli.errors import MissingModelError
 from avatarcli.flame.loader import load_flame
 from avatarcli.flame.locate import locate_flame
 from avatarcli.flame.model import FlameModel
+from avatarcli.gan.convert import load_generator
 from avatarcli.gan.generator import TriplaneGenerator
-from avatarcli.gan.lpips import Lpips
+from avatarcli.gan.lpips import Lpips, lpips_or_l2
+from avatarcli.io.hashing import sha256_file
 from avatarcli.landmarks.choose import Detector, detector_models, load_detector
 from avatarcli.reconstruct.plan import Job, ReconstructConfig
-from avatarcli.weights import get_entry, resolve
+from avatarcli.weights import get_entry, resolve, resolve_file
 from avatarcli.weights.resolver import ROUTE_SETTINGS, without_download
 
 DETECTOR_MODELS = ("fan-2d", "s3fd")
@@ -116,10 +118,6 @@ def load_models(jobs: Sequence[Job], config: ReconstructConfig) -> Models:
 def _load_gan(models: Models, config: ReconstructConfig) -> None:
     """The GAN generator (config.gan_weights or the registry's) and LPIPS, once for the batch;
     models.ids["gan"] / ["perceptual"] identify them in the invert-gan stage's work-folder key."""
-    from avatarcli.gan.convert import load_generator
-    from avatarcli.gan.lpips import lpips_or_l2
-    from avatarcli.io.hashing import sha256_file
-    from avatarcli.weights import resolve_file
 
     if config.gan_weights is not None:
         path = Path(config.gan_weights)

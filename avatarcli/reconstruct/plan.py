@@ -11,6 +11,7 @@ from typing import Sequence
 
 from avatarcli.batch import Batch, output_paths, wants_folder
 from avatarcli.errors import AvatarError, EnvironmentProblem, InputError
+from avatarcli.gan.prior import PRIORS
 from avatarcli.io.atomic import check_output_path
 from avatarcli.io.images import check_image, load_image
 from avatarcli.landmarks.points import find_points_file, given_landmarks
@@ -45,7 +46,6 @@ class ReconstructConfig:
 
     def check(self) -> None:
         """InputError for an unknown prior or a GAN prior with no rounds to use it (--no-diffusion)."""
-        from avatarcli.gan.prior import PRIORS
 
         if self.prior not in PRIORS:
             raise InputError(f"prior {self.prior!r}: expected one of {', '.join(PRIORS)}", setting="prior")
