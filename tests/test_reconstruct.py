@@ -640,11 +640,11 @@ GAN = ["--prior", "gan", "--rounds", "1", "--gan-w-steps", "2", "--gan-pti-steps
 def _spy_gan(monkeypatch) -> dict:
     """Counts, through the real code: generator loads, inversions (with a digest of the generator
     each one starts from) and the GAN prior's denoise calls in the rounds."""
-    import avatarcli.gan.convert as convert_mod
+    import avatarcli.reconstruct.models as models_mod
     import avatarcli.reconstruct.runner as runner_mod
 
     seen: dict = {"loads": 0, "starts": [], "denoise": 0}
-    real_load, real_invert, real_prior = convert_mod.load_generator, runner_mod.invert_photo, runner_mod.GanPrior
+    real_load, real_invert, real_prior = models_mod.load_generator, runner_mod.invert_photo, runner_mod.GanPrior
 
     def load(*a, **k):
         seen["loads"] += 1
@@ -659,7 +659,7 @@ def _spy_gan(monkeypatch) -> dict:
             seen["denoise"] += 1
             return super().denoise(*a, **k)
 
-    monkeypatch.setattr(convert_mod, "load_generator", load)
+    monkeypatch.setattr(models_mod, "load_generator", load)
     monkeypatch.setattr(runner_mod, "invert_photo", invert)
     monkeypatch.setattr(runner_mod, "GanPrior", Prior)
     return seen
