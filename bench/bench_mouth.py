@@ -12,6 +12,11 @@ the interior against the head without it, and the largest per-pixel change. Writ
 Targets: open mouth inside <= 0.7 x skin luminance; closed mouth at every yaw: largest per-pixel change
 <= 1/255 (no teeth through the lip slit; the interior fades in with the lip opening, see
 avatarcli.gaussians.mouth.interior_visibility; before the fade it was 0.24 at yaw 0).
+Still render (`avatar render`'s stage, the photo camera): the closed-mouth head as written now (head.ply
+version 4, the lip state stored: the interior gated) and as written before (version 3: drawn as
+stored), each against the head without the interior: largest pixel change in the lips' box, and the
+pixels there that are teeth-coloured (closer to the teeth colour than the plain head's pixel, by 0.02).
+Target: version 4 <= 1/255 and no teeth-coloured pixel.
 
     python bench/bench_mouth.py --png mouth.png
 """
@@ -92,11 +97,45 @@ def main() -> None:
         f"targets: open inside {lum:.2f} x skin (<= 0.70: {'met' if lum <= 0.7 else 'MISSED'}); closed max change "
         f"{worst:.4f} (<= {1 / 255:.4f}: {'met' if worst <= 1 / 255 else 'MISSED'})"
     )
+    still_render_rows(model, ply, plain)
     if a.png is not None:
         import imageio.v3 as iio
 
         grid = [np.concatenate([ims[(k, j, y)] for y in YAWS], 1) for j in (0.0, 0.3) for k in posers]
         iio.imwrite(a.png, (np.concatenate(grid, 0).clip(0, 1) * 255).astype(np.uint8))
+
+
+def still_render_rows(model, ply, plain) -> None:
+    """The render stage's photo view of the closed head: gated (v4) and as stored (v3) against no mouth."""
+    import dataclasses
+    import os
+    import tempfile
+
+    from avatarcli.flame.forward import flame_forward
+    from avatarcli.gaussians.mouth import MouthConfig
+    from avatarcli.render.camera import photo_camera
+    from avatarcli.stages.render import RenderConfig, iter_frames, plan_render
+
+    os.environ.pop("AVATAR_FLAME", None)
+    old = dataclasses.replace(ply, meta=dataclasses.replace(ply.meta, lip_opening=None, rest_lip_opening=None))
+    meta = ply.meta
+    lm = flame_forward(model, meta.fit.canonical_params(model)).landmarks[0, 48:]
+    uv = photo_camera(meta.fit, meta.root_joint).project(lm).numpy()
+    (x0, y0), (x1, y1) = np.floor(uv.min(0)).astype(int) - 2, np.ceil(uv.max(0)).astype(int) + 2
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def still(p):
+            plan = plan_render(p, Path(tmp) / "v.png", RenderConfig(camera="photo", backend="torch"))
+            return next(iter_frames(plan)).astype(np.float64)[y0:y1, x0:x1] / 255.0
+
+        ref = still(plain)
+        teeth = np.asarray(MouthConfig().teeth_rgb)
+        dist = lambda im: np.linalg.norm(im - teeth, axis=-1)  # noqa: E731
+        print(f"still render (photo camera, lips' box {x1 - x0}x{y1 - y0} px), closed mouth, against no mouth:")
+        for name, head in (("head.ply v4 (gated)", ply), ("head.ply v3 (as stored)", old)):
+            im = still(head)
+            n = int((dist(im) < dist(ref) - 0.02).sum())
+            print(f"  {name:24} max change {np.abs(im - ref).max():.4f}, teeth-coloured pixels {n}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ a lip slit (avatarcli.testing.synthetic_mouth)."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,7 @@ from avatarcli.flame.forward import flame_forward
 from avatarcli.flame.params import FlameParams
 from avatarcli.gaussians.init import InitConfig, init_gaussians, init_with_details
 from avatarcli.gaussians.mouth import lip_opening
-from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
+from avatarcli.gaussians.ply import HeadMeta, read_gaussian_ply, write_gaussian_ply
 from avatarcli.render.api import render
 from avatarcli.render.camera import orbit_camera
 from avatarcli.testing.synthetic_mouth import make_synthetic_flame_with_mouth, slit_outline
@@ -184,8 +186,13 @@ def test_photo_expression_moves_no_part_of_it():
 
 
 def test_head_ply_round_trip_and_old_heads(head, tmp_path):
-    """Anchors round-trip through the header (version 3); a head without a mouth is still written as
-    version 1 or 2 (readable by older avatarcli); a binding beyond the anchors is refused."""
+    """Anchors and the lip state round-trip through the header (version 4); the same head without the
+    lip state (as written before version 4) is version 3 and reads with none (head_gate: derived from
+    FLAME, else None); a head without a mouth is still written as version 1 or 2 (readable by older
+    avatarcli); a binding beyond the anchors and a bad lip state are refused."""
+    from dataclasses import replace
+
+    from avatarcli.gaussians.mouth import head_gate, interior_visibility
     from avatarcli.gaussians.ply import ply_bytes
 
     model, photo, poser, _, ns = head
@@ -194,9 +201,29 @@ def test_head_ply_round_trip_and_old_heads(head, tmp_path):
     assert int(ply.binding.max()) == model.faces.shape[0] + 1
     write_gaussian_ply(tmp_path / "a.ply", ply)
     back = read_gaussian_ply(tmp_path / "a.ply")
-    assert back.meta.version == 3 and back.meta.anchor_joints == (1, 2)
+    assert back.meta.version == 4 and back.meta.anchor_joints == (1, 2)
     np.testing.assert_array_equal(back.meta.anchors, ply.meta.anchors)
     assert ply_bytes(back) == (tmp_path / "a.ply").read_bytes()
+    assert (back.meta.lip_opening, back.meta.rest_lip_opening) == (ply.meta.lip_opening, ply.meta.rest_lip_opening)
+    # the stored state against lip_opening of the canonical vertices the head is bound to
+    v = poser.canonical[None, : model.v_template.shape[0]]
+    assert back.meta.lip_opening == pytest.approx(float(lip_opening(model, v)[0]), abs=1e-6)
+    assert back.meta.rest_lip_opening == pytest.approx(poser.rest_opening, abs=1e-6)
+    assert head_gate(back.meta).visibility == float(interior_visibility(torch.tensor(0.0), 0.0))  # closed: 0
+    old = replace(back, meta=replace(back.meta, lip_opening=None, rest_lip_opening=None))
+    write_gaussian_ply(tmp_path / "v3.ply", old)
+    header = (tmp_path / "v3.ply").read_bytes().split(b"end_header")[0].replace(b"\ncomment avatarcli-meta ", b"")
+    assert b'"version":3' in header and b"lip_opening" not in header
+    v3 = read_gaussian_ply(tmp_path / "v3.ply")
+    assert v3.meta.version == 3 and v3.meta.lip_opening is None and v3.meta.n_anchors == 2
+    assert head_gate(v3.meta) is None and head_gate(v3.meta, model) == head_gate(back.meta)
+    text = back.meta.to_json()
+    assert HeadMeta.from_json(text, tmp_path).lip_opening == back.meta.lip_opening
+    for bad_value in ('"lip_opening":-1.0', '"lip_opening":"x"', '"lip_opening":1e9'):
+        bad_text = re.sub(r'"lip_opening":[0-9.e-]+', bad_value, text, count=1)
+        assert bad_text != text
+        with pytest.raises(ArtifactError, match="lip_opening"):
+            HeadMeta.from_json(bad_text, tmp_path)
     plain = init_gaussians(model, photo.fit, photo.rgb, InitConfig(n_gaussians=500, mouth_fraction=0.0))
     assert b'"version":1' in ply_bytes(plain).split(b"end_header")[0].replace(b"comment avatarcli-meta ", b"")
     bad = back.__class__(back.gaussians, back.binding.clone(), back.meta)

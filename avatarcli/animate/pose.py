@@ -13,7 +13,8 @@ not stretched by the jaw).
 A head whose meta carries rigid anchors (the mouth interior, avatarcli.gaussians.anchors) has them
 appended to the mesh, posed per frame by their joint's transform: rigid with the skull or the jaw.
 The Gaussians on the anchors (the interior) fade with the frame's lip opening
-(avatarcli.gaussians.mouth.interior_visibility): invisible with the lips together.
+(avatarcli.gaussians.mouth.interior_visibility, applied by its gate_opacities: the same gate as
+still renders, the fit and the rounds use): invisible with the lips together.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from avatarcli.flame.params import FlameParams
 from avatarcli.gaussians.anchors import RigidAnchors
 from avatarcli.gaussians.binding import bind_to_mesh, world_gaussians
 from avatarcli.gaussians.model import BoundGaussians, Gaussians
-from avatarcli.gaussians.mouth import interior_visibility, lip_opening, rest_lip_opening
+from avatarcli.gaussians.mouth import gate_opacities, interior_visibility, lip_opening, rest_lip_opening
 from avatarcli.gaussians.ply import GaussianPly
 from avatarcli.progress import warn
 
@@ -73,7 +74,7 @@ class HeadPoser:
     offsets: Tensor | None = None  # [V, 3] mesh offsets (deformed heads)
     hair: Tensor | None = None  # [V] hair weights (deformed heads)
     anchors: RigidAnchors | None = None  # the rigid anchors (heads with a mouth interior); their faces follow FLAME's
-    interior: Tensor | None = None  # [M] long: the Gaussians on the anchors (faded by the lip opening)
+    interior: Tensor | None = None  # [N] bool: the Gaussians on the anchors (gated by the lip opening)
     rest_opening: float = 0.0  # lip opening of the neutral face (avatarcli.gaussians.mouth)
 
     @classmethod
@@ -118,7 +119,7 @@ class HeadPoser:
         # only the triangles that carry Gaussians are needed per frame: re-index the binding onto them
         interior, rest = None, 0.0
         if anchors is not None and getattr(model, "landmarks", None) is not None:
-            interior = torch.nonzero(bound.binding >= model.faces.shape[0])[:, 0]  # [M]
+            interior = bound.binding >= model.faces.shape[0]  # [N]
             rest = rest_lip_opening(model, params.shape)
         used, local = torch.unique(bound.binding, return_inverse=True)  # [U], [N]
         bound = bound.replace(binding=local)
@@ -149,12 +150,11 @@ class HeadPoser:
         """World Gaussians on the mesh `vertices` [V, 3] (or [B, V, 3]: every field gets a leading B)."""
         with torch.no_grad():
             g = world_gaussians(self.bound, vertices, self.faces)
-            if self.interior is None or self.interior.numel() == 0:
+            if self.interior is None or not bool(self.interior.any()):
                 return g
             V = int(self.model.v_template.shape[0])  # the FLAME vertices come first, then the anchors
             vis = interior_visibility(lip_opening(self.model, vertices[..., :V, :]), self.rest_opening)  # [...]
-            op = g.opacities.clone()
-            op[..., self.interior] = op[..., self.interior] * vis[..., None].to(op)
+            op = gate_opacities(g.opacities, self.interior, vis)
             return Gaussians(means=g.means, quats=g.quats, scales=g.scales, opacities=op, sh=g.sh)
 
     def posed(self, seq: FrameSequence, batch: int = DEFAULT_BATCH) -> Iterator[Gaussians]:

@@ -36,6 +36,7 @@ from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.densify import NoDensify
 from avatarcli.gaussians.fit import FitConfig, ViewTarget, fit_gaussians
 from avatarcli.gaussians.model import BoundGaussians
+from avatarcli.gaussians.mouth import gate_interior
 from avatarcli.progress import StepCallback
 from avatarcli.render.api import render_views
 from avatarcli.render.camera import Camera, orbit_camera
@@ -131,6 +132,7 @@ def render_novel_views(
     """Current head from `cameras` over the fit background -> rgb [B, H, W, 3], alpha [B, H, W, 1]."""
     dev = bound.local_xyz.device
     g = world_gaussians(bound, vertices.to(dev, torch.float32), faces.to(dev))
+    g = gate_interior(g, bound.binding, fit_config.mouth)  # the mouth interior hidden while the lips touch
     bg = torch.tensor(fit_config.background, dtype=torch.float32, device=dev)
     outs = render_views(g, [c.to(dev) for c in cameras], bg, backend=fit_config.backend)
     return torch.stack([o.rgb for o in outs]).clamp(0, 1), torch.stack([o.alpha for o in outs])

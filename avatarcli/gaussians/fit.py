@@ -46,6 +46,7 @@ from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.densify import DefaultStrategy, DensifyState, NoDensify, Strategy
 from avatarcli.gaussians.losses import dssim_l1, erode, masked_ssim, psnr, transparency
 from avatarcli.gaussians.model import SH_C0, BoundGaussians, Gaussians, sh_coeffs
+from avatarcli.gaussians.mouth import MouthGate, gate_interior
 from avatarcli.gaussians.visibility import UpdateGate, VisibilityConfig, gates
 from avatarcli.geometry import triangle_frames
 from avatarcli.progress import FitStep, StepCallback
@@ -117,6 +118,7 @@ class FitConfig:
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     backend: str = "auto"
     seed: int = 0
+    mouth: MouthGate | None = None  # the mouth interior's opacity gate (gaussians/mouth.py: head_gate)
 
     def strategy(self) -> Strategy:
         """The densification strategy these settings describe (NoDensify when densify_every <= 0)."""
@@ -433,8 +435,8 @@ def _views_loss(
 @torch.no_grad()
 def _final_figures(fitted: BoundGaussians, sc: _Scene, cfg: FitConfig, render: RenderFn) -> dict[str, float]:
     """PSNR, SSIM and L1 of the fitted set against target 0 inside its mask."""
-    out = render(world_gaussians(fitted, sc.verts, sc.faces), sc.cams[0], sc.bg, backend=cfg.backend,
-                 sh_degree=cfg.sh_degree)  # fmt: skip
+    g = gate_interior(world_gaussians(fitted, sc.verts, sc.faces), fitted.binding, cfg.mouth)
+    out = render(g, sc.cams[0], sc.bg, backend=cfg.backend, sh_degree=cfg.sh_degree)
     target, m, _ = sc.comp[0]
     return {
         "psnr": float(psnr(out.rgb, target, m)),
@@ -487,7 +489,7 @@ def fit_gaussians(
         params.set_lr("local_xyz", cfg.lr_xyz * (cfg.lr_xyz_final / cfg.lr_xyz) ** frac)
         active_sh = min(cfg.sh_degree, (step - 1) // sh_every)
         b = params.bound()
-        g = world_gaussians(b, sc.verts, sc.faces)
+        g = gate_interior(world_gaussians(b, sc.verts, sc.faces), b.binding, cfg.mouth)
         gate = gates.get(step, g, params.binding)
         loss, step_psnr = _views_loss(g, order.next(), sc, cfg, active_sh, render, strategy, state)
         loss = loss + _regularisers(b, cfg) + _colour_prior(params, gate, sc, cfg)

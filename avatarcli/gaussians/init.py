@@ -379,7 +379,7 @@ def _head_ply(bound, mouth, skin: Tensor, verts: Tensor, faces: Tensor, meta: He
     its shell in the skin colour) bound to its rigid anchors, which the mesh and the meta gain."""
     if mouth is not None:  # appended after the surface samples (InitDetails describes those)
         mouth = mouth.with_shell_colour(skin)
-        meta = meta.with_anchors(mouth.anchors)
+        meta = mouth.head_meta(meta)  # its anchors and the lip state (the interior's gate, gaussians/mouth.py)
         verts, faces = mouth.anchors.extend(verts, faces)
         bound = bound.cat(mouth.bound(verts, faces))
     return GaussianPly.from_bound(bound, verts, faces, meta)

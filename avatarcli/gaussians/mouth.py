@@ -173,6 +173,8 @@ class MouthInterior:
     anchor: Tensor  # [M] long: 0 the skull anchor, 1 the jaw anchor
     anchors: RigidAnchors  # 2 anchors: (skull, HEAD_JOINT), (jaw, JAW_JOINT)
     shell: Tensor  # [M] bool: the skin-coloured outer shell
+    opening: float = float("nan")  # lip_opening of the canonical head (the photo's expression and jaw)
+    rest_opening: float = 0.0  # lip_opening of the neutral face (interior_visibility's zero)
 
     @property
     def n(self) -> int:
@@ -184,6 +186,10 @@ class MouthInterior:
         sh[self.shell, 0] = rgb_to_sh0(rgb.to(sh).reshape(3))
         g = self.gaussians
         return replace(self, gaussians=Gaussians(g.means, g.quats, g.scales, g.opacities, sh))
+
+    def head_meta(self, meta):
+        """The head's HeadMeta (avatarcli.gaussians.ply) with these anchors and this lip state (version 4)."""
+        return meta.with_anchors(self.anchors).with_mouth(self.opening, self.rest_opening)
 
     def bound(self, vertices: Tensor, faces: Tensor) -> BoundGaussians:
         """Bound to the anchors on the head mesh extended by them (anchors.extend(vertices, faces))."""
@@ -227,6 +233,8 @@ def mouth_interior(model, params, cfg: MouthConfig | None = None, sh_degree: int
                             jaw_pose=params.jaw_pose.reshape(1, 3).to(shape), eyes_pose=params.eyes_pose.reshape(1, 6).to(shape),
                             translation=torch.zeros_like(shape[:, :3]))  # fmt: skip
         A = joint_transforms(model, canon)[0].double().cpu()  # [J, 4, 4] rest -> canonical
+        opening = float(lip_opening(model, flame_forward(model, canon, with_landmarks=False).vertices)[0])
+        rest_opening = float(lip_opening(model, verts.to(model.device, model.dtype)[None])[0])
     faces = model.faces.long().cpu()
     lips = barycentric_points(
         verts[None], faces, emb.full_faces[48:].cpu()[None], emb.full_bary[48:].float().cpu()[None]
@@ -239,7 +247,8 @@ def mouth_interior(model, params, cfg: MouthConfig | None = None, sh_degree: int
     up, lo = _rigid(parts.upper, A[HEAD_JOINT]), _rigid(parts.lower, A[JAW_JOINT])
     anchor = torch.cat([torch.zeros(up.n, dtype=torch.long), torch.ones(lo.n, dtype=torch.long)])
     anchors = RigidAnchors(corners, torch.tensor([HEAD_JOINT, JAW_JOINT]))
-    return MouthInterior(_cat([up, lo]), anchor, anchors, torch.cat([parts.upper_shell, parts.lower_shell]))
+    shell = torch.cat([parts.upper_shell, parts.lower_shell])
+    return MouthInterior(_cat([up, lo]), anchor, anchors, shell, opening, rest_opening)
 
 
 MIN_MOUTH = 40  # fewer Gaussians than this make no mouth
@@ -291,3 +300,56 @@ def rest_lip_opening(model, shape: Tensor) -> float:
     with torch.no_grad():
         v = flame_forward(model, rest, with_landmarks=False).vertices  # [1, V, 3]
     return float(lip_opening(model, v)[0])
+
+
+# ----------------------------------------------------------------------------- the one opacity gate
+
+
+@dataclass(frozen=True)
+class MouthGate:
+    """How visible a head's mouth interior is in one pose: the Gaussians bound to a rigid anchor
+    (binding >= n_faces, FLAME's face count) are the interior, their opacity x `visibility`
+    (interior_visibility of that pose's lip opening). Still renders, the fit and the diffusion rounds
+    see the canonical head, so one float; animate gates every frame by its own (gate_opacities)."""
+
+    n_faces: int  # FLAME's face count: a binding >= n_faces is on an anchor, i.e. the interior
+    visibility: float  # 0: the lips touch (interior invisible) .. 1: open
+
+    def interior(self, binding: Tensor) -> Tensor:
+        """[N] bool: the Gaussians of `binding` [N] that are the mouth interior."""
+        return binding >= self.n_faces
+
+
+def gate_opacities(opacities: Tensor, interior: Tensor, visibility: Tensor | float) -> Tensor:
+    """THE mouth gate: opacities [..., N] with the interior's ([N] bool) x visibility [...] (a float or
+    one per leading index, e.g. per frame); the rest unchanged. Differentiable in the opacities."""
+    vis = torch.as_tensor(visibility, dtype=opacities.dtype, device=opacities.device)[..., None]  # [..., 1]
+    return torch.where(interior.to(opacities.device), opacities * vis, opacities)
+
+
+def gate_interior(g: Gaussians, binding: Tensor | None, gate: MouthGate | None) -> Gaussians:
+    """World Gaussians `g` (bound by `binding` [N]) with the interior's opacity gated; `g` itself
+    when there is no gate (no interior, or an old head whose lip state is unknown) or no binding."""
+    if gate is None or binding is None:
+        return g
+    op = gate_opacities(g.opacities, gate.interior(binding), gate.visibility)
+    return Gaussians(g.means, g.quats, g.scales, op, g.sh)
+
+
+def head_gate(meta, model=None) -> MouthGate | None:
+    """The gate of a head's canonical pose (what render, the fit and the rounds show) from its HeadMeta:
+    None without an interior (no anchors). The lip state stored in head.ply (version 4) when there;
+    for older heads derived from `model` (FLAME, with its landmark embedding) when given, else None
+    (the interior drawn as stored, as before version 4)."""
+    if meta is None or not getattr(meta, "n_anchors", 0):
+        return None
+    if getattr(meta, "lip_opening", None) is not None:
+        opening, rest = float(meta.lip_opening), float(meta.rest_lip_opening)
+    elif model is not None and getattr(model, "landmarks", None) is not None:
+        params = meta.fit.canonical_params(model)
+        with torch.no_grad():
+            opening = float(lip_opening(model, flame_forward(model, params, with_landmarks=False).vertices)[0])
+        rest = rest_lip_opening(model, params.shape)
+    else:
+        return None
+    return MouthGate(int(meta.n_faces), float(interior_visibility(torch.tensor(opening), rest)))

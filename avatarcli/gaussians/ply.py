@@ -17,6 +17,11 @@ Version 3 adds rigid anchors (avatarcli.gaussians.anchors: the mouth interior's 
 with the skull or the jaw): `anchors`, base64 float32 corners [A, 3, 3] in the canonical head's
 space, and `anchor_joints` [A], the FLAME joint of each. A binding f >= n_faces is anchor
 f - n_faces. Heads without anchors are written as version 2 or 1 as before.
+Version 4 adds the mouth's lip state (avatarcli.gaussians.mouth): `lip_opening`, the inner-lip gap
+over the mouth width of the canonical head (the photo's expression and jaw), and `rest_lip_opening`,
+the same of the neutral face; the interior (the Gaussians on anchors) is shown with opacity x
+interior_visibility(lip_opening, rest_lip_opening) in still renders, the fit and the rounds. Heads
+with anchors but no lip state are written as version 3 as before; version 3 heads read with both None.
 
 Reading keeps the raw stored values (`GaussianPly.raw`); writing reuses them
 while the activated Gaussians still match, so write(read(f)) is byte-identical.
@@ -48,7 +53,7 @@ from avatarcli.gaussians.web_formats import is_compressed_ply, read_compressed_p
 from avatarcli.io.atomic import atomic_write
 
 META_FORMAT = "avatarcli.head"
-META_VERSION = 3
+META_VERSION = 4
 META_TAG = "avatarcli-meta"
 META_CHUNK = 200
 UP_TAG = "avatarcli-up"  # `comment avatarcli-up y`: the scene's up axis (exports of our heads carry it)
@@ -78,6 +83,7 @@ _REQUIRED = [
     "rot_3",
 ]
 _BLOBS = ("offsets", "hair")  # version 2: float32 arrays as base64 strings
+_MOUTH = ("lip_opening", "rest_lip_opening")  # version 4: floats
 _VECTORS = {
     "shape": None,
     "expr": None,
@@ -108,8 +114,10 @@ class HeadMeta:
     hair: np.ndarray | None = None  # [V] float32 hair weights of the offset vertices (version 2)
     anchors: np.ndarray | None = None  # [A, 3, 3] float32 rigid anchor corners, canonical (version 3)
     anchor_joints: tuple[int, ...] | None = None  # [A] the FLAME joint each anchor follows (version 3)
+    lip_opening: float | None = None  # the canonical head's lip opening (version 4; None: not stored)
+    rest_lip_opening: float | None = None  # the neutral face's (version 4)
     format: str = META_FORMAT
-    version: int = 1  # as read; written as 3 with anchors, else 2 with offsets, else 1
+    version: int = 1  # as read; written as 4 with a lip state, 3 with anchors, else 2 with offsets, else 1
 
     @property
     def flame_model_sha256(self) -> str:
@@ -145,11 +153,20 @@ class HeadMeta:
     def with_anchors(self, anchors) -> HeadMeta:
         """A copy carrying RigidAnchors (version 3); None removes them."""
         if anchors is None or anchors.n == 0:
-            return replace(self, anchors=None, anchor_joints=None)
+            return replace(self, anchors=None, anchor_joints=None, lip_opening=None, rest_lip_opening=None)
         corners, joints = anchors.to_arrays()
         if not np.isfinite(corners).all():
             raise ValueError("anchor corners must be finite")
         return replace(self, anchors=corners, anchor_joints=tuple(joints), version=3)
+
+    def with_mouth(self, lip_opening: float, rest_lip_opening: float) -> HeadMeta:
+        """A copy carrying the mouth's lip state (version 4; needs the anchors of its interior)."""
+        if self.anchors is None:
+            raise ValueError("a lip state needs the mouth interior's anchors")
+        vals = (float(lip_opening), float(rest_lip_opening))
+        if not all(math.isfinite(v) and 0.0 <= v < 10.0 for v in vals):
+            raise ValueError(f"lip openings {vals} must be finite, in 0..10 (x the mouth width)")
+        return replace(self, lip_opening=vals[0], rest_lip_opening=vals[1], version=4)
 
     def with_deformation(self, offsets, hair) -> HeadMeta:
         """A copy carrying canonical-mesh offsets [V, 3] and hair weights [V] (version 2)."""
@@ -181,9 +198,13 @@ class HeadMeta:
             **{k: getattr(self.fit, k) for k in _FIT_KEYS},
             **{f.name: getattr(self, f.name) for f in fields(self)},
         }
-        for name in _META_KEYS + _BLOBS + ("anchors", "anchor_joints", "format", "version"):
+        for name in _META_KEYS + _BLOBS + ("anchors", "anchor_joints") + _MOUTH + ("format", "version"):
             v = values[name]
-            if name == "anchor_joints":
+            if name in _MOUTH:
+                if v is None or self.anchors is None:
+                    continue
+                v = float(v)
+            elif name == "anchor_joints":
                 if v is None:
                     continue
                 v = [int(x) for x in v]
@@ -196,7 +217,9 @@ class HeadMeta:
             elif isinstance(v, tuple):
                 v = [int(x) for x in v]
             d[name] = v
-        d["version"] = 3 if self.anchors is not None else 2 if self.offsets is not None else 1
+        d["version"] = (
+            4 if "lip_opening" in d else 3 if self.anchors is not None else 2 if self.offsets is not None else 1
+        )
         return json.dumps(d, separators=(",", ":"), allow_nan=False, ensure_ascii=True)
 
     @classmethod
@@ -250,6 +273,7 @@ class HeadMeta:
         fit = FlameFit(**{k: kw.pop(k) for k in _FIT_KEYS}, landmark_error_px=np.full(N_LANDMARKS, np.nan))
         kw.update(_read_offsets(d, bad) if version >= 2 else {})
         kw.update(_read_anchors(d, bad) if version >= 3 else {})
+        kw.update(_read_mouth(d, bad, "anchors" in kw) if version >= 4 else {})
         return cls(fit=fit, **kw, format=META_FORMAT, version=version)
 
 
@@ -292,6 +316,21 @@ def _read_anchors(d: dict, bad) -> dict:
     if corners.size != 9 * len(joints) or not joints:
         raise bad(f"anchors hold {corners.size} values for {len(joints)} joints: expected [A, 3, 3] and [A]")
     return {"anchors": corners.reshape(-1, 3, 3), "anchor_joints": tuple(joints)}
+
+
+def _read_mouth(d: dict, bad, has_anchors: bool) -> dict:
+    """Version 4's optional lip state: lip_opening and rest_lip_opening (both or neither, with anchors)."""
+    if not any(k in d for k in _MOUTH):
+        return {}
+    if not has_anchors:
+        raise bad("a lip state without the mouth interior's anchors")
+    out = {}
+    for k in _MOUTH:
+        v = d.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and 0.0 <= v < 10.0):
+            raise bad(f"{k} is {v!r}, expected a number in 0..10")
+        out[k] = float(v)
+    return out
 
 
 @dataclass

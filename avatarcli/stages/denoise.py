@@ -48,6 +48,7 @@ from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.fit import FitConfig, FitStats, ViewTarget, fit_gaussians
 from avatarcli.gaussians.losses import masked_ssim, psnr
 from avatarcli.gaussians.model import BoundGaussians
+from avatarcli.gaussians.mouth import gate_interior, head_gate
 from avatarcli.gaussians.ply import GaussianPly
 from avatarcli.progress import FitStep, StepCallback
 from avatarcli.render.api import RenderOutput, render
@@ -153,7 +154,8 @@ def input_view_psnr(
     dev = vertices.device
     bg = torch.tensor(fit_cfg.background, dtype=torch.float32, device=dev)
     with torch.no_grad():
-        out = render(world_gaussians(bound, vertices, faces), target.camera.to(dev), bg, backend=fit_cfg.backend,
+        g = gate_interior(world_gaussians(bound, vertices, faces), bound.binding, fit_cfg.mouth)
+        out = render(g, target.camera.to(dev), bg, backend=fit_cfg.backend,
                      sh_degree=min(bound.sh_degree, fit_cfg.sh_degree))  # fmt: skip
         m = target.mask.to(dev)
         return float(psnr(out.rgb, m * target.image.to(dev) + (1 - m) * bg, m))
@@ -305,7 +307,8 @@ def _final_ssim(bound: BoundGaussians, mesh: tuple[Tensor, Tensor], target: View
     """The final input-view render over the fit background, and its masked SSIM against the target."""
     bg = torch.tensor(fcfg.background, dtype=torch.float32, device=target.image.device)
     with torch.no_grad():
-        out = render(world_gaussians(bound, *mesh), target.camera, bg, backend=fcfg.backend, sh_degree=fcfg.sh_degree)
+        g = gate_interior(world_gaussians(bound, *mesh), bound.binding, fcfg.mouth)
+        out = render(g, target.camera, bg, backend=fcfg.backend, sh_degree=fcfg.sh_degree)
         tgt = target.mask * target.image + (1 - target.mask) * bg
         return out, float(masked_ssim(out.rgb, tgt, target.mask))
 
@@ -351,7 +354,7 @@ def denoise_head(
     image = edge_colours(image, region, cfg.edge_band)
     verts, faces, bound = verts.to(dev), faces.to(dev), bound.to(dev)
     target = ViewTarget(cam.to(dev), image.to(dev), region.to(dev), 1.0)
-    fcfg = cfg.fit_config(rounds)
+    fcfg = replace(cfg.fit_config(rounds), mouth=head_gate(meta, model))  # the interior hidden while the lips touch
     psnr_init = input_view_psnr(bound, verts, faces, target, fcfg)
 
     t0 = time.perf_counter()

@@ -10,6 +10,7 @@ file, the backend/device) before anything is rendered; outputs are atomic.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -22,8 +23,12 @@ from avatarcli.errors import InputError
 from avatarcli.flame.artifact import read_flame_fit
 from avatarcli.flame.forward import root_joint
 from avatarcli.flame.loader import load_flame
+from avatarcli.flame.model import check_model_hash
+from avatarcli.gaussians.model import Gaussians
+from avatarcli.gaussians.mouth import MouthGate, gate_interior, head_gate
 from avatarcli.gaussians.ply import GaussianPly, read_gaussian_ply
 from avatarcli.io.atomic import check_output_path
+from avatarcli.progress import warn
 from avatarcli.render.api import check_backend, render, to_uint8
 from avatarcli.render.camera import Camera
 from avatarcli.render.video import write_png, write_video
@@ -67,6 +72,12 @@ class RenderPlan:
     device: torch.device
     backend: str
     outputs: list[Path] = field(default_factory=list)  # "views": the PNG of each camera
+    mouth: MouthGate | None = None  # the head's mouth-interior gate (hidden while the lips touch)
+
+    @property
+    def gaussians(self) -> Gaussians:
+        """The Gaussians as drawn: the PLY's, the mouth interior gated by the head's lip state."""
+        return gate_interior(self.ply.gaussians, self.ply.binding, self.mouth) if self.mouth else self.ply.gaussians
 
 
 def parse_yaws(text: str) -> tuple[float, ...]:
@@ -175,7 +186,8 @@ def plan_render(
     device = resolve_device(config.device)
     backend = check_backend(config.backend, device)
     ply = read_gaussian_ply(ply_or_path) if isinstance(ply_or_path, (str, Path)) else ply_or_path
-    g = ply.gaussians
+    mouth = _mouth_gate(ply, flame)
+    g = gate_interior(ply.gaussians, ply.binding, mouth) if mouth else ply.gaussians
     if config.sh_degree is not None and not 0 <= config.sh_degree <= g.sh_degree:
         raise InputError(f"sh_degree {config.sh_degree}: the PLY has degree {g.sh_degree}", setting="sh_degree")
 
@@ -195,12 +207,26 @@ def plan_render(
             cameras = turntable_cameras(framing, n, config.yaw, config.pitch, **kw)
     kind = "views" if config.views else kind
     return RenderPlan(ply=ply, out=out, kind=kind, cameras=cameras, config=config, device=device, backend=backend,
-                      outputs=outputs)  # fmt: skip
+                      outputs=outputs, mouth=mouth)  # fmt: skip
+
+
+def _mouth_gate(ply: GaussianPly, flame: str | Path | None) -> MouthGate | None:
+    """The head's mouth gate (gaussians/mouth.py: head_gate): from the lip state head.ply stores (version 4);
+    a head with a mouth but none stored (version 3) gets it from `flame` when given, else is drawn as stored."""
+    meta = ply.meta
+    if meta is None or meta.n_anchors == 0 or meta.lip_opening is not None:
+        return head_gate(meta)
+    model = load_flame(flame) if flame is not None or os.environ.get("AVATAR_FLAME") else None
+    if model is None or not check_model_hash(meta.flame_model_sha256, model, force=True):
+        warn("this head predates the stored lip state (head.ply version 3): its mouth interior is drawn as "
+             "stored (teeth may show through closed lips); pass its `flame` model to hide it", mentions=("flame",))  # fmt: skip
+        return None
+    return head_gate(meta, model)
 
 
 def iter_frames(plan: RenderPlan) -> Iterator[np.ndarray]:
     """uint8 [H, W, 3] per camera of the plan, rendered one by one."""
-    g = plan.ply.gaussians.to(plan.device)
+    g = plan.gaussians.to(plan.device)
     bg = torch.tensor(plan.config.background, dtype=torch.float32, device=plan.device)
     for cam in plan.cameras:
         with torch.no_grad():
