@@ -155,3 +155,21 @@ def test_gate_opacities_against_a_loop():
             want = op[t, i] * vis[t] if interior[i] else op[t, i]
             assert float(out[t, i]) == pytest.approx(float(want), abs=1e-7)
     assert float(vis[0]) == 0.0 and float(vis[2]) == 1.0 and 0 < float(vis[1]) < 1
+
+
+def test_export_hides_a_closed_mouths_interior(closed, tmp_path):
+    """`avatar export` gates as render draws: a closed mouth's interior exported with opacity ~0 (a
+    .compressed.ply drops it), every other Gaussian's stored logit bit for bit."""
+    from avatarcli.gaussians.export import export_file
+
+    photo, ply, plain = closed
+    write_gaussian_ply(tmp_path / "head.ply", ply)
+    head = read_gaussian_ply(tmp_path / "head.ply")
+    ns = plain.gaussians.n
+    export_file(head, tmp_path / "out.ply")
+    back = read_gaussian_ply(tmp_path / "out.ply")
+    assert back.gaussians.n == head.gaussians.n
+    assert float(back.gaussians.opacities[ns:].max()) < 1e-6
+    assert np.array_equal(back.raw.opacity_logits[:ns], head.raw.opacity_logits[:ns])
+    export_file(head, tmp_path / "out.compressed.ply")
+    assert read_gaussian_ply(tmp_path / "out.compressed.ply").gaussians.n <= ns

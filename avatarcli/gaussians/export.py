@@ -15,7 +15,9 @@ has no header, is written in the y-down convention of the scenes .splat viewers 
 turned 180 degrees about x (positions and rotations; a proper rotation, not a mirror).
 
 The exporter is plain torch (no CUDA needed); it is given the stored values (log scales,
-logit opacities, quaternions) exactly as the PLY holds them.
+logit opacities, quaternions) exactly as the PLY holds them, except that the mouth interior of a head
+whose lip state is stored (head.ply version 4) is gated as `render` draws it (avatarcli.gaussians.mouth:
+hidden while the lips touch; a .compressed.ply then drops it).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from avatarcli.errors import EnvironmentProblem, InputError
+from avatarcli.gaussians.mouth import gate_logits, head_gate
 from avatarcli.gaussians.ply import UP_TAG
 from avatarcli.io.atomic import atomic_write_bytes
 
@@ -108,6 +111,7 @@ def export_bytes(ply, fmt: str) -> bytes:
         raise EnvironmentProblem(f"gsplat's exporter cannot be imported ({type(e).__name__}: {e})") from None
     up = getattr(ply, "known_up", None)
     values = stored_values(ply)
+    values["opacities"] = gate_logits(values["opacities"], ply.binding, head_gate(ply.meta))  # closed: no teeth
     if fmt == "splat" and up == "y":
         values = turn_y_down(values)
     with torch.no_grad():

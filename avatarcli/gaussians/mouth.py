@@ -336,6 +336,16 @@ def gate_interior(g: Gaussians, binding: Tensor | None, gate: MouthGate | None) 
     return Gaussians(g.means, g.quats, g.scales, op, g.sh)
 
 
+def gate_logits(logits: Tensor, binding: Tensor | None, gate: MouthGate | None) -> Tensor:
+    """Stored opacity logits [N] with the interior's gated (gate_opacities on their sigmoid, clamped to
+    1e-7: a hidden interior gets logit -16); every other logit returned bit for bit (exports)."""
+    if gate is None or binding is None:
+        return logits
+    interior = gate.interior(binding.to(logits.device))
+    p = gate_opacities(torch.sigmoid(logits.double()), interior, gate.visibility).clamp(1e-7, 1 - 1e-7)
+    return torch.where(interior, torch.logit(p).to(logits.dtype), logits)
+
+
 def head_gate(meta, model=None) -> MouthGate | None:
     """The gate of a head's canonical pose (what render, the fit and the rounds show) from its HeadMeta:
     None without an interior (no anchors). The lip state stored in head.ply (version 4) when there;
