@@ -16,23 +16,29 @@ seeded from what the pipeline already knows:
 
 OpenCV's GrabCut (colour GMMs + graph cut) then labels the pixels. Below the jaw line only what is
 head there stays (`_below_jaw_head`): skin, and below the chin only within the neck's width (a collar
-or a skin-coloured neckline is wider), so the neck stops at the collar; and long hair: pixels coloured
-like both the hair beside the cheeks and the hair on top, connected to hair that frames the jaw on
-both sides (a flag stripe beside one cheek or a jacket coloured like the hair is not long hair).
-Thin strands are opened away and the connected piece that holds the face is kept with holes filled.
-The cut is then refined by closed-form matting in a band around it, above the jaw and around long
-hair below it (wisps of hair mixed with the backdrop, which GrabCut's colour models drop). Everything
-runs on copies with a long side of `work_sides` px (a second or two on one core), one vote each,
-scaled back; the majority is the region.
+or a skin-coloured neckline is wider) and above the first strong brightness edge under the jaw
+(`_collar_rows`: the collar's line, which stops the neck where a grey photo's white collar reads as
+skin), so the neck stops at the collar; beside the jaw's lower half, above the chin and near the face,
+GrabCut's head (hair and ear lobes behind the jaw); and long hair: pixels coloured like both the hair
+beside the cheeks and the hair on top, connected to hair that frames the jaw on both sides (a flag
+stripe beside one cheek or a jacket coloured like the hair is not long hair). Thin strands are opened
+away and the connected piece that holds the face is kept with holes filled. The cut is then refined by
+closed-form matting in a band around it, above the jaw and around long hair below it (wisps of hair
+mixed with the backdrop, which GrabCut's colour models drop). Everything runs on copies with a long
+side of `work_sides` px (a second or two on one core), one vote each, scaled back; the majority is the
+region.
 
 The majority grows by `margin_frac` face widths (a missed head pixel costs more than a band of
-backdrop). Measured (IoU with the drawn outlines of tests/fixtures/portraits, dlib landmarks,
-`python bench/bench_real.py --out DIR --region-only`; before the long-hair and neck-width rules / now):
-astronaut 0.930 / 0.930, grace_hopper 0.873 / 0.874, obama_turned 0.933 / 0.933 (0.907 / 0.907
-against its first outline, which left the neck out), einstein 0.876 / 0.882, long_hair 0.736 / 0.932.
-Known misses: grace_hopper's white hat top against white flag stripes, and a navy flag strip beside
-her hat; einstein's white collar (grayscale: it reads as skin) and wisps at his hair's edge; long hair
-more than 0.45 face heights under the chin (sure background there: the clothing's colour model).
+backdrop), less the backdrop the cut took in along a clean edge (`_backdrop_edge`: local colour means
+either side of the edge band). Measured (IoU with the drawn outlines of tests/fixtures/portraits, dlib
+landmarks, `python bench/bench_real.py --out DIR --region-only`; before the collar edge, the beside-jaw
+and edge-band rules / now; grace_hopper against its second drawing, which takes in the hat's left side,
+hair and both ears): astronaut 0.930 / 0.934, grace_hopper 0.904 / 0.905 (0.874 against the first
+drawing), obama_turned 0.933 / 0.942 (region spill 0.051 / 0.041 at coverage 0.982 / 0.981), einstein
+0.882 / 0.901, long_hair 0.932 / 0.931. Known misses: grace_hopper's white hat top against white flag
+stripes, the shadowed flag strip between her hat and a flag cord, grey hair behind her jaw; einstein's
+wisps at his hair's edge and his neck in shadow; long hair more than 0.45 face heights under the chin
+(sure background there: the clothing's colour model).
 """
 
 from __future__ import annotations
@@ -70,6 +76,13 @@ class RegionConfig:
     # 20 dB), a band of backdrop taken in only costs spill, and the edge colours (segment/foreground.py)
     # take the backdrop out of the band
     margin_frac: float = 0.015
+    # ... and the backdrop the cut took in goes (_backdrop_edge): a pixel of the edge band (the margin and
+    # as wide inside the cut) whose colour is nearer the backdrop's just outside (Lab, mean over
+    # `edge_sigma` margins) than the head's just inside by the factor `edge_ratio` is left out where
+    # `edge_share` of the band nearby is so too (the gaps between wisps alone are not; 0: off)
+    edge_ratio: float = 1.5
+    edge_sigma: float = 3.0
+    edge_share: float = 0.75
     open_frac: float = 0.015  # strands thinner than 2x this many face widths are cut off
     border_px: int = 2  # sure-background band along the image border (work px)
     skin_sigma: float = 3.0  # below the jaw only skin is head: Mahalanobis distance (Lab) to the face's skin
@@ -77,7 +90,16 @@ class RegionConfig:
     hair_gap: float = 0.05  # that hair sample keeps this many face widths off the landmarks' hull
     hair_min: float = 0.003  # long hair only when that sample holds this many face widths squared
     neck_points: tuple[int, int] = (5, 11)  # below the chin, skin is neck only between these jaw points' x
+    # the neck stops at the first strong edge below the jaw (the collar's line; in a grey photo a white
+    # collar reads as skin): per column, the first pixel `collar_gap` face heights or more below the jaw
+    # line whose brightness gradient exceeds `collar_edge` x the face's (75th percentile over its skin)
+    collar_gap: float = 0.04
+    collar_edge: float = 3.0
+    collar_floor: float = 10.0  # ... and at least this (L, 0..255, per px): sensor noise on a flat face is no edge
     jaw_band: float = 0.1  # below-jaw pieces must touch this many face heights just above the jaw line
+    # beside the jaw's lower half (outside the x-span of jaw points 2..14) and above the chin, GrabCut's
+    # head stays (hair and ear lobes behind the jaw) ...
+    beside_reach: float = 0.1  # ... within this many face widths of the landmarks' hull (0: off)
 
 
 @dataclass
@@ -170,6 +192,27 @@ def _below_jaw(shape: tuple[int, int], lm: np.ndarray, lift: float = 0.0) -> np.
     return np.arange(h)[:, None] > ys[None, :]
 
 
+def _collar_rows(img: np.ndarray, lm: np.ndarray, skin: np.ndarray, cfg: RegionConfig) -> np.ndarray:
+    """[w] float: per column, the row where the neck stops: the first strong brightness edge at least
+    `collar_gap` face heights below the jaw line (a collar, a neckline; a grey photo's white collar that
+    reads as skin), median-filtered over a tenth of the face width; the image height where none is found.
+    skin [h, w] bool: the face's skin (the edge scale is its 75th-percentile gradient)."""
+    h, w = skin.shape
+    g = _face_geometry(lm)
+    L = cv2.GaussianBlur(
+        cv2.cvtColor(img, cv2.COLOR_RGB2LAB)[..., 0].astype(np.float32), (0, 0), max(1.0, g["w"] / 100)
+    )
+    mag = np.hypot(cv2.Sobel(L, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(L, cv2.CV_32F, 0, 1, ksize=3)) / 8  # [h, w]
+    hull = np.zeros((h, w), np.uint8)
+    cv2.fillPoly(hull, [cv2.convexHull(lm.astype(np.float32)).astype(np.int32).reshape(-1, 2)], 1)
+    face = (hull > 0) & skin
+    ref = float(np.percentile(mag[face], 75)) if face.sum() >= 20 else 0.0
+    edge = _below_jaw((h, w), lm, lift=-cfg.collar_gap * g["h"]) & (mag > max(cfg.collar_edge * ref, cfg.collar_floor))
+    rows = np.where(edge.any(0), edge.argmax(0), h).astype(np.float64)  # [w] the first edge row per column
+    k = max(1, round(0.05 * g["w"]))
+    return np.asarray(ndimage.median_filter(rows, size=2 * k + 1, mode="nearest"), np.float64)
+
+
 def _grown_from(cand: np.ndarray, seed: np.ndarray) -> np.ndarray:
     """[h, w] bool: the pixels of `cand` in 4-connected pieces of (cand | seed) that hold a seed pixel."""
     n, comp = cv2.connectedComponents((cand | seed).astype(np.uint8), connectivity=4)
@@ -208,6 +251,7 @@ def _below_jaw_head(
     x0, x1 = sorted((float(lm[cfg.neck_points[0], 0]), float(lm[cfg.neck_points[1], 0])))
     outside = ((np.arange(w) < x0) | (np.arange(w) > x1))[None, :] & (np.arange(h) > g["chin_y"])[:, None]
     neck = below & fg & skin & ~outside  # below the chin a neck is narrower than the jaw, a collar wider
+    neck &= np.arange(h)[:, None] < _collar_rows(img, lm, skin, cfg)[None, :]  # ... and ends at the collar's edge
     hull = np.zeros((h, w), np.uint8)
     cv2.fillPoly(hull, [cv2.convexHull(lm.astype(np.float32)).astype(np.int32).reshape(-1, 2)], 1)
     r = max(1, round(cfg.hair_gap * g["w"]))
@@ -225,7 +269,14 @@ def _below_jaw_head(
         left = seed[:, : int(round(lm[8, 0]))].sum()
         if min(left, seed.sum() - left) >= cfg.hair_min * g["w"] ** 2:  # ... on both sides: long hair
             hair = _grown_from(below & like, seed)
-    return np.where(below, neck | hair, fg), hair
+    keep = neck | hair
+    if cfg.beside_reach > 0:  # beside the jaw, above the chin: hair and ear lobes behind the jaw
+        xs = np.arange(w)[None, :]
+        span = (xs < min(lm[2, 0], lm[14, 0])) | (xs > max(lm[2, 0], lm[14, 0]))
+        rb = max(1, round(cfg.beside_reach * g["w"]))
+        near = cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rb + 1,) * 2)) > 0
+        keep |= fg & span & near & (yy < g["chin_y"])
+    return np.where(below, keep, fg), hair
 
 
 def _clean(fg: np.ndarray, lm: np.ndarray, open_px: int) -> np.ndarray:
@@ -320,8 +371,44 @@ def segment_head(
     mask = (np.mean(votes, axis=0) > 0.5).astype(np.uint8)
     r = round(cfg.margin_frac * _face_geometry(np.asarray(landmarks, np.float64))["w"])
     if r > 0:  # err on the head's side: see RegionConfig.margin_frac
-        mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)))
+        grown = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))) > 0
+        if cfg.edge_ratio > 0:
+            grown = grown & ~_backdrop_edge(rgb, mask > 0, grown, r, cfg)
+        mask = grown.astype(np.uint8)
     return mask.astype(np.float32)
+
+
+def _backdrop_edge(rgb: np.ndarray, mask: np.ndarray, grown: np.ndarray, r: int, cfg: RegionConfig) -> np.ndarray:
+    """[H, W] bool: pixels of the edge band (grown [H, W] bool less mask eroded by r px) whose colour is
+    nearer the mean colour of the backdrop just outside `grown` than of the head just inside the band,
+    by the factor cfg.edge_ratio (Lab; local means: Gaussian windows of cfg.edge_sigma x r px), where
+    cfg.edge_share of the band nearby is so too. A cut that took in a strip of backdrop beside the hair
+    (a blue backdrop over a dark crown) loses it with the margin over it; where the cut sits on the head's
+    edge, the inner half of the band is head and the margin stays (see margin_frac), and so do the gaps
+    between wisps mixed with the backdrop."""
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    inner = cv2.erode(mask.astype(np.uint8), disc) > 0
+    band = grown & ~inner
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)  # [H, W, 3]
+    sig = cfg.edge_sigma * r
+
+    def local_mean(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        wgt = cv2.GaussianBlur(sel.astype(np.float32), (0, 0), sig)  # [H, W]
+        num = cv2.GaussianBlur(lab * sel[..., None].astype(np.float32), (0, 0), sig)  # [H, W, 3]
+        return num / np.maximum(wgt, 1e-6)[..., None], wgt
+
+    m_in, w_in = local_mean(inner)
+    m_out, w_out = local_mean(~grown)
+    d_in = np.linalg.norm(lab - m_in, axis=-1)
+    d_out = np.linalg.norm(lab - m_out, axis=-1)
+    known = (w_in > 0.05) & (w_out > 0.05)  # both sides present nearby
+    drop = band & known & (d_in > cfg.edge_ratio * d_out)
+    if cfg.edge_share <= 0:
+        return drop
+    share = cv2.GaussianBlur(drop.astype(np.float32), (0, 0), sig) / np.maximum(
+        cv2.GaussianBlur(band.astype(np.float32), (0, 0), sig), 1e-6
+    )
+    return drop & (share >= cfg.edge_share)
 
 
 def write_region(path, mask: np.ndarray) -> None:
