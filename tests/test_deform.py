@@ -15,7 +15,7 @@ from avatarcli.animate.pose import HeadPoser
 from avatarcli.errors import ArtifactError
 from avatarcli.flame.deform import DeformConfig, face_hold, outside_region, pose_deformed
 from avatarcli.flame.forward import flame_forward, shaped_joints
-from avatarcli.gaussians.init import InitConfig, init_gaussians, init_with_details
+from avatarcli.gaussians.init import InitConfig, init_gaussians, init_with_details, sample_surface
 from avatarcli.gaussians.ply import read_gaussian_ply, write_gaussian_ply
 from avatarcli.render.api import render
 from avatarcli.render.camera import Camera, intrinsics, photo_camera
@@ -106,6 +106,45 @@ def test_no_gaussian_outside_the_region(haired):
     grown = binary_dilation(region > 0.5, iterations=1)
     assert grown[iy.numpy(), ix.numpy()].all()
     assert ply.gaussians.n == 4000  # oversampled to the asked count
+
+
+def test_the_neck_ends_at_the_regions_lower_edge(flame_model):
+    """Known truth: the FLAME-format model's own silhouette in a frontal photo, with everything below a
+    'collar' row (40 % of the way from the chin to the neck's end) taken out of the region. Deformed to
+    that region, the neck's vertices below the row move up onto it, and the surface carries (almost) no
+    area below it: area-weighted samples of the whole mesh (what seeding draws from, for every view)
+    land below the row as rarely as on the collar line itself, where the plain mesh has a whole neck
+    there; the head above is unchanged, and posing at the canonical parameters gives the stored head."""
+    photo = make_synthetic_photo(flame_model, size=SIZE, yaw_deg=0.0, pitch_deg=0.0)
+    cam = photo_camera(photo.fit, photo.root_joint)
+    m = photo.mask[..., 0].numpy() > 0.5
+    rows = np.nonzero(m.any(1))[0]
+    params = photo.fit.canonical_params(flame_model)
+    hold = face_hold(flame_model, params, photo.vertices, photo.faces)
+    chin = float(cam.project(photo.vertices[hold > 0.5])[:, 1].max())
+    collar = int(round(chin + 0.4 * (rows.max() - chin)))
+    region = m.copy()
+    region[collar + 1 :] = False  # rows 0..collar are head
+    runs = {}
+    for cut in (True, False):
+        cfg = InitConfig(n_gaussians=3000, deform=DeformConfig(size=SIZE, cut_neck=cut), mouth_fraction=0.0)
+        ply, info = init_with_details(flame_model, photo.fit, photo.rgb, cfg, region=region.astype(np.float32))
+        pts, _ = sample_surface(info.vertices, info.faces, 40_000, torch.Generator().manual_seed(0))
+        runs[cut] = (ply, info, float((cam.project(pts)[:, 1] > collar + 1.0).float().mean()))
+    (ply, info, below), (_, plain, below_plain) = runs[True], runs[False]
+    d = info.deformation
+    assert d is not None and d.cut is not None and int(d.cut.sum()) > 100
+    assert below_plain > 0.02  # the plain deformation keeps the neck below the collar
+    assert below < 0.1 * below_plain  # the cut one ends there
+    rows_cut = cam.project(info.vertices[d.cut])[:, 1]
+    assert float(rows_cut.max()) <= collar + 0.75  # onto the region's lowest row (pixel centres)
+    keep = ~d.cut
+    torch.testing.assert_close(info.vertices[keep], plain.vertices[keep], atol=1e-6, rtol=0)
+    canon = ply.meta.fit.canonical_params(flame_model)
+    base = flame_forward(flame_model, canon, with_landmarks=False).vertices
+    off, hair = torch.as_tensor(ply.meta.offsets), torch.as_tensor(ply.meta.hair)
+    v = pose_deformed(flame_model, canon, canon, photo.vertices, base, off, hair)[0]
+    torch.testing.assert_close(v, info.vertices, atol=2e-6, rtol=0)
 
 
 def test_outside_region_by_projection():

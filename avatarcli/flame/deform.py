@@ -19,8 +19,11 @@ Rim vertices are the outer silhouette of the current mesh seen by the photo's ca
 target a_v moves its projection along its image-space outward normal to the head region's
 boundary: outward (hair volume) while the region continues, inward when the vertex lies outside
 the region and the region is found within `max_shrink_px` (ears under hair); a rim vertex with no
-region inward (the neck below the collar) gets no target; the Gaussians there are cut away by
-projection instead (`outside_region`). Vertices behind the rim are reached through the smoothness
+region inward (the neck below the collar) gets no target. After the solve the neck ends where the
+region does (`neck_cut`): neck vertices projecting below the region's lowest row in their column move
+up onto it (the neck below the collar folds flat at the collar, its triangles keep almost no area, so
+no Gaussians are seeded there), and the samples outside the region are cut away by projection
+(`outside_region`). Vertices behind the rim are reached through the smoothness
 terms: the back of the head continues the outline smoothly, mirrored left/right.
 
 Animation (`pose_deformed`): a vertex with hair weight h in [0, 1] (offset outward, not face) is
@@ -65,6 +68,7 @@ class DeformConfig:
     max_in: float = 0.15
     smooth_iters: int = 30  # Laplacian smoothing rounds of the copy that gives the directions u
     hair_scale: float = 0.05  # offset (head radii) at which a vertex is fully hair (rigid with the head)
+    cut_neck: bool = True  # neck vertices below the region's lower edge move up onto it (`neck_cut`)
 
     def validate(self) -> None:
         if self.size < 32 or self.iterations < 0:
@@ -79,6 +83,7 @@ class HeadDeformation:
     spill: float  # fraction of the mesh's projection outside the region
     coverage_before: float
     spill_before: float
+    cut: Tensor | None = None  # [V] bool: neck vertices moved up onto the region's lower edge (neck_cut)
 
 
 # ----------------------------------------------------------------------------- mesh helpers
@@ -259,6 +264,43 @@ def silhouette_scores(verts: Tensor, faces: Tensor, cam: Camera, region: Tensor)
     return cov, spill
 
 
+def region_bottom(region: Tensor) -> np.ndarray:
+    """[w] float: per column of `region` [h, w] (> 0.5 is inside) its lowest inside row; -1 where none."""
+    inside = (region > 0.5).cpu().numpy()
+    h = inside.shape[0]
+    last = h - 1 - np.argmax(inside[::-1], axis=0)  # [w]
+    return np.where(inside.any(0), last, -1).astype(np.float64)
+
+
+def neck_cut(verts: Tensor, cam: Camera, region: Tensor, hold: Tensor, steps: int = 3) -> tuple[Tensor, Tensor]:
+    """The neck ends where the region does (the collar): neck vertices of `verts` [V, 3] (canonical y
+    below the lowest face vertex, hold > 0.5) whose projection by `cam` falls below the lowest row of
+    `region` [h, w] in their column move up (canonical +y, never above the face's lowest vertex) until
+    they project onto that row. The neck below the collar folds flat onto it: its triangles keep almost
+    no area, so area-weighted seeding puts (almost) no Gaussians there, from any view.
+    -> (offsets [V, 3] to add, the vertices moved [V] bool)."""
+    V = verts.shape[0]
+    held = hold.cpu() > 0.5
+    if not bool(held.any()):
+        return torch.zeros(V, 3), torch.zeros(V, dtype=torch.bool)
+    top = float(verts[held, 1].min())
+    bottom = torch.from_numpy(region_bottom(region)).float()  # [w]
+    w = bottom.shape[0]
+    ey = torch.tensor([0.0, 1.0, 0.0])
+    p = cam.project(verts)
+    b = bottom[p[:, 0].round().clamp(0, w - 1).long()]  # [V] the region's lowest row in each vertex's column
+    cut = (verts[:, 1] < top) & (b >= 0) & (p[:, 1] > b + 0.5)
+    dy = torch.zeros(V)
+    for _ in range(steps):  # Newton steps on the projection's row (perspective: nearly linear)
+        cur = verts + dy[:, None] * ey
+        pc = cam.project(cur[cut])
+        rate = (cam.project(cur[cut] + 1e-4 * ey)[:, 1] - pc[:, 1]) / 1e-4  # px per metre up (< 0)
+        step = (b[cut] - pc[:, 1]) / torch.where(rate.abs() > 1e-6, rate, torch.full_like(rate, -1e-6))
+        dy[cut] = (dy[cut] + step).clamp(min=0.0)
+        dy[cut] = torch.minimum(dy[cut], top - verts[cut, 1])
+    return dy[:, None] * ey, cut
+
+
 # ----------------------------------------------------------------------------- the solve
 
 
@@ -308,8 +350,13 @@ def deform_to_region(
     st = torch.from_numpy(s).float()
     offsets = st[:, None] * u
     hair = (st / (cfg.hair_scale * radius)).clamp(0, 1) * (1 - hold.float().cpu())
+    cut = None
+    if cfg.cut_neck:  # the neck ends at the region's lower edge (the collar)
+        pull, cut = neck_cut(verts + offsets, cam, reg, hold)
+        offsets = offsets + pull
+        hair = torch.where(cut, torch.zeros_like(hair), hair)  # posed as FLAME's neck
     cov, spill = silhouette_scores(verts + offsets, faces, cam, reg)
-    return HeadDeformation(offsets, hair, cov, spill, cov0, spill0)
+    return HeadDeformation(offsets, hair, cov, spill, cov0, spill0, cut)
 
 
 def outside_region(points: Tensor, camera: Camera, region: Tensor, tol_px: float = 0.0) -> Tensor:
@@ -377,6 +424,8 @@ __all__ = [
     "face_hold",
     "scalp",
     "outside_region",
+    "neck_cut",
+    "region_bottom",
     "pose_deformed",
     "head_weights",
     "mesh_coverage",
