@@ -10,32 +10,39 @@ computes, so either backend can render any scene:
    z <= near (0.01), z >= far, det <= 0 or opacity < 1/255 are culled.
 2. Fragments (no grad): per Gaussian, the pixels of its bounding box at
    `extend * sqrt(diag Sigma2d)`, extend = min(3.33, sqrt(2 ln(255 opacity))),
-   the box of the ellipse where alpha >= 1/255, so every pixel gsplat
-   composites is a candidate. Candidates are enumerated with
-   repeat_interleave / arange arithmetic, those with alpha < 1/255 dropped,
-   and the rest sorted once by the int64 key (pixel, depth rank).
-3. Compositing: alpha = min(0.999, o exp(-0.5 d^T Sigma2d^-1 d)) (gsplat's
-   clamp is 0.999). The transmittance of each fragment is a segmented
-   cumulative sum of log(1 - alpha) along its pixel's sorted run, in float64
-   (global cumsum minus the value before the run starts). gsplat's stopping
-   rule: a fragment whose inclusive transmittance T * (1 - alpha) would be
-   <= 1e-4 is not composited, nor is anything behind it. A first no-grad
-   pass finds the composited prefix of every run; the autograd pass then
-   recomputes alpha and the weights w = alpha * T only for those fragments,
-   and index_add scatters w * (rgb, 1, depth) into the image.
+   the box of the ellipse where alpha >= 1/255 (gsplat's). Within the box, each
+   image row's run of pixels where sigma <= ln(255 o) is solved for in float64
+   (a quadratic in x, with a 1e-3 margin in sigma), so the candidates are the
+   fragments themselves rather than the whole box ("row segments", `Rows`).
+3. Compositing, per band of image rows (bands of at most `max_fragments`
+   fragments, to bound memory): the fragments are enumerated segment by
+   segment with Gaussians in depth order and stably sorted by pixel, so each
+   pixel's run is front to back. alpha = min(0.999, o exp(-sigma)), sigma =
+   0.5 d^T Sigma2d^-1 d (gsplat's clamp; alpha < 1/255 or sigma < 0: not
+   composited). The transmittance before each fragment is a segmented sum of
+   log(1 - alpha) along its pixel's run (a float64 cumulative sum minus its
+   value at the run's start). gsplat's stopping rule: a fragment whose
+   inclusive transmittance T (1 - alpha) would be <= 1e-4 is not composited,
+   nor is anything behind it. The image is one sparse (CSR, pixel x Gaussian)
+   product of the weights w = alpha T with (rgb, 1, depth).
+   Backward (`_Composite`, by hand, checked against finite differences and the
+   autograd reference in tests/reference_raster.py): with s = dL/dC . v per
+   fragment, dL/dalpha_i = T_i s_i - sum_{j behind i} w_j s_j / (1 - alpha_i)
+   (a suffix sum along the run); dL/dsigma = -alpha dL/dalpha where alpha is not
+   clamped; sums over each row segment (of dL/dsigma x 1, dx, dx^2) give the
+   means2d, conic and opacity gradients; dL/dv is the transposed product.
 4. Output: rgb + (1 - alpha) * background; alpha = sum w = 1 - T_final;
    depth = sum w z / max(alpha, 1e-10) (gsplat's "ED", expected depth,
    normalised by alpha; 0 where nothing was hit).
 
 Pixel centres are at INTEGER coordinates (this project's convention);
-gsplat's are at +0.5, which is why its backend gets cx, cy + 0.5. Work is
-done in chunks of at most `max_fragments` candidates / fragments, split at
-pixel boundaries, to bound memory.
+gsplat's are at +0.5, which is why its backend gets cx, cy + 0.5.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -54,7 +61,7 @@ class RasterSettings:
     near_plane: float = 0.01
     far_plane: float = 1e10
     eps2d: float = 0.3
-    max_fragments: int = 1 << 22  # per chunk; bounds memory of one pass
+    max_fragments: int = 1 << 22  # per band of image rows (at least one row); bounds memory of one pass
 
 
 @dataclass
@@ -121,97 +128,240 @@ def project(
     return Projected(ids[keep], means2d[keep], cov2d[keep], conics, z[keep], opacities[ids][keep])
 
 
-def _alpha(p: Projected, g: Tensor, pix: Tensor, width: int) -> tuple[Tensor, Tensor]:
-    """Unclamped o*exp(-sigma) and sigma of fragments (g [F] into p, pix [F] flat index)."""
-    px = (pix % width).to(p.means2d.dtype)
-    py = torch.div(pix, width, rounding_mode="floor").to(p.means2d.dtype)
-    dx = p.means2d[g, 0] - px
-    dy = p.means2d[g, 1] - py
-    con = p.conics[g]  # [F, 3]
-    sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
-    return p.opacities[g] * torch.exp(-sigma), sigma
+@dataclass
+class Rows:
+    """Row segments of the fragments, in depth-rank order: Gaussian `g` (its front-to-back rank)
+    covers pixels xa .. xa + n - 1 of image row y."""
+
+    g: Tensor  # [R] long, depth rank
+    y: Tensor  # [R] long
+    xa: Tensor  # [R] long
+    n: Tensor  # [R] long, > 0
+
+    def subset(self, idx: Tensor) -> Rows:
+        return Rows(self.g[idx], self.y[idx], self.xa[idx], self.n[idx])
 
 
-def _segment_transmittance(alpha: Tensor, pix: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-fragment log T before (exclusive) and after (inclusive) it, within runs of equal pix.
-
-    alpha [F] (sorted by pixel, then depth), pix [F] -> (log_T_excl [F], log_T_incl [F]) float64."""
-    log1m = torch.log1p(-alpha.double())  # [F]
-    C = torch.cumsum(log1m, 0)
-    start = torch.ones_like(pix, dtype=torch.bool)
-    start[1:] = pix[1:] != pix[:-1]
-    seg = torch.cumsum(start, 0) - 1  # [F] run index
-    base = (C - log1m)[start]  # cumsum before each run
-    incl = C - base[seg]
-    return incl - log1m, incl
-
-
-def _chunks(pix_sorted: Tensor, max_len: int) -> list[tuple[int, int]]:
-    """Split a sorted pixel array into [a, b) ranges of <= ~max_len that never cut a pixel's run."""
-    n = pix_sorted.numel()
-    if n <= max_len:
-        return [(0, n)]
-    cuts = [0]
-    while cuts[-1] + max_len < n:
-        at = cuts[-1] + max_len
-        b = int(torch.searchsorted(pix_sorted, pix_sorted[at : at + 1], right=False).item())
-        if b <= cuts[-1]:  # one pixel longer than max_len: take its whole run
-            b = int(torch.searchsorted(pix_sorted, pix_sorted[at : at + 1], right=True).item())
-        cuts.append(b)
-    cuts.append(n)
-    return list(zip(cuts[:-1], cuts[1:]))
+def _boxes(p: Projected, order: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
+    """gsplat's bounding boxes (alpha >= 1/255, at most 3.33 sigma) in depth-rank order -> lo, hi [M, 2] long."""
+    opac, cov2d, means2d = p.opacities[order], p.cov2d[order], p.means2d[order]
+    extend = torch.sqrt(2.0 * torch.log(opac / ALPHA_THRESHOLD)).clamp(max=3.33)
+    ext = extend[:, None] * torch.sqrt(torch.diagonal(cov2d, dim1=-2, dim2=-1)) * (1 + 1e-5) + 1e-4  # [M, 2]
+    lo = torch.ceil(means2d - ext)
+    hi = torch.floor(means2d + ext)
+    size = torch.tensor([width, height], dtype=lo.dtype, device=lo.device)
+    lo = torch.maximum(lo, torch.zeros_like(lo)).clamp(max=size).long()
+    hi = torch.minimum(hi, size - 1).clamp(min=-1).long()
+    return lo, hi
 
 
 @torch.no_grad()
-def fragments(p: Projected, width: int, height: int, max_candidates: int = 1 << 22) -> tuple[Tensor, Tensor]:
-    """Fragments with alpha >= 1/255, sorted by (pixel, depth): (g [F] into p, pix [F] flat pixel index)."""
+def row_segments(p: Projected, order: Tensor, width: int, height: int) -> Rows:
+    """Per Gaussian (in depth-rank order) and image row of its box, the run of pixels where
+    sigma <= ln(255 o) (alpha >= 1/255) within its box, solved in float64 with a margin of
+    1e-3 in sigma: a candidate set containing every fragment the exact float test keeps."""
     dev = p.means2d.device
-    M = p.depths.numel()
-    if M == 0:
-        e = torch.zeros(0, dtype=torch.long, device=dev)
-        return e, e
-    extend = torch.sqrt(2.0 * torch.log(p.opacities / ALPHA_THRESHOLD)).clamp(max=3.33)
-    ext = extend[:, None] * torch.sqrt(torch.diagonal(p.cov2d, dim1=-2, dim2=-1)) * (1 + 1e-5) + 1e-4  # [M, 2]
-    lo = torch.ceil(p.means2d - ext)
-    hi = torch.floor(p.means2d + ext)
-    size = torch.tensor([width, height], dtype=lo.dtype, device=dev)
-    lo = torch.maximum(lo, torch.zeros_like(lo)).clamp(max=size).long()  # [M, 2]
-    hi = torch.minimum(hi, size - 1).clamp(min=-1).long()
-    n = (hi - lo + 1).clamp(min=0)  # [M, 2]
-    cnt = n[:, 0] * n[:, 1]  # [M]
+    lo, hi = _boxes(p, order, width, height)
+    ny = (hi[:, 1] - lo[:, 1] + 1).clamp(min=0)  # [M]
+    gr = torch.repeat_interleave(torch.arange(order.numel(), device=dev), ny)  # [R]
+    m2, con = p.means2d[order].double(), p.conics[order].double()  # [M, 2], [M, 3]
+    a, b, c = con.unbind(1)
+    s = torch.log(p.opacities[order].double() / ALPHA_THRESHOLD) + 1e-3
+    # per Gaussian: mean x, y, b / a, (b^2 - a c) / a^2, 2 s / a, first row, box x range
+    first = (lo[:, 1] - (torch.cumsum(ny, 0) - ny)).double()
+    per_g = torch.stack([m2[:, 0], m2[:, 1], b / a, (b * b - a * c) / (a * a), 2 * s / a, first, lo[:, 0], hi[:, 0]], 1)
+    mx, my, ba, disc_a, s2a, first, lo_x, hi_x = per_g.index_select(0, gr).unbind(1)  # [R] each
+    y = first + torch.arange(gr.numel(), device=dev, dtype=torch.float64)  # the row index
+    dy = my - y
+    # 0.5 a dx^2 + b dy dx + 0.5 c dy^2 = s at dx = (-b dy +- sqrt((b^2 - a c) dy^2 + 2 a s)) / a; x = mean_x - dx
+    disc = disc_a * dy * dy + s2a
+    sq = torch.sqrt(disc.clamp(min=0))
+    xa = torch.maximum(torch.ceil(mx + ba * dy - sq - 1e-4), lo_x)
+    xb = torch.minimum(torch.floor(mx + ba * dy + sq + 1e-4), hi_x)
+    n = torch.where(disc >= 0, xb - xa + 1, torch.zeros_like(xa)).clamp(min=0).long()
+    xa, y = xa.long(), y.long()
+    keep = (n > 0).nonzero().squeeze(1)
+    return Rows(gr[keep], y[keep], xa[keep], n[keep])
 
-    order = torch.argsort(p.depths, stable=True)  # front to back
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(M, device=dev)
 
-    keys = []
-    cum = torch.cumsum(cnt, 0)
-    start = 0
-    while start < M:  # chunks of Gaussians with <= max_candidates candidates (at least one Gaussian)
-        base = int(cum[start - 1].item()) if start > 0 else 0
-        stop = int(torch.searchsorted(cum, torch.tensor(base + max_candidates, device=dev), right=True).item())
-        stop = max(stop, start + 1)
-        idx = torch.arange(start, stop, device=dev)
-        c = cnt[idx]
-        total = int(c.sum().item())
-        start = stop
-        if total == 0:
-            continue
-        g = torch.repeat_interleave(idx, c)  # [T]
-        offs = torch.cumsum(c, 0) - c  # [chunk]
-        local = torch.arange(total, device=dev) - torch.repeat_interleave(offs, c)
-        nx = n[g, 0]
-        col = lo[g, 0] + local % nx
-        row = lo[g, 1] + torch.div(local, nx, rounding_mode="floor")
-        pix = row * width + col
-        a, sigma = _alpha(p, g, pix, width)
-        ok = (sigma >= 0) & (a >= ALPHA_THRESHOLD)
-        keys.append(pix[ok] * M + rank[g[ok]])
-    if not keys:
-        e = torch.zeros(0, dtype=torch.long, device=dev)
-        return e, e
-    key = torch.sort(torch.cat(keys)).values
-    return order[key % M], torch.div(key, M, rounding_mode="floor")
+def _bands(rows: Rows, height: int, max_fragments: int) -> list[tuple[int, int]]:
+    """Split the image rows into bands [y0, y1) of <= ~max_fragments fragments (at least one row each)."""
+    total = int(rows.n.sum())
+    if total <= max_fragments:
+        return [(0, height)]
+    per_y = torch.zeros(height, dtype=torch.long, device=rows.n.device).index_add_(0, rows.y, rows.n)
+    cum = torch.cumsum(per_y, 0).tolist()
+    bands, y0, base = [], 0, 0
+    for y in range(height):
+        if cum[y] - base > max_fragments and y > y0:
+            bands.append((y0, y))
+            y0, base = y, cum[y - 1]
+    bands.append((y0, height))
+    return bands
+
+
+def _csr_mm(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int], dense: Tensor) -> Tensor:
+    """(sparse CSR [size] with crow, col, values) @ dense [size[1], K] -> [size[0], K]. Each output row
+    is one sequential sum over its entries, in their order: deterministic for any thread count."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        sp = torch.sparse_csr_tensor(crow.to(col.dtype), col, values, size=size, check_invariants=False)
+    return sp @ dense
+
+
+def _crow(idx: Tensor, n: int) -> Tensor:
+    """CSR row pointers [n + 1] (long) of the sorted row index idx [F]."""
+    crow = torch.zeros(n + 1, dtype=torch.long, device=idx.device)
+    crow[1:] = torch.cumsum(torch.bincount(idx, minlength=n), 0)
+    return crow
+
+
+def _run_values(x: Tensor, crow: Tensor, first: bool) -> Tensor:
+    """x [F] at the first (or last) entry of each run crow [P + 1] describes -> [P] (0 for empty runs)."""
+    if x.numel() == 0:
+        return x.new_zeros(crow.numel() - 1)
+    at = crow[:-1] if first else crow[1:] - 1
+    return torch.where(crow[1:] > crow[:-1], x[at.clamp(0, x.numel() - 1)], x.new_zeros(()))
+
+
+@dataclass
+class _Band:
+    """One band's fragments, as the forward pass leaves them for the backward pass."""
+
+    rows: Rows  # [R]
+    y0: int
+    width: int
+    row_of: Tensor  # [F] int32 row segment of each fragment (generation order: by Gaussian, row, x)
+    dx: Tensor  # [F] mean_x - pixel x (generation order)
+    pix_gen: Tensor  # [F] int32 band-local pixel index (generation order)
+    g_gen: Tensor  # [F] depth rank (generation order: non-decreasing)
+    perm: Tensor  # [F] long: sorted position i holds generation-order fragment perm[i]
+    pix: Tensor  # [F] int32 band-local pixel (sorted by pixel, then depth)
+    g: Tensor  # [F] long depth rank (sorted)
+    crow: Tensor  # [P + 1] long: pixel q's fragments are sorted[crow[q] : crow[q + 1]]
+    alpha: Tensor  # [F] clamped alpha, 0 where below 1/255 (sorted)
+    trans: Tensor  # [F] transmittance in front of the fragment (sorted)
+    w: Tensor  # [F] alpha * T where composited, else 0 (sorted)
+    keep: Tensor  # [F] bool: composited (in front of the T < 1e-4 cut-off)
+
+
+def _band_alpha(x: tuple[Tensor, ...], rows: Rows, y0: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Alpha of a band's fragments in generation order -> (alpha [F] clamped, 0 below 1/255 or where
+    sigma < 0; row_of [F] int32; dx [F] = mean_x - pixel x; pix [F] int32 band-local)."""
+    mx, my, ca, cb, cc, op = (t.index_select(0, rows.g) for t in x)  # [R] each
+    n = rows.n
+    dt, dev = mx.dtype, mx.device
+    dy = my - rows.y.to(dt)  # [R]
+    d0 = mx - rows.xa.to(dt)
+    start = torch.cumsum(n, 0) - n
+    count = int(start[-1] + n[-1]) if n.numel() else 0
+    row_of = torch.repeat_interleave(torch.arange(n.numel(), dtype=torch.int32, device=dev), n.int())  # [F]
+    ar = torch.arange(count, device=dev)
+    k = ar - start.index_select(0, row_of)
+    pix = (((rows.y - y0) * width + rows.xa - start).index_select(0, row_of) + ar).int()
+    dx = d0.index_select(0, row_of) - k.to(dt)
+    ha, bdy = (0.5 * ca).index_select(0, row_of), (cb * dy).index_select(0, row_of)
+    cst = (0.5 * cc * dy * dy).index_select(0, row_of)
+    sigma = dx * (ha * dx + bdy) + cst  # 0.5 (a dx^2 + c dy^2) + b dx dy
+    alpha = op.index_select(0, row_of) * torch.exp(-sigma)
+    valid = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
+    alpha = torch.where(valid, alpha.clamp(max=ALPHA_MAX), torch.zeros_like(alpha))
+    return alpha, row_of, dx, pix
+
+
+def _band_forward(
+    x: tuple[Tensor, ...], vals: Tensor, rows: Rows, y0: int, y1: int, width: int, stats: dict | None
+) -> tuple[Tensor, _Band]:
+    """Composite one band of image rows -> ([(y1 - y0) * width, 5] sums of w * vals, what backward needs)."""
+    alpha, row_of, dx, pix_gen = _band_alpha(x, rows, y0, width)
+    n_pix = (y1 - y0) * width
+    pix, perm = torch.sort(pix_gen, stable=True)  # stable: generation order is depth order per pixel
+    alpha = alpha.index_select(0, perm)
+    g_gen = rows.g.index_select(0, row_of)
+    g = g_gen.index_select(0, perm)
+    crow = _crow(pix, n_pix)
+    log1m = torch.log1p(-alpha)
+    excl = torch.cumsum(log1m.double(), 0) - log1m  # float64: the sum runs over the whole band
+    log_t = (excl - _run_values(excl, crow, True).index_select(0, pix)).to(alpha.dtype)  # log T before, in its run
+    keep = log_t + log1m > math.log(T_MIN)
+    trans = torch.exp(log_t)
+    w = torch.where(keep, alpha * trans, torch.zeros_like(alpha))
+    img = _csr_mm(crow, g, w, (n_pix, vals.shape[0]), vals)  # [n_pix, 5]
+    if stats is not None:
+        stats["fragments"] = stats.get("fragments", 0) + int((alpha > 0).sum())  # alpha >= 1/255
+        stats["composited"] = stats.get("composited", 0) + int((keep & (alpha > 0)).sum())
+    return img, _Band(rows, y0, width, row_of, dx, pix_gen, g_gen, perm, pix, g, crow, alpha, trans, w, keep)
+
+
+def _band_backward(x: tuple[Tensor, ...], vals: Tensor, b: _Band, grad: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients of one band: grad [P, 5] of its image -> (d vals [M, 5], d (mx, my, a, b, c, o) [M, 6])."""
+    mx, my, ca, cb, cc, op = x
+    M = vals.shape[0]
+    gt, vt = grad.t().contiguous(), vals.t().contiguous()  # [5, P], [5, M]
+    used = [k for k in range(5) if bool(gt[k].any())]  # channels the loss reads (often not depth)
+    s = torch.zeros_like(b.w)  # [F] grad . vals
+    for k in used:
+        s += gt[k].index_select(0, b.pix) * vt[k].index_select(0, b.g)
+    cw = torch.cumsum((b.w * s).double(), 0)
+    behind = (_run_values(cw, b.crow, False).index_select(0, b.pix) - cw).to(s.dtype)  # sum of w s behind it
+    d_alpha = b.trans * s - behind / (1.0 - b.alpha)
+    free = b.keep & (b.alpha > 0) & (b.alpha < ALPHA_MAX)
+    gs = torch.where(free, -b.alpha * d_alpha, torch.zeros_like(d_alpha))  # d loss / d sigma
+    # generation order: fragments grouped by Gaussian, then row: CSR rows for d vals, runs for row sums
+    w_gen = torch.zeros_like(b.w).index_copy_(0, b.perm, b.w)
+    gs_gen = torch.zeros_like(gs).index_copy_(0, b.perm, gs)
+    d_vals = _csr_mm(_crow(b.g_gen, M), b.pix_gen, w_gen, (M, grad.shape[0]), grad)  # [M, 5]
+    R = b.rows.g.numel()
+    s0 = torch.bincount(b.row_of, weights=gs_gen, minlength=R)  # [R]
+    sx = torch.bincount(b.row_of, weights=gs_gen * b.dx, minlength=R)
+    sxx = torch.bincount(b.row_of, weights=gs_gen * b.dx * b.dx, minlength=R)
+    g = b.rows.g
+    dy = my[g] - b.rows.y.to(my.dtype)
+    per_row = torch.stack(
+        [ca[g] * sx + cb[g] * dy * s0, cc[g] * dy * s0 + cb[g] * sx, 0.5 * sxx, dy * sx, 0.5 * dy * dy * s0, -s0], 1
+    )  # [R, 6] d (mx, my, a, b, c) and d o times o
+    return d_vals, torch.zeros(M, 6, dtype=vals.dtype, device=vals.device).index_add_(0, g, per_row.to(vals.dtype))
+
+
+def _split(means2d: Tensor, conics: Tensor, opacities: Tensor) -> tuple[Tensor, ...]:
+    m, c = means2d.detach(), conics.detach()
+    return m[:, 0], m[:, 1], c[:, 0], c[:, 1], c[:, 2], opacities.detach()
+
+
+def _composite(x: tuple[Tensor, ...], vals: Tensor, rows: Rows, bands, width: int, stats) -> tuple[Tensor, list]:
+    """[H * W, 5] sums of w * vals over all bands, and the bands' saved state."""
+    out, saved = [], []
+    for y0, y1 in bands:
+        sel = rows if len(bands) == 1 else rows.subset(((rows.y >= y0) & (rows.y < y1)).nonzero().squeeze(1))
+        img, band = _band_forward(x, vals, sel, y0, y1, width, stats)
+        out.append(img)
+        saved.append(band)
+    return torch.cat(out, 0), saved
+
+
+class _Composite(torch.autograd.Function):
+    """Alpha compositing of row-segment fragments with a hand-written backward (inputs in depth-rank order)."""
+
+    @staticmethod
+    def forward(ctx, means2d, conics, opacities, vals, rows, bands, width, stats):  # type: ignore[override]
+        x = _split(means2d, conics, opacities)
+        img, saved = _composite(x, vals.detach(), rows, bands, width, stats)
+        ctx.save_for_backward(means2d, conics, opacities, vals)
+        ctx.bands = saved
+        return img
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        means2d, conics, opacities, vals = ctx.saved_tensors
+        x = _split(means2d, conics, opacities)
+        d_vals = torch.zeros_like(vals)
+        d_geo = torch.zeros(vals.shape[0], 6, dtype=vals.dtype, device=vals.device)
+        for b in ctx.bands:
+            a0 = b.y0 * b.width
+            dv, dg = _band_backward(x, vals.detach(), b, grad[a0 : a0 + b.crow.numel() - 1].contiguous())
+            d_vals += dv
+            d_geo += dg
+        return d_geo[:, :2], d_geo[:, 2:5], d_geo[:, 5] / opacities.detach(), d_vals, None, None, None, None
 
 
 def rasterize(
@@ -224,31 +374,18 @@ def rasterize(
     stats: dict | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Composite projected Gaussians -> rgb [H, W, 3], alpha [H, W, 1], depth [H, W, 1] (ED)."""
-    g_all, pix_all = fragments(p, width, height, settings.max_fragments)
-    need_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (p.means2d, p.conics, p.opacities, p.depths, colors)
-    )
-    vals = torch.cat([colors, torch.ones_like(colors[:, :1]), p.depths[:, None]], 1)  # [M, 5]
-    img = torch.zeros(height * width, 5, dtype=vals.dtype, device=vals.device)
-    n_comp = 0
-    for a0, b0 in _chunks(pix_all, settings.max_fragments):
-        g, pix = g_all[a0:b0], pix_all[a0:b0]
+    order = torch.argsort(p.depths.detach(), stable=True)  # front to back
+    rows = row_segments(p, order, width, height)
+    bands = _bands(rows, height, settings.max_fragments)
+    vals = torch.cat([colors, torch.ones_like(colors[:, :1]), p.depths[:, None]], 1)[order]  # [M, 5]
+    means2d, conics, opacities = p.means2d[order], p.conics[order], p.opacities[order]
+    need_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (means2d, conics, opacities, vals))
+    if need_grad:
+        img = _Composite.apply(means2d, conics, opacities, vals, rows, bands, width, stats)
+    else:
         with torch.no_grad():
-            alpha = _alpha(p, g, pix, width)[0].clamp(max=ALPHA_MAX)
-            log_excl, log_incl = _segment_transmittance(alpha, pix)
-            keep = log_incl > math.log(T_MIN)
-            if not need_grad:
-                w = (alpha.double() * torch.exp(log_excl)).to(vals.dtype)[keep]
-        g, pix = g[keep], pix[keep]
-        if need_grad:  # recompute on the composited fragments only, with autograd
-            alpha = _alpha(p, g, pix, width)[0].clamp(max=ALPHA_MAX)
-            log_excl, _ = _segment_transmittance(alpha, pix)
-            w = (alpha.double() * torch.exp(log_excl)).to(vals.dtype)
-        n_comp += g.numel()
-        img = img.index_add(0, pix, vals[g] * w[:, None])
+            img = _composite(_split(means2d, conics, opacities), vals, rows, bands, width, stats)[0]
     if stats is not None:
-        stats["fragments"] = stats.get("fragments", 0) + int(pix_all.numel())
-        stats["composited"] = stats.get("composited", 0) + n_comp
         stats["visible"] = stats.get("visible", 0) + int(p.depths.numel())
     img = img.reshape(height, width, 5)
     rgb, alpha_img, depth = img[..., :3], img[..., 3:4], img[..., 4:5]
