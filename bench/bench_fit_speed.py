@@ -13,6 +13,11 @@ in the same run) and the Gaussians at the end.
 
     python bench/bench_fit_speed.py --out /tmp/bfs --only astronaut obama_turned
     python bench/bench_fit_speed.py --out /tmp/bfs --variants old crop coarse50 --only astronaut
+    python bench/bench_fit_speed.py --out /tmp/bfs --variants old-raster default default-again
+
+Variant "old-raster" is the default settings with the torch rasterizer's compositing replaced by the one
+it had before the row-segment rewrite (tests/reference_raster.py): the same fit, the old render cost.
+"default-again" repeats "default"; the table says whether the two heads' PLY files are bit-identical.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from tests.reference_raster import use_reference  # noqa: E402
+
 EDGE_PX = 4  # "inner PSNR": the outline eroded by this
 
 
@@ -36,6 +43,8 @@ def _variants() -> dict[str, dict]:
     """name -> DenoiseConfig overrides (fit: FitConfig overrides under the key 'fit')."""
     return {
         "default": {},
+        "default-again": {},  # determinism: the same seed must give the same bits
+        "old-raster": {"raster": "reference"},  # default settings, the compositing before the row-segment rewrite
         "old": {"steps": 200, "fit": {"crop_margin": None, "coarse_until": 0.0}},  # before issue 10's speed work
         "crop": {"fit": {"crop_margin": 0.06}},
         "coarse30": {"fit": {"coarse_until": 0.3}},
@@ -52,7 +61,7 @@ def _config(over: dict):
 
     cfg = DenoiseConfig(rounds=0)
     fit_over = over.get("fit", {})
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in over.items() if k != "fit"})
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in over.items() if k not in ("fit", "raster")})
     return dataclasses.replace(cfg, fit=dataclasses.replace(cfg.fit, **fit_over))
 
 
@@ -133,7 +142,8 @@ def _run(p, work: Path, model, name: str, over: dict, out: Path) -> dict:
     torch.manual_seed(0)
     c = time.process_time()
     t = time.perf_counter()
-    head, stats = denoise_head(ply, model, rgb, config=_config(over), mask=region)
+    with use_reference() if over.get("raster") == "reference" else contextlib.nullcontext():
+        head, stats = denoise_head(ply, model, rgb, config=_config(over), mask=region)
     cpu, wall = time.process_time() - c, time.perf_counter() - t
     fig = _figures(head, model, rgb.astype(np.float64) / 255.0, outline, out / f"{p.name}.{name}.png")
     _turntable(head, out / f"{p.name}.{name}.ply")
@@ -186,6 +196,11 @@ def main(argv=None) -> int:
               f"{r['psnr']:>9.2f}{r['psnr_in']:>7.2f}{r['coverage']:>7.3f}{r['spill']:>7.3f}{r['n']:>7d}")  # fmt: skip
     print("x base: CPU time over the first variant's on the same portrait, in this run; inner: PSNR over the "
           f"outline eroded by {EDGE_PX} px")  # fmt: skip
+    for name in args.only:
+        a, b = args.out / f"{name}.default.ply", args.out / f"{name}.default-again.ply"
+        if "default" in args.variants and "default-again" in args.variants:
+            same = a.read_bytes() == b.read_bytes()
+            print(f"{name}: default and default-again heads (same seed) bit-identical: {'yes' if same else 'NO'}")
     return 0
 
 

@@ -4,6 +4,10 @@ CPU (torch backend): forward + backward of a head-like scene (Gaussians on a FLA
 ellipsoid, 1-3 px footprints, SH degree 1), baseline 20k Gaussians at 256x256; scaling with the
 Gaussian count and with the image size. Issue target: the baseline under 1 s on a 2-core machine.
 
+Old vs new compositing (CPU): the same scenes with the bounding-box / autograd compositing that the
+row-segment one with its hand-written backward replaced (tests/reference_raster.py), in the same run;
+and one forward + backward on 1 and on 2 torch threads (CPU time and wall time).
+
 GPU (skipped without CUDA): re-posing a FLAME-bound 100k-Gaussian head (one batched LBS +
 triangle frames) plus gsplat rendering at 512x512, against a bare `gsplat.rasterization` call on
 the same (already posed) Gaussians. Issue target: at most 1.5x.
@@ -11,11 +15,13 @@ the same (already posed) Gaussians. Issue target: at most 1.5x.
     python bench/bench_render.py                 # everything that this machine can run
     python bench/bench_render.py --quick         # fewer repeats
     python bench/bench_render.py --threads 2     # torch CPU threads (default: torch's choice)
+    python bench/bench_render.py --only compositing threads --quick
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -28,6 +34,7 @@ import torch  # noqa: E402
 from avatarcli.gaussians.model import Gaussians  # noqa: E402
 from avatarcli.render.api import render  # noqa: E402
 from tests.fixtures.scenes import make_head_scene  # noqa: E402
+from tests.reference_raster import use_reference  # noqa: E402
 
 
 def timeit(fn, repeats: int, warmup: int = 1, sync=None) -> tuple[float, float]:
@@ -118,6 +125,56 @@ def cpu_section(repeats: int) -> None:
     )
 
 
+def compositing_section(repeats: int) -> None:
+    """The library's compositing against the reference it replaced, forward and forward + backward."""
+    print(f"## CPU: old (reference) vs new compositing ({torch.get_num_threads()} threads)\n")
+    rows = []
+    for n, size in ((20000, 256), (30000, 512)):
+        g, cam = make_head_scene(n, 0, size=size, footprint_px=(1.0, 6.0))
+        stats: dict = {}
+        fwd_bwd(g, cam, stats=stats)()
+        res = {}
+        for name in ("old", "new"):
+            with use_reference() if name == "old" else contextlib.nullcontext():
+                res[name] = (timeit(forward_only(g, cam), repeats)[1], timeit(fwd_bwd(g, cam), repeats)[1])
+        (of, ofb), (nf, nfb) = res["old"], res["new"]
+        rows.append((f"{n // 1000}k", f"{size}x{size}", f"{stats['fragments'] / 1e6:.2f}M", f"{of * 1000:.0f}",
+                     f"{nf * 1000:.0f}", f"{nf / of:.2f}", f"{ofb * 1000:.0f}", f"{nfb * 1000:.0f}", f"{nfb / ofb:.2f}"))  # fmt: skip
+    head = (
+        "Gaussians",
+        "image",
+        "fragments",
+        "old fwd ms",
+        "new fwd ms",
+        "new/old",
+        "old f+b ms",
+        "new f+b ms",
+        "new/old",
+    )
+    print(table(rows, head))
+    print(f"\nCPU time (min of {repeats}), load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}\n")
+
+
+def threads_section(repeats: int) -> None:
+    """One forward + backward (30k Gaussians, 512x512) on 1 and 2 torch threads: CPU and wall time."""
+    print("## CPU: torch threads, one forward + backward (30k Gaussians, 512x512)\n")
+    g, cam = make_head_scene(30000, 0, size=512, footprint_px=(1.0, 6.0))
+    before = torch.get_num_threads()
+    rows, base = [], None
+    for t in (1, 2):
+        torch.set_num_threads(t)
+        wall, cpu = timeit(fwd_bwd(g, cam), repeats)
+        base = base or (wall, cpu)
+        rows.append(
+            (str(t), f"{cpu * 1000:.0f}", f"{wall * 1000:.0f}", f"{cpu / base[1]:.2f}", f"{wall / base[0]:.2f}")
+        )
+    torch.set_num_threads(before)
+    print(table(rows, ("threads", "cpu ms", "wall ms", "cpu / 1 thread", "wall / 1 thread")))
+    print(
+        f"\nmin of {repeats}; load average {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores\n"
+    )
+
+
 def gpu_section(repeats: int) -> None:
     if not torch.cuda.is_available():
         print("## GPU: skipped (no CUDA)\n")
@@ -188,13 +245,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer repeats")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--no-cpu", action="store_true")
+    sections = {"cpu": cpu_section, "compositing": compositing_section, "threads": threads_section, "gpu": gpu_section}
+    ap.add_argument("--only", nargs="*", choices=list(sections), default=None, help="sections to run (default: all)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     repeats = 1 if a.quick else 3
-    if not a.no_cpu:
-        cpu_section(repeats)
-    gpu_section(repeats)
+    for name, fn in sections.items():
+        if (a.only is None or name in a.only) and not (a.no_cpu and name != "gpu"):
+            fn(repeats)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,14 @@ rasterizer (its hand-written backward included) against it."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
+from avatarcli.render import torch_raster
 from avatarcli.render.torch_raster import ALPHA_MAX, ALPHA_THRESHOLD, T_MIN, Projected, RasterSettings
 
 
@@ -149,3 +152,14 @@ def rasterize(
         rgb = rgb + (1.0 - alpha_img) * background.to(rgb)
     depth = depth / alpha_img.clamp(min=1e-10)
     return rgb, alpha_img, depth
+
+
+@contextlib.contextmanager
+def use_reference() -> Iterator[None]:
+    """Within the block, the library's torch backend composites with this reference (benches' "old" path)."""
+    new = torch_raster.rasterize
+    torch_raster.rasterize = rasterize
+    try:
+        yield
+    finally:
+        torch_raster.rasterize = new
