@@ -13,7 +13,8 @@ from avatarcli.gaussians.model import SH_C0, Gaussians
 from avatarcli.render.api import render, render_views
 from avatarcli.render.camera import Camera, orbit_camera
 from avatarcli.render.sh import eval_sh, sh_basis, sh_to_rgb
-from avatarcli.render.torch_raster import RasterSettings, render_torch
+from avatarcli.render.torch_raster import RasterSettings, project, rasterize, render_torch
+from tests.reference_raster import rasterize as reference
 
 D = torch.float64
 
@@ -270,8 +271,6 @@ def _layered_scene(dtype) -> tuple[Gaussians, Camera]:
 def _render_and_grads(raster, g: Gaussians, cam: Camera, settings=RasterSettings()):
     """rgb, alpha, depth of the torch pipeline with `raster` as its compositing, and the gradients of a
     fixed random linear functional of them w.r.t. every Gaussian parameter."""
-    from avatarcli.render.torch_raster import project
-
     leaves = [t.detach().clone().requires_grad_(True) for t in (g.means, g.quats, g.scales, g.opacities, g.sh)]
     m, q, s, o, sh = leaves
     p = project(m, q, s, o, cam.viewmat, cam.K, cam.width, cam.height)
@@ -291,9 +290,6 @@ def _render_and_grads(raster, g: Gaussians, cam: Camera, settings=RasterSettings
 def test_matches_the_reference_rasterizer(scene, head_scene):
     """Row segments + hand-written backward vs the bounding-box / autograd implementation it replaced
     (tests/reference_raster.py): the same fragments, images and gradients."""
-    from avatarcli.render.torch_raster import rasterize
-    from tests.reference_raster import rasterize as reference
-
     if scene == "head32":
         g, cam = head_scene
     else:
@@ -321,8 +317,6 @@ def test_matches_the_reference_rasterizer(scene, head_scene):
 
 def test_bands_give_the_same_image_and_gradients():
     """Bands of a few image rows (max_fragments tiny) vs one band: identical up to float64 rounding."""
-    from avatarcli.render.torch_raster import rasterize
-
     g, cam = _layered_scene(torch.float64)
     one, one_grads, _ = _render_and_grads(rasterize, g, cam)
     many, many_grads, _ = _render_and_grads(rasterize, g, cam, RasterSettings(max_fragments=50))
@@ -352,3 +346,16 @@ def test_layered_gradients_match_finite_differences():
 
     inputs = tuple(t.clone().requires_grad_(True) for t in (means, quats, scales, opac, sh))
     assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_colour_only_gradients_equal_the_full_ones():
+    """With the geometry detached (visibility's probe), the backward skips its part; the colour gradient
+    is the same as in a full backward."""
+    g, cam = _layered_scene(torch.float64)
+    _, full, _ = _render_and_grads(rasterize, g, cam)
+    sh = g.sh.detach().clone().requires_grad_(True)
+    out = render(Gaussians(g.means, g.quats, g.scales, g.opacities, sh), cam, torch.tensor([0.3, 0.5, 0.7], dtype=D))
+    gen = torch.Generator().manual_seed(1)
+    wr, wa, wd = (torch.rand(x.shape, generator=gen, dtype=D) for x in (out.rgb, out.alpha, out.depth))
+    ((out.rgb * wr).sum() + (out.alpha * wa).sum() + 0.1 * (out.depth * out.alpha * wd).sum()).backward()
+    torch.testing.assert_close(sh.grad, full[4], atol=1e-12, rtol=1e-10)

@@ -293,10 +293,16 @@ def _band_forward(
     return img, _Band(rows, y0, width, row_of, dx, pix_gen, g_gen, perm, pix, g, crow, alpha, trans, w, keep)
 
 
-def _band_backward(x: tuple[Tensor, ...], vals: Tensor, b: _Band, grad: Tensor) -> tuple[Tensor, Tensor]:
-    """Gradients of one band: grad [P, 5] of its image -> (d vals [M, 5], d (mx, my, a, b, c, o) [M, 6])."""
+def _band_grad_vals(b: _Band, grad: Tensor, n_gaussians: int) -> Tensor:
+    """d loss / d vals [M, 5] of one band from grad [P, 5] of its image: the transposed product, with the
+    fragments in generation order (grouped by Gaussian, then row, then x: CSR rows by Gaussian)."""
+    w_gen = torch.zeros_like(b.w).index_copy_(0, b.perm, b.w)
+    return _csr_mm(_crow(b.g_gen, n_gaussians), b.pix_gen, w_gen, (n_gaussians, grad.shape[0]), grad)
+
+
+def _band_grad_geometry(x: tuple[Tensor, ...], vals: Tensor, b: _Band, grad: Tensor) -> Tensor:
+    """d loss / d (mx, my, a, b, c) and o x d loss / d o [M, 6] of one band from grad [P, 5] of its image."""
     mx, my, ca, cb, cc, op = x
-    M = vals.shape[0]
     gt, vt = grad.t().contiguous(), vals.t().contiguous()  # [5, P], [5, M]
     used = [k for k in range(5) if bool(gt[k].any())]  # channels the loss reads (often not depth)
     s = torch.zeros_like(b.w)  # [F] grad . vals
@@ -307,10 +313,7 @@ def _band_backward(x: tuple[Tensor, ...], vals: Tensor, b: _Band, grad: Tensor) 
     d_alpha = b.trans * s - behind / (1.0 - b.alpha)
     free = b.keep & (b.alpha > 0) & (b.alpha < ALPHA_MAX)
     gs = torch.where(free, -b.alpha * d_alpha, torch.zeros_like(d_alpha))  # d loss / d sigma
-    # generation order: fragments grouped by Gaussian, then row: CSR rows for d vals, runs for row sums
-    w_gen = torch.zeros_like(b.w).index_copy_(0, b.perm, b.w)
-    gs_gen = torch.zeros_like(gs).index_copy_(0, b.perm, gs)
-    d_vals = _csr_mm(_crow(b.g_gen, M), b.pix_gen, w_gen, (M, grad.shape[0]), grad)  # [M, 5]
+    gs_gen = torch.zeros_like(gs).index_copy_(0, b.perm, gs)  # generation order: each row segment is a run
     R = b.rows.g.numel()
     s0 = torch.bincount(b.row_of, weights=gs_gen, minlength=R)  # [R]
     sx = torch.bincount(b.row_of, weights=gs_gen * b.dx, minlength=R)
@@ -320,7 +323,7 @@ def _band_backward(x: tuple[Tensor, ...], vals: Tensor, b: _Band, grad: Tensor) 
     per_row = torch.stack(
         [ca[g] * sx + cb[g] * dy * s0, cc[g] * dy * s0 + cb[g] * sx, 0.5 * sxx, dy * sx, 0.5 * dy * dy * s0, -s0], 1
     )  # [R, 6] d (mx, my, a, b, c) and d o times o
-    return d_vals, torch.zeros(M, 6, dtype=vals.dtype, device=vals.device).index_add_(0, g, per_row.to(vals.dtype))
+    return torch.zeros(vals.shape[0], 6, dtype=vals.dtype, device=vals.device).index_add_(0, g, per_row.to(vals.dtype))
 
 
 def _split(means2d: Tensor, conics: Tensor, opacities: Tensor) -> tuple[Tensor, ...]:
@@ -354,13 +357,18 @@ class _Composite(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[override]
         means2d, conics, opacities, vals = ctx.saved_tensors
         x = _split(means2d, conics, opacities)
-        d_vals = torch.zeros_like(vals)
+        want_geo, want_vals = any(ctx.needs_input_grad[:3]), ctx.needs_input_grad[3]
+        d_vals = torch.zeros_like(vals) if want_vals else None
         d_geo = torch.zeros(vals.shape[0], 6, dtype=vals.dtype, device=vals.device)
         for b in ctx.bands:
             a0 = b.y0 * b.width
-            dv, dg = _band_backward(x, vals.detach(), b, grad[a0 : a0 + b.crow.numel() - 1].contiguous())
-            d_vals += dv
-            d_geo += dg
+            g = grad[a0 : a0 + b.crow.numel() - 1].contiguous()
+            if d_vals is not None:
+                d_vals += _band_grad_vals(b, g, vals.shape[0])
+            if want_geo:
+                d_geo += _band_grad_geometry(x, vals.detach(), b, g)
+        if not want_geo:
+            return None, None, None, d_vals, None, None, None, None
         return d_geo[:, :2], d_geo[:, 2:5], d_geo[:, 5] / opacities.detach(), d_vals, None, None, None, None
 
 
