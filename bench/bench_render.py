@@ -29,7 +29,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# isort: off
+import avatarcli  # noqa: E402, F401  (before torch: its OpenMP wait policy, as the avatar command has it)
 import torch  # noqa: E402
+
+# isort: on
 
 from avatarcli.gaussians.model import Gaussians  # noqa: E402
 from avatarcli.render.api import render  # noqa: E402
@@ -157,7 +161,8 @@ def compositing_section(repeats: int) -> None:
 
 def threads_section(repeats: int) -> None:
     """One forward + backward (30k Gaussians, 512x512) on 1 and 2 torch threads: CPU and wall time."""
-    print("## CPU: torch threads, one forward + backward (30k Gaussians, 512x512)\n")
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    print(f"## CPU: torch threads, one forward + backward (30k Gaussians, 512x512), OMP_WAIT_POLICY={policy}\n")
     g, cam = make_head_scene(30000, 0, size=512, footprint_px=(1.0, 6.0))
     before = torch.get_num_threads()
     rows, base = [], None
