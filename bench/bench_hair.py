@@ -11,7 +11,9 @@ render on white vs the photo. Baseline in the same run: the same pipeline withou
 (plain FLAME, as before issue 10), its init only (a fit of it costs as much again; --baseline-fit).
 
 Targets: coverage >= 0.95, spill <= 0.08, PSNR >= 25 dB, < 5 min per photo on 2 cores (CPU time
-is reported: the machine may be shared). Turntable frames (yaw 0, 60, 90, 180 about the head, 256 px)
+is reported: the machine may be shared). hair180: the back of the head at yaw 180 (the upper half of
+its silhouette) as the share of pixels nearer the photo's hair colour than its skin colour
+(avatarcli.quality.nearer_share / hair_skin_colours): ~1 for a head with hair, no bald cap (issue 10). Turntable frames (yaw 0, 60, 90, 180 about the head, 256 px)
 go to --out/<name>_turntable.png: look at them (hair with volume, not a bald cap).
 
     python bench/bench_hair.py                          # all portraits, outline region, default steps
@@ -66,6 +68,23 @@ def figures(ply, rgb: np.ndarray, outline: np.ndarray) -> tuple[float, float, fl
             quality.region_psnr(out.rgb.clamp(0, 1), photo, outline))  # fmt: skip
 
 
+def hair_back(ply, hair: np.ndarray, skin: np.ndarray, size: int = 256) -> float:
+    """The back of the head at yaw 180 (alpha > 0.95 eroded by 3 px, the upper half of the silhouette's
+    rows) as the share of pixels nearer the photo's hair colour than its skin colour (quality.nearer_share)."""
+    from avatarcli import quality
+    from avatarcli.render.api import render
+    from avatarcli.render.views import frame_gaussians, view_camera
+
+    fr = frame_gaussians(ply.gaussians.means, ply.gaussians.opacities)
+    with torch.no_grad():
+        out = render(
+            ply.gaussians, view_camera(fr, 180.0, 0.0, width=size, height=size), torch.ones(3), backend="torch"
+        )
+    a = out.alpha[..., 0].numpy()
+    back = quality.interior(a > 0.95, margin=3) & quality.upper_part(a > 0.5, 0.5)
+    return quality.nearer_share(out.rgb.clamp(0, 1).numpy(), hair, skin, back) if back.any() else float("nan")
+
+
 def turntable(ply, path: Path, yaws=(0.0, 60.0, 90.0, 180.0), size: int = 256) -> None:
     from PIL import Image
 
@@ -85,6 +104,7 @@ def turntable(ply, path: Path, yaws=(0.0, 60.0, 90.0, 180.0), size: int = 256) -
 
 
 def run_one(name: str, args, model) -> list[tuple]:
+    from avatarcli import quality
     from avatarcli.flame.fit import FitConfig, fit_flame
     from avatarcli.gaussians.init import InitConfig, init_gaussians
     from avatarcli.stages.denoise import DenoiseConfig, denoise_head
@@ -104,12 +124,18 @@ def run_one(name: str, args, model) -> list[tuple]:
     head, _ = denoise_head(init, model, rgb, config=dcfg, mask=region)
     cpu = time.process_time() - c0
     plain = init_gaussians(model, fit, rgb, icfg)
-    rows = [(name, "plain FLAME init (baseline)", *figures(plain, rgb, outline), float("nan"))]
+    hair, skin = quality.hair_skin_colours(rgb / 255.0, outline, lm)
+    nan = float("nan")
+    rows = [(name, "plain FLAME init (baseline)", *figures(plain, rgb, outline), hair_back(plain, hair, skin), nan)]
     if args.baseline_fit:
         base, _ = denoise_head(plain, model, rgb, config=dcfg)
-        rows.append((name, "plain FLAME fitted (baseline)", *figures(base, rgb, outline), float("nan")))
-    rows.append((name, "deformed init", *figures(init, rgb, outline), float("nan")))
-    rows.append((name, f"deformed fitted ({dcfg.steps} steps)", *figures(head, rgb, outline), cpu))
+        rows.append(
+            (name, "plain FLAME fitted (baseline)", *figures(base, rgb, outline), hair_back(base, hair, skin), nan)
+        )
+    rows.append((name, "deformed init", *figures(init, rgb, outline), hair_back(init, hair, skin), nan))
+    rows.append(
+        (name, f"deformed fitted ({dcfg.steps} steps)", *figures(head, rgb, outline), hair_back(head, hair, skin), cpu)
+    )
     turntable(head, args.out / f"{name}_turntable.png")
     turntable(init, args.out / f"{name}_init_turntable.png")
     return rows
@@ -139,9 +165,10 @@ def main(argv=None) -> int:
             print(f"{name}: skipped ({e})")
     print(f"bench_hair: region {args.region}, torch threads {torch.get_num_threads()}, synthetic FLAME-format model; "
           "targets coverage >= 0.95, spill <= 0.08, PSNR >= 25 dB, < 300 s; CPU time (the machine may be shared)")  # fmt: skip
-    head = ("portrait", "head", "coverage", "spill", "PSNR (dB)", "CPU s (whole pipeline)")
+    head = ("portrait", "head", "coverage", "spill", "PSNR (dB)", "hair180", "CPU s (whole pipeline)")
     cells = [head] + [
-        (n, k, f"{c:.3f}", f"{s:.3f}", f"{p:.2f}", "" if t != t else f"{t:.0f}") for n, k, c, s, p, t in rows
+        (n, k, f"{c:.3f}", f"{s:.3f}", f"{p:.2f}", f"{h:.3f}", "" if t != t else f"{t:.0f}")
+        for n, k, c, s, p, h, t in rows
     ]
     w = [max(len(r[i]) for r in cells) for i in range(len(head))]
     for i, r in enumerate(cells):

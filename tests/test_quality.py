@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from avatarcli import quality
 
@@ -106,3 +107,77 @@ def test_iou():
     assert quality.iou(a, a) == 1.0
     with pytest.raises(ValueError, match="shape"):
         quality.iou(a, np.zeros((5, 5), bool))
+
+
+def test_nearer_share_counts_colours_nearer_the_first():
+    hair, skin = np.array([0.2, 0.15, 0.1]), np.array([0.8, 0.6, 0.5])
+    img = np.zeros((4, 5, 3)) + skin
+    img[:3, :2] = hair  # 6 hair pixels
+    img[0, 4] = 0.49 * hair + 0.51 * skin  # just nearer skin
+    img[1, 4] = 0.51 * hair + 0.49 * skin  # just nearer hair
+    mask = np.ones((4, 5), bool)
+    mask[3] = False  # 15 pixels counted, 7 of them nearer hair
+    assert quality.nearer_share(img, hair, skin, mask) == pytest.approx(7 / 15)
+    assert quality.nearer_share(img[:3].reshape(-1, 3), hair, skin) == pytest.approx(7 / 15)
+    with pytest.raises(ValueError):
+        quality.nearer_share(img, hair, skin, np.zeros((4, 5), bool))
+
+
+def test_upper_part_keeps_the_top_rows_of_the_mask():
+    m = np.zeros((10, 4), bool)
+    m[2:8] = True  # rows 2..7: 6 rows
+    up = quality.upper_part(m, 0.5)
+    assert up[2:5].all() and not up[5:].any() and not up[:2].any()
+
+
+def test_edge_backdrop_share_finds_backdrop_painted_on_the_edge():
+    H = W = 64
+    yy, xx = np.mgrid[0:H, 0:W]
+    outline = np.hypot(xx - 32, yy - 32) < 20
+    red, blue = np.array([0.8, 0.3, 0.2]), np.array([0.1, 0.2, 0.9])
+    photo = np.where(outline[..., None], red, blue)
+    alpha = outline.astype(float)
+    band = np.maximum(ndimage.distance_transform_edt(outline), ndimage.distance_transform_edt(~outline)) <= 6
+    counted = band & outline  # the render's pixels near the edge (alpha > 0.5 only inside)
+    render = np.where(outline[..., None], red, 1.0)
+    assert quality.edge_backdrop_share(render, alpha, photo, outline, band=6) == 0.0
+    patch = counted & (xx < 24)  # a backdrop-coloured patch on the left of the edge band
+    render[patch] = 0.9 * blue + 0.1 * red
+    expected = patch.sum() / counted.sum()
+    assert quality.edge_backdrop_share(render, alpha, photo, outline, band=6) == pytest.approx(expected)
+    top = yy <= 32  # the outline's rows are 13..51: its top half is the rows < 13 + 0.5 x 39 = 32.5
+    assert quality.edge_backdrop_share(render, alpha, photo, outline, band=6, top=0.5) == pytest.approx(
+        (patch & top).sum() / (counted & top).sum()
+    )
+
+
+def test_edge_backdrop_share_knows_dark_hair_from_a_dark_backdrop():
+    """A ring of dark hair round bright skin on a dark blue backdrop: the photo itself paints no backdrop,
+    though its hair is nearer the backdrop's colour than the skin's (a single head colour would say so)."""
+    H = W = 64
+    yy, xx = np.mgrid[0:H, 0:W]
+    r = np.hypot(xx - 32, yy - 32)
+    outline = r < 20
+    hair, skin, navy = np.array([0.18, 0.15, 0.14]), np.array([0.85, 0.6, 0.5]), np.array([0.12, 0.15, 0.35])
+    photo = np.where((r < 14)[..., None], skin, np.where(outline[..., None], hair, navy))
+    assert quality.edge_backdrop_share(photo, outline.astype(float), photo, outline, band=6) == 0.0
+    painted = photo.copy()
+    painted[outline & (r >= 17) & (xx < 32)] = navy  # the left half of the edge band in the backdrop's colour
+    share = quality.edge_backdrop_share(painted, outline.astype(float), photo, outline, band=6)
+    assert 0.2 < share < 0.5  # 3 of the 6 counted px rings, on half the circle
+
+
+def test_hair_skin_colours_from_the_crown_and_the_face():
+    hair, skin = np.array([0.2, 0.15, 0.1]), np.array([0.8, 0.6, 0.5])
+    outline = np.zeros((80, 80), bool)
+    outline[4:, 10:70] = True
+    photo = np.where((np.arange(80) < 30)[:, None, None], hair, skin) * np.ones((80, 80, 3))
+    photo[~outline] = (0.1, 0.2, 0.9)
+    lm = np.zeros((68, 2))
+    t = np.linspace(0, np.pi, 17)
+    lm[0:17] = np.stack([40 - 20 * np.cos(t), 44 + 25 * np.sin(t)], -1)  # the jaw line, right ear to left ear
+    lm[17:27] = np.stack([np.linspace(22, 58, 10), np.full(10, 44.0)], -1)  # the brows at row 44
+    photo[60, 40] = (0.0, 1.0, 0.0)  # one odd face pixel: the median ignores it
+    got_hair, got_skin = quality.hair_skin_colours(photo, outline, lm)
+    np.testing.assert_allclose(got_hair, hair)
+    np.testing.assert_allclose(got_skin, skin)
