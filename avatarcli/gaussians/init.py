@@ -18,12 +18,19 @@
      gsplat-style expected depth): visible when z_point <= depth(pixel) + `depth_tol` x the
      head radius (and the pixel is covered, alpha > 0.5);
    * seen: the photo's colour at the projected point (bilinear, pixel centres at integers), from
-     the photo's foreground along the head's silhouette in the photo (the opaque head's rendered
-     alpha > 0.5 as the mask; avatarcli.segment.foreground, band `edge_band` x the long side), so
-     the backdrop mixed into edge pixels does not become head colour;
+     the photo's foreground along the head's silhouette in the photo (the head region, else the
+     opaque head's rendered alpha > 0.5, as the mask; avatarcli.segment.foreground: band `edge_band`
+     x the long side, matted 3x as deep), so neither the backdrop mixed into edge pixels nor a patch
+     of backdrop inside the region becomes head colour;
    * not seen: the colour of the mirrored point (x -> -x in the canonical FLAME frame, which
      is left/right symmetric) when that one is seen, with the mirrored normal;
-   * neither: the skin prior (`skin_rgb`, or when None the median colour of all seen points).
+   * neither: the skin prior (`skin_rgb`, or when None the median colour of all seen points);
+   * with a head region, unseen hair: the points of the hair zone (avatarcli.gaussians.hair: not
+     face, above a hairline from ear level in front of the ears down to the nape behind them, lower
+     where the photo shows long hair) that are neither seen nor mirrored take the colour of the seen
+     points the photo shows as HAIR (a skin and a hair colour model; init.hair_colours: the k
+     nearest, half and half with their median), when the seen crown is hair; a bald crown keeps the
+     skin prior, and seen points (a bare forehead) keep the photo's colour.
 5. With a head region (face, hair, ears, neck; the photo's size): before sampling, the canonical
    mesh is deformed to the region's outline (avatarcli.flame.deform: smooth per-vertex offsets,
    hair volume, the offsets stored in the PLY's HeadMeta), and samples whose projection from the
@@ -49,8 +56,9 @@ from torch import Tensor
 
 from avatarcli.errors import InputError
 from avatarcli.flame.artifact import canonical_head
-from avatarcli.flame.deform import DeformConfig, HeadDeformation, deform_to_region, face_hold, outside_region, scalp
+from avatarcli.flame.deform import DeformConfig, HeadDeformation, deform_to_region, face_hold, outside_region
 from avatarcli.gaussians.binding import bind_to_mesh
+from avatarcli.gaussians.hair import HeadLandmarks, hair_points
 from avatarcli.gaussians.model import Gaussians, rgb_to_sh0, sh_coeffs
 from avatarcli.gaussians.mouth import mouth_for_init
 from avatarcli.gaussians.ply import GaussianPly, HeadMeta
@@ -217,14 +225,27 @@ def colour_points(
 
 def _deform(model, fit, meta: HeadMeta, verts: Tensor, faces: Tensor, cam: Camera, region: Tensor, cfg: InitConfig):
     """-> (deformed vertices [V, 3], meta carrying the offsets, the HeadDeformation or None,
-    hair-able vertices [V] bool: scalp or grown into hair)."""
+    the face hold [V] in 0..1 or None)."""
     if cfg.deform is None:
         return verts, meta, None, None
     params = meta.fit.canonical_params(model, "cpu", torch.float32)
     hold = face_hold(model, params, verts, faces)
     d = deform_to_region(verts, faces, cam, region, hold, cfg.deform)
-    hairy = scalp(model, params, verts, hold) | (d.hair > 0.5)
-    return verts + d.offsets, meta.with_deformation(d.offsets, d.hair), d, hairy
+    return verts + d.offsets, meta.with_deformation(d.offsets, d.hair), d, hold
+
+
+def unseen_hair(model, fit, colour: ColourInfo, points: Tensor, tri: Tensor, hold: Tensor, grown: Tensor,
+                clear: Tensor) -> ColourInfo:  # fmt: skip
+    """The unseen points [N, 3] (on triangles with vertices tri [N, 3]) of the hair zone take the seen
+    hair's colour (avatarcli.gaussians.hair; vertex face hold and deformation hair weight [V]; `clear`
+    [N] bool: seen points that may lend their colour, clear of the outline) -> the ColourInfo."""
+    face_p, grown_p = hold.float()[tri].mean(1), grown.float()[tri].mean(1)  # [N]
+    marks = HeadLandmarks.of(model, fit.canonical_params(model, "cpu", torch.float32))
+    if marks is None:  # no landmarks, no regions: everything may be hair, every seen point a source
+        return hair_colours(colour, points, ((face_p < 0.5) | (grown_p > 0.5)).float(), clear)
+    seen = colour.visible | colour.mirrored
+    zone, is_hair = hair_points(points, colour.rgb, seen, face_p, grown_p, marks)
+    return hair_colours(colour, points, zone.float(), clear & is_hair)
 
 
 def inner_points(points: Tensor, cam: Camera, region: Tensor, margin_px: float) -> Tensor:
@@ -351,9 +372,9 @@ def init_with_details(
     cam = photo_camera(fit, j0)
     meta = HeadMeta.from_fit(fit, j0, n_faces=int(faces.shape[0]), sh_degree=cfg.sh_degree)
     deformation: HeadDeformation | None = None
-    hairy = None
+    hold = None
     if reg is not None:
-        verts, meta, deformation, hairy = _deform(model, fit, meta, verts, faces, cam, reg, cfg)
+        verts, meta, deformation, hold = _deform(model, fit, meta, verts, faces, cam, reg, cfg)
     gen = torch.Generator().manual_seed(int(cfg.seed))
     mouth = mouth_for_init(model, fit, int(cfg.mouth_fraction * cfg.n_gaussians), cfg.sh_degree)
     n = int(cfg.n_gaussians) - (mouth.n if mouth is not None else 0)  # surface samples
@@ -364,9 +385,9 @@ def init_with_details(
     g, normals, spacing = _surface_gaussians(verts, faces, pts, face, cfg)
     image = torch.from_numpy(np.array(rgb, dtype=np.float32)) / 255.0
     colour = colour_points(pts, normals, g, cam, image, cfg, reg)
-    if hairy is not None and reg is not None:  # (hairy comes with a region)
+    if deformation is not None and hold is not None and reg is not None:  # (a deformation comes with a region)
         inner = inner_points(pts, cam, reg, 0.015 * max(H, W))
-        colour = hair_colours(colour, pts, hairy.float()[faces[face]].mean(1), inner | ~colour.visible)
+        colour = unseen_hair(model, fit, colour, pts, faces[face], hold, deformation.hair, inner | ~colour.visible)
     g.sh[:, 0] = rgb_to_sh0(colour.rgb)  # [N, 3] DC colour
     bound = bind_to_mesh(g, face, verts, faces)
     ply = _head_ply(bound, mouth, colour.skin, verts, faces, meta)
