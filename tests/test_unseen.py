@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from torch import Tensor
 
 from avatarcli.gaussians.binding import world_gaussians
 from avatarcli.gaussians.fit import FitConfig, ViewTarget, fit_gaussians, fit_input_view
@@ -17,6 +18,7 @@ from avatarcli.gaussians.model import BoundGaussians, Gaussians, rgb_to_sh0
 from avatarcli.gaussians.visibility import (
     VisibilityConfig,
     contribution,
+    face_on_footprint,
     facing,
     facing_gate,
     footprint,
@@ -24,7 +26,7 @@ from avatarcli.gaussians.visibility import (
     update_gate,
     visibility,
 )
-from avatarcli.geometry import triangle_frames
+from avatarcli.geometry import quaternion_multiply, triangle_frames
 from avatarcli.render.api import render
 from avatarcli.render.camera import orbit_camera
 from avatarcli.segment.foreground import edge_alpha, foreground
@@ -101,11 +103,12 @@ def test_facing_gate_ramp():
         VisibilityConfig(facing_floor=0.6, facing_full=0.6).validate()
 
 
-def test_gates_of_a_face_on_and_an_edge_on_gaussian():
-    """Two triangles 6 cm apart in front of CAM, one facing it, one tilted 80 degrees away (about y)."""
+def _tilted_pair(tilt_deg: float = 80.0) -> tuple[BoundGaussians, Tensor, Tensor]:
+    """Two triangles 6 cm apart in front of CAM, one facing it, one tilted `tilt_deg` away (about y),
+    a flat Gaussian (sigma 0.5 x 0.5 x 0.05 triangle sizes, opacity 0.88) on each -> (bound, verts, faces)."""
     tri = torch.tensor([[-0.02, -0.017, 0.0], [0.02, -0.017, 0.0], [0.0, 0.017, 0.0]])
-    c, s = math.cos(math.radians(80.0)), math.sin(math.radians(80.0))
-    tilt = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])  # normal +z -> 80 deg off the view ray
+    c, s = math.cos(math.radians(tilt_deg)), math.sin(math.radians(tilt_deg))
+    tilt = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])  # normal +z -> tilt_deg off the view ray
     verts = torch.cat([tri + torch.tensor([-0.03, 0.0, 0.0]), tri @ tilt.T + torch.tensor([0.03, 0.0, 0.0])])
     faces = torch.tensor([[0, 1, 2], [3, 4, 5]])
     bound = BoundGaussians(
@@ -116,6 +119,12 @@ def test_gates_of_a_face_on_and_an_edge_on_gaussian():
         opacity_logit=torch.full((2,), 2.0),
         sh=rgb_to_sh0(torch.full((2, 3), 0.5))[:, None],
     )
+    return bound, verts, faces
+
+
+def test_gates_of_a_face_on_and_an_edge_on_gaussian():
+    """Two triangles 6 cm apart in front of CAM, one facing it, one tilted 80 degrees away (about y)."""
+    bound, verts, faces = _tilted_pair(80.0)
     g = world_gaussians(bound, verts, faces)
     normals = torch.linalg.cross(verts[faces[:, 1]] - verts[faces[:, 0]], verts[faces[:, 2]] - verts[faces[:, 0]])
     cos = facing(g.means, normals, CAM)
@@ -128,8 +137,48 @@ def test_gates_of_a_face_on_and_an_edge_on_gaussian():
     assert float(gb.geometry[0]) == 1.0 and float(gb.colour[0]) == 0.0
 
 
-def test_colour_prior_against_its_formula(scene):
-    from avatarcli.gaussians.fit import _colour_prior, _Params, _Scene
+def test_face_on_footprint_is_the_alpha_mass_seen_squarely():
+    """A flat disc facing CAM renders its face-on footprint; tilted 60 degrees it renders cos 60 of it,
+    while its face-on footprint (what a camera facing it would see) stays the same."""
+    disc = _two_discs(0.5).subset(torch.tensor([0]))
+    a, b = math.cos(math.radians(30.0)), math.sin(math.radians(30.0))  # half of 60 degrees, about y
+    tilted = Gaussians(disc.means, torch.tensor([[a, 0.0, b, 0.0]]), disc.scales, disc.opacities, disc.sh)
+    s_face, s_tilt = float(face_on_footprint(disc, CAM)[0]), float(face_on_footprint(tilted, CAM)[0])
+    # analytic: o 2 pi s1 s2 fx fy / d^2 (disc at the target, 0.5 m away)
+    ref = 0.5 * 2 * math.pi * 0.02 * 0.02 * float(CAM.K[0, 0] * CAM.K[1, 1]) / 0.5**2
+    assert s_face == pytest.approx(ref, rel=1e-5) and s_tilt == pytest.approx(ref, rel=1e-5)
+    assert float(render(disc, CAM, None, backend="torch").alpha.sum()) == pytest.approx(ref, rel=0.02)
+    assert float(render(tilted, CAM, None, backend="torch").alpha.sum()) == pytest.approx(0.5 * ref, rel=0.03)
+
+
+@pytest.mark.parametrize("size", [48, 96])
+def test_the_unseen_prior_settles_where_the_photo_balances_it(size):
+    """A Gaussian the photo sees 80 degrees off its normal (colour gate 0) under a red target: the L1 pull
+    on each channel, (1 - lambda) C / (3 P), meets the prior's 2 kappa S d / P at d = C / (6 kappa S)
+    (lambda = 0; C its contribution, S its face-on footprint, both in pixels), at any resolution."""
+    bound, verts, faces = _tilted_pair(80.0)
+    bound = bound.subset(torch.tensor([1]))
+    cam = orbit_camera(0.0, 0.0, distance=0.5, target=(0.0, 0.0, 0.0), fov_deg=30.0, width=size, height=size)
+    red = torch.zeros(size, size, 3)
+    red[..., 0] = 1.0
+    kappa = 0.5
+    cfg = FitConfig(steps=120, densify_every=0, sh_degree=0, lambda_dssim=0.0, lambda_alpha_out=0.0,
+                    lambda_opaque=0.0, lr_xyz=0.0, lr_xyz_final=0.0, lr_rot=0.0, lr_scale=0.0, lr_opacity=0.0,
+                    reg_offset=0.0, reg_scale=0.0, visibility=VisibilityConfig(colour_prior=kappa))  # fmt: skip
+    fitted, _ = fit_input_view(bound, verts, faces, cam, red, torch.ones(size, size, 1), cfg)
+    g = world_gaussians(fitted, verts, faces)
+    c = float(contribution(g, cam, render, "torch")[0])
+    s = g.scales[0].sort(descending=True).values
+    d2 = float((cam.position - g.means[0]).pow(2).sum())
+    surface = float(g.opacities[0]) * 2 * math.pi * float(s[0] * s[1] * cam.K[0, 0] * cam.K[1, 1]) / d2
+    d = (0.28209479177387814 * (fitted.sh[0, 0] - bound.sh[0, 0])).tolist()  # rgb offsets from the start
+    expect = c / (6 * kappa * surface)
+    assert 0.02 < expect < 0.1  # about cos(80 deg) / (6 kappa): a real pull, far from the target colour
+    assert d[0] == pytest.approx(expect, rel=0.15) and d[1] == pytest.approx(-expect, rel=0.15), (d, expect)
+
+
+def test_unseen_prior_against_its_formula(scene):
+    from avatarcli.gaussians.fit import _Params, _Scene, _unseen_prior
     from avatarcli.gaussians.visibility import UpdateGate
 
     cfg = FitConfig(sh_degree=0)
@@ -140,14 +189,65 @@ def test_colour_prior_against_its_formula(scene):
     )
     gen = torch.Generator().manual_seed(0)
     d_rgb = 0.1 * torch.randn(init.n, 3, generator=gen)
+    d_logit = 0.3 * torch.randn(init.n, generator=gen)
+    d_scale = 0.2 * torch.randn(init.n, 3, generator=gen)
+    d_xyz = 0.2 * torch.randn(init.n, 3, generator=gen)
+    angle = torch.rand(init.n, generator=gen)  # radians, about each Gaussian's local x axis
+    turn = torch.stack(
+        [torch.cos(angle / 2), torch.sin(angle / 2), torch.zeros_like(angle), torch.zeros_like(angle)], -1
+    )
     with torch.no_grad():
         params.t["sh0"][:, 0] += d_rgb / 0.28209479177387814
+        params.t["opacity_logit"] += d_logit
+        params.t["local_log_scale"] += d_scale
+        params.t["local_xyz"] += d_xyz
+        params.t["local_rot"].copy_(quaternion_multiply(params.t["local_rot"], turn))
     col = torch.rand(init.n, generator=gen)
-    gate = UpdateGate(geometry=torch.ones(init.n), colour=col)
+    surface = 50 * torch.rand(init.n, generator=gen)
+    gate = UpdateGate(geometry=torch.ones(init.n), colour=col, surface=surface)
     m = scene.mask.double()
     pixels = float((m + cfg.outside_weight * (1 - m)).sum())
-    ref = cfg.visibility.colour_prior / pixels * float(((1 - col.double()) * d_rgb.double().pow(2).sum(-1)).sum())
-    assert float(_colour_prior(params, gate, sc, cfg).detach()) == pytest.approx(ref, rel=1e-4)
+    logit0 = init.opacity_logit.double()
+    d_opacity = torch.sigmoid(logit0 + d_logit.double()) - torch.sigmoid(logit0)
+    vc = cfg.visibility
+
+    def ref(mu: float) -> float:
+        geo = d_opacity.pow(2) + d_scale.double().pow(2).sum(-1) + d_xyz.double().pow(2).sum(-1)
+        geo = geo + torch.sin(angle.double() / 2).pow(2)  # sin^2 of half the turn
+        cost = d_rgb.double().pow(2).sum(-1) + mu * geo
+        return vc.colour_prior / pixels * float(((1 - col.double()) * surface.double() * cost).sum())
+
+    assert float(_unseen_prior(params, gate, sc, cfg).detach()) == pytest.approx(ref(vc.geometry_prior), rel=1e-4)
+    colour_only = replace(cfg, visibility=replace(vc, geometry_prior=0.0))
+    assert float(_unseen_prior(params, gate, sc, colour_only).detach()) == pytest.approx(ref(0.0), rel=1e-4)
+
+
+def test_densified_rows_keep_their_parents_anchors(scene):
+    """Clones and split children are tied to their parent's START values (not to what the fit made of
+    the parent), a split child's scale anchor shrunk by the split's 1.6 like the child itself."""
+    from avatarcli.gaussians.densify import SPLIT_SHRINK, densify_and_prune
+    from avatarcli.gaussians.fit import _Params
+
+    init = perturbed(scene.truth, seed=7)
+    params = _Params(init, FitConfig(sh_degree=0))
+    with torch.no_grad():  # what a fit does meanwhile: colours, opacities and scales move
+        params.t["sh0"] += 0.5
+        params.t["opacity_logit"] -= 0.4
+        params.t["local_log_scale"] += 0.1
+    world = world_gaussians(params.bound(), scene.vertices, scene.faces)
+    big = world.scales.max(-1).values
+    res = densify_and_prune(params.bound(), torch.ones(init.n), big, grad_threshold=0.5,
+                            split_scale=float(big.median()), prune_opacity=0.0, prune_scale=None,
+                            max_gaussians=10 * init.n, generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert res.n_cloned > 10 and res.n_split > 10
+    params.replace(res.bound, res.source, res.fresh)
+    src = res.source
+    split_child = torch.zeros(res.bound.n, dtype=torch.bool)
+    split_child[-2 * res.n_split :] = True  # densify_and_prune appends the two children of each split last
+    assert torch.equal(params.anchor["sh0"], init.sh[src, 0])
+    assert torch.allclose(params.anchor["opacity"], torch.sigmoid(init.opacity_logit[src]), atol=1e-6)
+    shrink = math.log(SPLIT_SHRINK) * split_child.float()[:, None]
+    assert torch.allclose(params.anchor["local_log_scale"], init.local_log_scale[src] - shrink, atol=1e-5)
 
 
 def test_the_prior_holds_the_grazing_rim(scene):

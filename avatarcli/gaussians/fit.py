@@ -24,9 +24,10 @@ Target 0 is in every step; the other targets are cycled through,
 Unseen sides stay as they are (avatarcli.gaussians.visibility): each Gaussian's Adam update is
 scaled by a gate of its visibility from the targets' cameras (transmittance-weighted
 contribution / footprint), refreshed every `visibility.every` steps and after densification, so
-only what some target sees changes. A colour prior ties each Gaussian's colour to its start
-as far as no target sees its triangle squarely (n . d below 0.6, fully below 0.35): slivers
-seen at grazing incidence keep their colour (VisibilityConfig.colour_prior). Spherical-harmonics bands above 0 are fitted only when more
+only what some target sees changes. A prior ties each Gaussian's colour, opacity, scale,
+position and rotation to its start as far as no target sees its triangle squarely (n . d below
+0.6, fully below 0.35), weighted by the pixels it would cover seen face-on: slivers seen at
+grazing incidence keep their colour and shape (VisibilityConfig.colour_prior, geometry_prior). Spherical-harmonics bands above 0 are fitted only when more
 than one target constrains them (`fit_sh_rest`; the input view alone cannot tell
 view-dependent colour from texture); with one target they keep their values.
 """
@@ -198,10 +199,22 @@ class _Params:
             "sh0": cfg.lr_sh0,
             "sh_rest": cfg.lr_sh_rest if fit_sh_rest else 0.0,
         }
-        self.anchor = sh[:, 0].clone()  # [N, 3] the SH DC the fit started from (the colour prior's anchor)
+        self.anchor = self._prior_values()  # the values the fit started from (the unseen-side prior's anchors)
         self.opt = torch.optim.Adam(
             [{"params": [self.t[k]], "lr": lrs[k], "name": k} for k in _GROUPS], lr=1e-3, eps=1e-15
         )
+
+    def _prior_values(self) -> dict[str, Tensor]:
+        """What the unseen-side prior ties (detached): SH DC [N, 3], opacity [N], local position [N, 3],
+        unit rotation [N, 4] and log-scale [N, 3]."""
+        t = {k: v.detach() for k, v in self.t.items()}
+        return {
+            "sh0": t["sh0"][:, 0].clone(),
+            "opacity": torch.sigmoid(t["opacity_logit"]),
+            "local_xyz": t["local_xyz"].clone(),
+            "local_rot": F.normalize(t["local_rot"], dim=-1),
+            "local_log_scale": t["local_log_scale"].clone(),
+        }
 
     def bound(self) -> BoundGaussians:
         return BoundGaussians(
@@ -242,7 +255,7 @@ class _Params:
             "sh_rest": new.sh[:, 1:],
         }
         self.binding = new.binding.clone()
-        self.anchor = self.anchor[source]  # clones and split children keep their parent's anchor
+        before = self._prior_values()
         for g in self.opt.param_groups:
             name = g["name"]
             old = g["params"][0]
@@ -255,6 +268,10 @@ class _Params:
                 self.opt.state[p] = st
             g["params"][0] = p
             self.t[name] = p
+        # a new row's anchor is its parent's, moved as densification moved the row (a split child's scale
+        # is its parent's / 1.6, so is its anchor): clones of a back Gaussian keep the back's init values
+        new_vals = self._prior_values()
+        self.anchor = {k: self.anchor[k][source] + (new_vals[k] - before[k][source]) for k in new_vals}
 
 
 def _regularisers(bound: BoundGaussians, cfg: FitConfig) -> Tensor:
@@ -269,13 +286,22 @@ def _regularisers(bound: BoundGaussians, cfg: FitConfig) -> Tensor:
     return out
 
 
-def _colour_prior(params: _Params, gate: UpdateGate | None, sc: _Scene, cfg: FitConfig) -> Tensor:
-    """kappa / P * sum_i (1 - gate.colour_i) |rgb_i - rgb_anchor_i|^2 (P: target 0's pixel weight)."""
-    kappa = cfg.visibility.colour_prior
-    if gate is None or kappa <= 0:
+def _unseen_prior(params: _Params, gate: UpdateGate | None, sc: _Scene, cfg: FitConfig) -> Tensor:
+    """kappa / P * sum_i (1 - gate.colour_i) S_i (|d rgb_i|^2 + mu G_i), the offsets from the anchors, with
+    G_i = d opacity^2 + |d log-scale|^2 + |d local xyz|^2 + sin^2(rotation angle / 2) (P: target 0's pixel
+    weight, S_i: the face-on footprint in its camera, pixels; mu = visibility.geometry_prior)."""
+    vc = cfg.visibility
+    if gate is None or vc.colour_prior <= 0 or gate.surface is None:
         return torch.zeros((), device=sc.verts.device)
-    d = SH_C0 * (params.t["sh0"][:, 0] - params.anchor)  # [N, 3] rgb offset from the anchor
-    return kappa / sc.pixel_weight * ((1 - gate.colour) * d.pow(2).sum(-1)).sum()
+    a = params.anchor
+    cost = (SH_C0 * (params.t["sh0"][:, 0] - a["sh0"])).pow(2).sum(-1)  # [N] squared rgb offset
+    if vc.geometry_prior > 0:
+        d_opacity = torch.sigmoid(params.t["opacity_logit"]) - a["opacity"]  # [N]
+        d_scale = (params.t["local_log_scale"] - a["local_log_scale"]).pow(2).sum(-1)  # [N]
+        d_xyz = (params.t["local_xyz"] - a["local_xyz"]).pow(2).sum(-1)  # [N] triangle units
+        cos_half = (F.normalize(params.t["local_rot"], dim=-1) * a["local_rot"]).sum(-1)  # [N]
+        cost = cost + vc.geometry_prior * (d_opacity.pow(2) + d_scale + d_xyz + 1 - cos_half.pow(2))
+    return vc.colour_prior / sc.pixel_weight * ((1 - gate.colour) * gate.surface * cost).sum()
 
 
 def _check_targets(targets: list[ViewTarget]) -> None:
@@ -486,13 +512,13 @@ def fit_gaussians(
         if step == n_coarse + 1 and sc is not fine:  # coarse steps done: full size, visibility afresh
             sc, gates = fine, _Gate(cfg, fine, render)
         frac = (step - 1) / max(1, cfg.steps - 1)
-        params.set_lr("local_xyz", cfg.lr_xyz * (cfg.lr_xyz_final / cfg.lr_xyz) ** frac)
+        params.set_lr("local_xyz", cfg.lr_xyz * (cfg.lr_xyz_final / cfg.lr_xyz) ** frac if cfg.lr_xyz > 0 else 0.0)
         active_sh = min(cfg.sh_degree, (step - 1) // sh_every)
         b = params.bound()
         g = gate_interior(world_gaussians(b, sc.verts, sc.faces), b.binding, cfg.mouth)
         gate = gates.get(step, g, params.binding)
         loss, step_psnr = _views_loss(g, order.next(), sc, cfg, active_sh, render, strategy, state)
-        loss = loss + _regularisers(b, cfg) + _colour_prior(params, gate, sc, cfg)
+        loss = loss + _regularisers(b, cfg) + _unseen_prior(params, gate, sc, cfg)
         params.opt.zero_grad(set_to_none=True)
         loss.backward()
         params.step(gate)

@@ -25,15 +25,22 @@ camera; FLAME's triangles wind outwards),
 (0 below n . d = 0.35, the init's own photo-colour threshold, ~70 degrees; 0 for a triangle
 facing away, even where the transmittance lets some of it through). A Gaussian seen at grazing
 incidence covers a sliver of a pixel in the photo but a whole patch from the side; Adam gives it
-the same full-size colour steps as a Gaussian seen face-on, and the side views fill with
-saturated streaks. The fit therefore adds a colour prior
-    kappa / P * sum_i (1 - colour gate_i) |rgb_i - rgb_start_i|^2
-(P: target 0's sum of L1 pixel weights, so kappa is in pixels). Unlike a gate on Adam's step,
-it sets where the colour settles, not how fast: the L1 term pulls a channel with
-(1 - lambda_dssim) C_i / (3 P), so a Gaussian moves about C_i / (7.5 kappa) from its start
-(C_i: its contribution in pixels). A sliver seen at grazing incidence keeps its colour; one that
-alone makes up whole pixels of the photo's silhouette still matches them, so the input view
-stays exact. Position, rotation, scale and opacity have the visibility gate alone.
+the same full-size steps as a Gaussian seen face-on, and the side views fill with saturated
+streaks. The fit therefore adds a prior on what the photo does not see squarely,
+    kappa / P * sum_i (1 - colour gate_i) S_i (|rgb_i - rgb_start_i|^2 + mu G_i),
+    G_i = (o_i - o_start_i)^2 + |log s_i - log s_start_i|^2 + |x_i - x_start_i|^2 + sin^2(turn_i / 2)
+(P: target 0's sum of L1 pixel weights; S_i the Gaussian's face-on footprint in target 0's camera,
+o 2 pi s1 s2 fx fy / |d|^2: the pixels it covers in any view that sees it squarely from that
+distance; x in triangle units, turn the rotation angle from the start). Unlike a gate on Adam's step
+it sets where a value settles, not how fast: the L1 term pulls a colour channel with
+(1 - lambda_dssim) C_i / (3 P) (C_i: its contribution in pixels), so the colour settles
+(1 - lambda_dssim) C_i / (6 kappa S_i) from its start. That is the share of its own surface the
+photo shows, transmittance and foreshortening included, and the same at every resolution and
+Gaussian count. The rim of a turned head is seen at a few % of its surface from the photo, yet
+faces a view from behind: with a prior in pixels (kappa alone) its colours, turns and shrinks
+showed there as speckle, and front Gaussians through the gaps it opened. A Gaussian that alone
+makes up whole pixels of the photo's silhouette still matches them; position, rotation, scale and
+opacity also have the visibility gate on Adam's step.
 """
 
 from __future__ import annotations
@@ -64,8 +71,9 @@ class VisibilityConfig:
     # colour updates also ramp with the facing n . d of the bound triangle (d: unit vector to the camera)
     facing_floor: float = 0.35  # at or below this (~70 degrees, the init's threshold): colour does not move
     facing_full: float = 0.6  # at or above this (~53 degrees): full colour steps
-    # colour prior: kappa / P * sum_i (1 - colour gate_i) |rgb_i - rgb_start_i|^2 (module docstring)
-    colour_prior: float = 3.0  # kappa, in target 0's pixels (P: its sum of loss weights); 0: off
+    # colour prior: kappa / P * sum_i (1 - colour gate_i) S_i |rgb_i - rgb_start_i|^2 (module docstring)
+    colour_prior: float = 0.5  # kappa, per pixel of each Gaussian's face-on footprint S_i in target 0; 0: off
+    geometry_prior: float = 1.0  # mu: opacity and log-scale offsets in the same prior, relative to rgb; 0: colour only
 
     def validate(self) -> None:
         if not 0.0 <= self.floor < self.full <= 1.0:
@@ -83,6 +91,7 @@ class UpdateGate:
 
     geometry: Tensor  # [N]
     colour: Tensor  # [N]
+    surface: Tensor | None = None  # [N] face-on footprint in the first camera (pixels; the prior's weight)
 
     @property
     def n_frozen(self) -> int:
@@ -99,6 +108,17 @@ def footprint(g: Gaussians, cam: Camera) -> Tensor:
     out = torch.zeros(g.n, dtype=g.means.dtype, device=g.means.device)
     out[p.ids] = p.opacities.clamp(max=0.999) * 2 * math.pi * det.sqrt()
     return out
+
+
+@torch.no_grad()
+def face_on_footprint(g: Gaussians, cam: Camera) -> Tensor:
+    """Each Gaussian's alpha mass (pixels) if it faced `cam` squarely at its distance -> [N]:
+    o 2 pi s1 s2 fx fy / |d|^2 (s1, s2 its two largest scales, d the vector to the camera centre)."""
+    c = cam.to(g.means.device, g.means.dtype)
+    s = g.scales.sort(dim=-1, descending=True).values  # [N, 3]
+    d2 = (c.position.to(g.means) - g.means).pow(2).sum(-1).clamp_min(1e-12)  # [N]
+    o = g.opacities.reshape(-1).clamp(max=0.999)
+    return o * 2 * math.pi * s[:, 0] * s[:, 1] * c.K[0, 0] * c.K[1, 1] / d2
 
 
 def contribution(g: Gaussians, cam: Camera, render: RenderFn, backend: str = "auto") -> Tensor:
@@ -148,20 +168,22 @@ def gates(
     backend: str = "auto",
 ) -> UpdateGate:
     """The fit's update gates from `cams` (module docstring): geometry = max_c gate(v_c),
-    colour = max_c gate(v_c) * facing_gate(n . d_c)."""
+    colour = max_c gate(v_c) * facing_gate(n . d_c), surface = the face-on footprint in cams[0]."""
     geo = torch.zeros(g.n, dtype=g.means.dtype, device=g.means.device)
     col = torch.zeros_like(geo)
     for cam in cams:
         a = update_gate(visibility(g, [cam], render, backend), cfg)
         geo = torch.maximum(geo, a)
         col = torch.maximum(col, a * facing_gate(facing(g.means, normals, cam), cfg))
-    return UpdateGate(geometry=geo, colour=col)
+    surface = face_on_footprint(g, cams[0]) if cams else torch.zeros_like(geo)
+    return UpdateGate(geometry=geo, colour=col, surface=surface)
 
 
 __all__ = [
     "VisibilityConfig",
     "UpdateGate",
     "footprint",
+    "face_on_footprint",
     "contribution",
     "visibility",
     "update_gate",
