@@ -72,8 +72,8 @@ class VisibilityConfig:
     facing_floor: float = 0.35  # at or below this (~70 degrees, the init's threshold): colour does not move
     facing_full: float = 0.6  # at or above this (~53 degrees): full colour steps
     # colour prior: kappa / P * sum_i (1 - colour gate_i) S_i |rgb_i - rgb_start_i|^2 (module docstring)
-    colour_prior: float = 0.5  # kappa, per pixel of each Gaussian's face-on footprint S_i in target 0; 0: off
-    geometry_prior: float = 1.0  # mu: opacity and log-scale offsets in the same prior, relative to rgb; 0: colour only
+    colour_prior: float = 2.0  # kappa, per pixel of each Gaussian's face-on footprint S_i in target 0; 0: off
+    geometry_prior: float = 0.3  # mu: opacity, log-scale, position, rotation in the same prior (vs rgb); 0: colour only
 
     def validate(self) -> None:
         if not 0.0 <= self.floor < self.full <= 1.0:
