@@ -24,10 +24,10 @@ Target 0 is in every step; the other targets are cycled through,
 Unseen sides stay as they are (avatarcli.gaussians.visibility): each Gaussian's Adam update is
 scaled by a gate of its visibility from the targets' cameras (transmittance-weighted
 contribution / footprint), refreshed every `visibility.every` steps and after densification, so
-only what some target sees changes. A prior ties each Gaussian's colour, opacity, scale,
-position and rotation to its start as far as no target sees its triangle squarely (n . d below
-0.6, fully below 0.35), weighted by the pixels it would cover seen face-on: slivers seen at
-grazing incidence keep their colour and shape (VisibilityConfig.colour_prior, geometry_prior). Spherical-harmonics bands above 0 are fitted only when more
+only what some target sees changes. A prior ties each Gaussian's colour to its start as far as no
+target sees its triangle squarely (lightly for n . d 0.2-0.45, hard below 0.2: the rim and the far
+side), and below n . d 0.1 its opacity, scale, position and rotation too, weighted by the pixels it
+would cover seen face-on (VisibilityConfig: colour_prior, rim_prior, geometry_prior). Spherical-harmonics bands above 0 are fitted only when more
 than one target constrains them (`fit_sh_rest`; the input view alone cannot tell
 view-dependent colour from texture); with one target they keep their values.
 """
@@ -287,21 +287,26 @@ def _regularisers(bound: BoundGaussians, cfg: FitConfig) -> Tensor:
 
 
 def _unseen_prior(params: _Params, gate: UpdateGate | None, sc: _Scene, cfg: FitConfig) -> Tensor:
-    """kappa / P * sum_i (1 - gate.colour_i) S_i (|d rgb_i|^2 + mu G_i), the offsets from the anchors, with
-    G_i = d opacity^2 + |d log-scale|^2 + |d local xyz|^2 + sin^2(rotation angle / 2) (P: target 0's pixel
-    weight, S_i: the face-on footprint in its camera, pixels; mu = visibility.geometry_prior)."""
+    """1 / P * sum_i S_i (k_i |d rgb_i|^2 + [c_i < geometry_facing] rim_prior mu G_i), the offsets from the
+    anchors (avatarcli.gaussians.visibility: k_i = rim_prior where c_i < rim_facing, else colour_prior
+    (1 - gate.colour_i); c_i = gate.facing_i; G_i = d opacity^2 + |d log-scale|^2 + |d local xyz|^2 +
+    sin^2(rotation angle / 2); P: target 0's pixel weight; S_i: the face-on footprint in its camera)."""
     vc = cfg.visibility
-    if gate is None or vc.colour_prior <= 0 or gate.surface is None:
+    if gate is None or gate.surface is None or gate.facing is None or max(vc.colour_prior, vc.rim_prior) <= 0:
         return torch.zeros((), device=sc.verts.device)
     a = params.anchor
-    cost = (SH_C0 * (params.t["sh0"][:, 0] - a["sh0"])).pow(2).sum(-1)  # [N] squared rgb offset
-    if vc.geometry_prior > 0:
+    rim = gate.facing < vc.rim_facing  # [N]
+    k = torch.where(rim, vc.rim_prior, vc.colour_prior * (1 - gate.colour))  # [N]
+    cost = k * (SH_C0 * (params.t["sh0"][:, 0] - a["sh0"])).pow(2).sum(-1)  # [N] squared rgb offset, weighted
+    edge_on = gate.facing < vc.geometry_facing  # [N]
+    if vc.geometry_prior > 0 and bool(edge_on.any()):
         d_opacity = torch.sigmoid(params.t["opacity_logit"]) - a["opacity"]  # [N]
         d_scale = (params.t["local_log_scale"] - a["local_log_scale"]).pow(2).sum(-1)  # [N]
         d_xyz = (params.t["local_xyz"] - a["local_xyz"]).pow(2).sum(-1)  # [N] triangle units
         cos_half = (F.normalize(params.t["local_rot"], dim=-1) * a["local_rot"]).sum(-1)  # [N]
-        cost = cost + vc.geometry_prior * (d_opacity.pow(2) + d_scale + d_xyz + 1 - cos_half.pow(2))
-    return vc.colour_prior / sc.pixel_weight * ((1 - gate.colour) * gate.surface * cost).sum()
+        geo = d_opacity.pow(2) + d_scale + d_xyz + 1 - cos_half.pow(2)  # [N]
+        cost = cost + edge_on * (vc.rim_prior * vc.geometry_prior) * geo
+    return (gate.surface * cost).sum() / sc.pixel_weight
 
 
 def _check_targets(targets: list[ViewTarget]) -> None:

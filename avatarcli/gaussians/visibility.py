@@ -27,20 +27,31 @@ facing away, even where the transmittance lets some of it through). A Gaussian s
 incidence covers a sliver of a pixel in the photo but a whole patch from the side; Adam gives it
 the same full-size steps as a Gaussian seen face-on, and the side views fill with saturated
 streaks. The fit therefore adds a prior on what the photo does not see squarely,
-    kappa / P * sum_i (1 - colour gate_i) S_i (|rgb_i - rgb_start_i|^2 + mu G_i),
+    1 / P * sum_i S_i (k_i |rgb_i - rgb_start_i|^2 + [c_i < geometry_facing] rim_prior mu G_i),
+    k_i = rim_prior where c_i < rim_facing, else colour_prior (1 - colour gate_i),
     G_i = (o_i - o_start_i)^2 + |log s_i - log s_start_i|^2 + |x_i - x_start_i|^2 + sin^2(turn_i / 2)
-(P: target 0's sum of L1 pixel weights; S_i the Gaussian's face-on footprint in target 0's camera,
-o 2 pi s1 s2 fx fy / |d|^2: the pixels it covers in any view that sees it squarely from that
-distance; x in triangle units, turn the rotation angle from the start). Unlike a gate on Adam's step
-it sets where a value settles, not how fast: the L1 term pulls a colour channel with
-(1 - lambda_dssim) C_i / (3 P) (C_i: its contribution in pixels), so the colour settles
-(1 - lambda_dssim) C_i / (6 kappa S_i) from its start. That is the share of its own surface the
-photo shows, transmittance and foreshortening included, and the same at every resolution and
-Gaussian count. The rim of a turned head is seen at a few % of its surface from the photo, yet
-faces a view from behind: with a prior in pixels (kappa alone) its colours, turns and shrinks
-showed there as speckle, and front Gaussians through the gaps it opened. A Gaussian that alone
-makes up whole pixels of the photo's silhouette still matches them; position, rotation, scale and
-opacity also have the visibility gate on Adam's step.
+(c_i: the largest n . d over the target cameras; P: target 0's sum of L1 pixel weights; S_i the
+Gaussian's face-on footprint in target 0's camera, o 2 pi s1 s2 fx fy / |d|^2: the pixels it covers
+in any view that sees it squarely from that distance; x in triangle units, turn the rotation angle
+from the start; mu = geometry_prior). Unlike a gate on Adam's step it sets where a value settles,
+not how fast: the L1 term pulls a colour channel with (1 - lambda_dssim) C_i / (3 P) (C_i: its
+contribution in pixels), so the colour settles (1 - lambda_dssim) C_i / (6 k_i S_i) from its start:
+C_i / S_i is the share of its own surface the photo shows (transmittance and foreshortening
+included), the same at every resolution and Gaussian count.
+Three bands of n . d, measured on obama_turned (bench/bench_real.py) and the synthetic heads
+(bench/bench_unseen.py, tests/test_denoise_stage.py) by putting one band's fitted values back to
+their start and rendering again:
+  * below rim_facing (0.2: the rim, and the far side seen through the head): the photo's pull
+    there only adds speckle; putting these colours back even raised the input view's PSNR
+    (+0.9 dB at 64 px, +1.1 dB at 96 px). Held hard (rim_prior 20). On a turned head they also
+    turned 30-40 degrees and opened gaps onto the face behind: below geometry_facing (0.1) their
+    opacity, scale, position and rotation are held too.
+  * rim_facing .. facing_full (0.2-0.45): a real trade. These colours make 1-2 dB of the input
+    view and most of the synthetic head's speckle at yaw 90: held lightly (colour_prior 1, ramped
+    by the colour gate). Their shape is free: holding it cost the 64 px input view 1-3 dB.
+  * above facing_full: free.
+A Gaussian that alone makes up whole pixels of the photo's silhouette still matches them; every
+parameter also has the visibility gate on Adam's step.
 """
 
 from __future__ import annotations
@@ -69,11 +80,16 @@ class VisibilityConfig:
     floor: float = 0.005  # visibility at or below this: the Gaussian does not move
     full: float = 0.03  # visibility at or above this: full Adam steps
     # colour updates also ramp with the facing n . d of the bound triangle (d: unit vector to the camera)
-    facing_floor: float = 0.35  # at or below this (~70 degrees, the init's threshold): colour does not move
-    facing_full: float = 0.6  # at or above this (~53 degrees): full colour steps
-    # colour prior: kappa / P * sum_i (1 - colour gate_i) S_i |rgb_i - rgb_start_i|^2 (module docstring)
-    colour_prior: float = 2.0  # kappa, per pixel of each Gaussian's face-on footprint S_i in target 0; 0: off
-    geometry_prior: float = 0.3  # mu: opacity, log-scale, position, rotation in the same prior (vs rgb); 0: colour only
+    facing_floor: float = 0.25  # at or below this (~75 degrees): the colour gate is 0 (full colour prior)
+    facing_full: float = 0.45  # at or above this (~63 degrees): colour gate 1 (no prior)
+    # the unseen-side prior (module docstring), per pixel of each Gaussian's face-on footprint S_i in target 0
+    colour_prior: float = 1.0  # on colour, times (1 - colour gate), where some target sees n . d >= rim_facing
+    rim_prior: float = 20.0  # on colour where every target sees n . d < rim_facing (the rim, the far side)
+    rim_facing: float = 0.2  # ~78 degrees
+    geometry_prior: float = (
+        0.3  # mu: opacity, log-scale, position, rotation (x rim_prior) where n . d < geometry_facing
+    )
+    geometry_facing: float = 0.1  # ~84 degrees, and everything facing away
 
     def validate(self) -> None:
         if not 0.0 <= self.floor < self.full <= 1.0:
@@ -82,6 +98,8 @@ class VisibilityConfig:
             raise ValueError(
                 f"facing gate needs -1 <= facing_floor < facing_full <= 1, got {self.facing_floor}, {self.facing_full}"
             )
+        if min(self.colour_prior, self.rim_prior, self.geometry_prior) < 0:
+            raise ValueError("the unseen-side prior's weights must be >= 0")
 
 
 @dataclass
@@ -92,6 +110,7 @@ class UpdateGate:
     geometry: Tensor  # [N]
     colour: Tensor  # [N]
     surface: Tensor | None = None  # [N] face-on footprint in the first camera (pixels; the prior's weight)
+    facing: Tensor | None = None  # [N] the largest n . d over the cameras (the prior's bands)
 
     @property
     def n_frozen(self) -> int:
@@ -168,15 +187,19 @@ def gates(
     backend: str = "auto",
 ) -> UpdateGate:
     """The fit's update gates from `cams` (module docstring): geometry = max_c gate(v_c),
-    colour = max_c gate(v_c) * facing_gate(n . d_c), surface = the face-on footprint in cams[0]."""
+    colour = max_c gate(v_c) * facing_gate(n . d_c), surface = the face-on footprint in cams[0],
+    facing = max_c n . d_c."""
     geo = torch.zeros(g.n, dtype=g.means.dtype, device=g.means.device)
     col = torch.zeros_like(geo)
+    best = torch.full_like(geo, -1.0)
     for cam in cams:
         a = update_gate(visibility(g, [cam], render, backend), cfg)
+        cos = facing(g.means, normals, cam)
         geo = torch.maximum(geo, a)
-        col = torch.maximum(col, a * facing_gate(facing(g.means, normals, cam), cfg))
+        col = torch.maximum(col, a * facing_gate(cos, cfg))
+        best = torch.maximum(best, cos)
     surface = face_on_footprint(g, cams[0]) if cams else torch.zeros_like(geo)
-    return UpdateGate(geometry=geo, colour=col, surface=surface)
+    return UpdateGate(geometry=geo, colour=col, surface=surface, facing=best)
 
 
 __all__ = [
