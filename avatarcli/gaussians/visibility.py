@@ -22,7 +22,7 @@ Colour is held further by how squarely the camera sees the surface: with c = n .
 unit normal of the Gaussian's bound triangle, d the unit vector from the Gaussian to the
 camera; FLAME's triangles wind outwards),
     colour gate = max over cameras of gate(v) * clamp((c - facing_floor) / (facing_full - facing_floor), 0, 1)
-(0 below n . d = 0.35, the init's own photo-colour threshold, ~70 degrees; 0 for a triangle
+(0 below n . d = 0.25, ~75 degrees; the init colours from the photo from 0.35; 0 for a triangle
 facing away, even where the transmittance lets some of it through). A Gaussian seen at grazing
 incidence covers a sliver of a pixel in the photo but a whole patch from the side; Adam gives it
 the same full-size steps as a Gaussian seen face-on, and the side views fill with saturated
@@ -38,14 +38,14 @@ not how fast: the L1 term pulls a colour channel with (1 - lambda_dssim) C_i / (
 contribution in pixels), so the colour settles (1 - lambda_dssim) C_i / (6 k_i S_i) from its start:
 C_i / S_i is the share of its own surface the photo shows (transmittance and foreshortening
 included), the same at every resolution and Gaussian count.
-Three bands of n . d, measured on obama_turned (bench/bench_real.py) and the synthetic heads
-(bench/bench_unseen.py, tests/test_denoise_stage.py) by putting one band's fitted values back to
-their start and rendering again:
+Three bands of n . d, measured on the synthetic heads (bench/bench_unseen.py at 96 px,
+tests/test_denoise_stage.py's 64 px photo) by putting one band's fitted values back to their start
+and rendering again, and on obama_turned (bench/bench_real.py) by logging each band's moves:
   * below rim_facing (0.2: the rim, and the far side seen through the head): the photo's pull
     there only adds speckle; putting these colours back even raised the input view's PSNR
-    (+0.9 dB at 64 px, +1.1 dB at 96 px). Held hard (rim_prior 20). On a turned head they also
-    turned 30-40 degrees and opened gaps onto the face behind: below geometry_facing (0.1) their
-    opacity, scale, position and rotation are held too.
+    (+0.15 to +0.37 dB per band at 64 px, +1.1 dB for all of them at 96 px). Held hard
+    (rim_prior 20). On a turned head they also turned 30-40 degrees and opened gaps onto the face
+    behind: below geometry_facing (0.1) their opacity, scale, position and rotation are held too.
   * rim_facing .. facing_full (0.2-0.45): a real trade. These colours make 1-2 dB of the input
     view and most of the synthetic head's speckle at yaw 90: held lightly (colour_prior 1, ramped
     by the colour gate). Their shape is free: holding it cost the 64 px input view 1-3 dB.
