@@ -248,7 +248,7 @@ def test_densified_rows_keep_their_parents_anchors(scene):
         params.t["opacity_logit"] -= 0.4
         params.t["local_log_scale"] += 0.1
     world = world_gaussians(params.bound(), scene.vertices, scene.faces)
-    big = world.scales.max(-1).values
+    big = world.scales.max(-1).values.detach()
     res = densify_and_prune(params.bound(), torch.ones(init.n), big, grad_threshold=0.5,
                             split_scale=float(big.median()), prune_opacity=0.0, prune_scale=None,
                             max_gaussians=10 * init.n, generator=torch.Generator().manual_seed(0))  # fmt: skip
