@@ -30,7 +30,12 @@ region.
 
 The majority grows by `margin_frac` face widths (a missed head pixel costs more than a band of
 backdrop), less the backdrop the cut took in along a clean edge (`_backdrop_edge`: local colour means
-either side of the edge band). Measured (IoU with the drawn outlines of tests/fixtures/portraits, dlib
+either side of the edge band). Below the brows a last closed-form matte across the final edge
+(`_edge_matte`) takes back what the rules cut along it (the shadowed neck behind the jaw, an ear's
+rim, hair behind an ear) where its colour is the head's, not the backdrop's: it only adds pixels.
+Share of the drawn outline missed, before / after it: grace_hopper 0.032 / 0.022, obama_turned
+0.019 / 0.015, einstein 0.061 / 0.052, long_hair 0.051 / 0.042, astronaut 0.003 / 0.003 (IoU
+0.905 / 0.908, 0.942 / 0.943, 0.901 / 0.904, 0.931 / 0.939, 0.934 / 0.931). Measured (IoU with the drawn outlines of tests/fixtures/portraits, dlib
 landmarks, `python bench/bench_real.py --out DIR --region-only`; before the collar edge, the beside-jaw
 and edge-band rules / now; grace_hopper against its second drawing, which takes in the hat's left side,
 hair and both ears): astronaut 0.930 / 0.934, grace_hopper 0.904 / 0.905 (0.874 against the first
@@ -100,6 +105,13 @@ class RegionConfig:
     # beside the jaw's lower half (outside the x-span of jaw points 2..14) and above the chin, GrabCut's
     # head stays (hair and ear lobes behind the jaw) ...
     beside_reach: float = 0.1  # ... within this many face widths of the landmarks' hull (0: off)
+    # below the brows the final edge is refined outward by closed-form matting (_edge_matte): sure head
+    # `edge_in` face widths inside the region, the band up to `edge_out` outside it solved; a pixel there
+    # joins when its alpha > 0.5 and its colour (Lab) is nearer a sure-head pixel than a pixel beyond the
+    # band (the shadowed neck behind the jaw, an ear's rim, hair behind the ear that the rules below the
+    # jaw and GrabCut cut off; above the brows _matte_hair has matted the crown already; 0: off)
+    edge_in: float = 0.01
+    edge_out: float = 0.06
 
 
 @dataclass
@@ -375,7 +387,44 @@ def segment_head(
         if cfg.edge_ratio > 0:
             grown = grown & ~_backdrop_edge(rgb, mask > 0, grown, r, cfg)
         mask = grown.astype(np.uint8)
+    if cfg.edge_out > 0:
+        mask = _edge_matte(rgb, mask > 0, np.asarray(landmarks, np.float64), cfg).astype(np.uint8)
     return mask.astype(np.float32)
+
+
+def _head_like(lab: np.ndarray, cand: np.ndarray, head: np.ndarray, back: np.ndarray, R: int) -> np.ndarray:
+    """[H, W] bool: the `cand` pixels whose colour (lab [H, W, 3]) is nearer a `head` pixel than a `back`
+    pixel within R px of them (nearest neighbour, Euclidean; no `back` pixel near: head when a head one is)."""
+    out = np.zeros_like(cand)
+    for y, x in zip(*np.nonzero(cand)):
+        win = np.s_[max(0, y - R) : y + R + 1, max(0, x - R) : x + R + 1]
+        h, b = lab[win][head[win]], lab[win][back[win]]
+        if len(h):
+            out[y, x] = not len(b) or ((h - lab[y, x]) ** 2).sum(-1).min() < ((b - lab[y, x]) ** 2).sum(-1).min()
+    return out
+
+
+def _edge_matte(rgb: np.ndarray, mask: np.ndarray, lm: np.ndarray, cfg: RegionConfig) -> np.ndarray:
+    """The region [H, W] bool grown below the brows by what a closed-form matte (pymatting's
+    estimate_alpha_cf) across its edge calls head (RegionConfig.edge_in / edge_out): trimap head =
+    the region eroded by edge_in face widths, unknown = up to edge_out outside it; a pixel outside the
+    region joins when its alpha > 0.5 and its Lab colour is nearer a sure-head pixel than a pixel beyond
+    the band (_head_like, within 2 x the band). Only adds: the region's own pixels all stay."""
+    g = _face_geometry(lm)
+    r_in, r_out = max(1, round(cfg.edge_in * g["w"])), max(1, round(cfg.edge_out * g["w"]))
+    u8 = mask.astype(np.uint8)
+    sure = cv2.erode(u8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_in + 1,) * 2)) > 0
+    near = cv2.dilate(u8, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_out + 1,) * 2)) > 0
+    if not sure.any() or near.all():
+        return mask
+    trimap = np.where(sure, 1.0, np.where(near, 0.5, 0.0))  # [H, W]
+    with torch_threads_kept():
+        from pymatting import estimate_alpha_cf
+
+        alpha = estimate_alpha_cf(rgb.astype(np.float64) / 255.0, trimap)  # [H, W]
+    cand = near & ~mask & (alpha > 0.5) & (np.arange(mask.shape[0])[:, None] > g["brow_y"])
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)  # [H, W, 3]
+    return mask | _head_like(lab, cand, sure, ~near, 2 * r_out)
 
 
 def _backdrop_edge(rgb: np.ndarray, mask: np.ndarray, grown: np.ndarray, r: int, cfg: RegionConfig) -> np.ndarray:
