@@ -19,6 +19,7 @@ go to --out/<name>_turntable.png: look at them (hair with volume, not a bald cap
     python bench/bench_hair.py                          # all portraits, outline region, default steps
     python bench/bench_hair.py --names astronaut --steps 60 --threads 1
     python bench/bench_hair.py --region grabcut --out bench_out/hair
+    python bench/bench_hair.py --from-real /tmp/br     # see-through of a bench_real.py run's heads (seconds)
 """
 
 from __future__ import annotations
@@ -83,6 +84,57 @@ def hair_back(ply, hair: np.ndarray, skin: np.ndarray, size: int = 256) -> float
     a = out.alpha[..., 0].numpy()
     back = quality.interior(a > 0.95, margin=3) & quality.upper_part(a > 0.5, 0.5)
     return quality.nearer_share(out.rgb.clamp(0, 1).numpy(), hair, skin, back) if back.any() else float("nan")
+
+
+def see_through(ply, model, yaw: float, size: int = 256) -> float:
+    """Holes in the surface facing the camera: the head `ply` (on FLAME `model`) seen from `yaw` (0 the face,
+    180 the back), each Gaussian coloured 1 when its triangle faces away from the camera (or it is the mouth
+    interior, bound to an anchor) and 0 otherwise, rendered on black: the share of the interior pixels (alpha
+    > 0.95 eroded by 3 px) that take more than 10 % of their colour from the far side, i.e. where the near
+    surface is not opaque and the inside of the head shows through (light specks on dark hair at yaw 180)."""
+    from avatarcli import quality
+    from avatarcli.gaussians.model import Gaussians, rgb_to_sh0
+    from avatarcli.render.api import render
+    from avatarcli.render.views import frame_gaussians, view_camera
+
+    g, binding = ply.gaussians, ply.binding
+    verts, faces, _ = ply.meta.canonical(model)
+    tri = verts[faces[binding]]  # [N, 3, 3]
+    normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # [N, 3] outward (FLAME's winding)
+    fr = frame_gaussians(g.means, g.opacities)
+    cam = view_camera(fr, yaw, 0.0, width=size, height=size)
+    far = (((cam.position - g.means) * normal).sum(-1) < 0) | (binding >= ply.meta.n_faces)  # [N]
+    sh = torch.zeros(g.n, 1, 3)
+    sh[:, 0] = rgb_to_sh0(far.float()[:, None].expand(-1, 3))
+    with torch.no_grad():
+        out = render(Gaussians(g.means, g.quats, g.scales, g.opacities, sh), cam, torch.zeros(3), backend="torch")
+    a = out.alpha[..., 0].numpy()
+    inner = quality.interior(a > 0.95, margin=3)
+    share = out.rgb[..., 0].numpy() / np.maximum(a, 1e-6)
+    return float((share[inner] > 0.1).mean()) if inner.any() else float("nan")
+
+
+def from_real(folder: Path) -> int:
+    """The see-through shares (see_through) of the heads a bench_real.py run left in `folder`
+    (NAME.ply, fitted, and work/NAME/init.ply) at yaw 90 and 180."""
+    from avatarcli.flame.loader import load_flame
+    from avatarcli.gaussians.ply import read_gaussian_ply
+
+    model = load_flame(folder / "synthetic-flame")
+    rows = [("portrait", "head", "see-through 90", "see-through 180")]
+    for head in sorted(folder.glob("*.ply")):
+        for kind, path in (("init", folder / "work" / head.stem / "init.ply"), ("fitted", head)):
+            if path.is_file():
+                ply = read_gaussian_ply(path)
+                st = [f"{see_through(ply, model, yaw):.4f}" for yaw in (90.0, 180.0)]
+                rows.append((head.stem, kind, *st))
+    w = [max(len(r[i]) for r in rows) for i in range(4)]
+    print(f"bench_hair --from-real {folder}: share of the interior where the far side shows through (target ~0)")
+    for i, r in enumerate(rows):
+        print("  ".join(x.ljust(w[j]) for j, x in enumerate(r)))
+        if i == 0:
+            print("  ".join("-" * x for x in w))
+    return 0
 
 
 def turntable(ply, path: Path, yaws=(0.0, 60.0, 90.0, 180.0), size: int = 256) -> None:
@@ -150,7 +202,15 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--baseline-fit", action="store_true", help="also fit the plain-FLAME baseline")
     ap.add_argument("--out", type=Path, default=Path("bench_out/hair"))
+    ap.add_argument(
+        "--from-real",
+        type=Path,
+        default=None,
+        help="only the see-through shares of a bench_real.py --out folder's heads",
+    )
     args = ap.parse_args(argv)
+    if args.from_real is not None:
+        return from_real(args.from_real)
     if args.threads:
         torch.set_num_threads(args.threads)
     from avatarcli.testing.portraits import PORTRAITS

@@ -3,8 +3,10 @@
 1. Canonical mesh: the fit's shape, expression, jaw, neck and eyes; global pose and
    translation NOT applied (avatarcli.flame.forward.canonical_vertices). The photo sees it
    through `photo_camera(fit, root_joint)`.
-2. Samples: `n_gaussians` points drawn on the surface, triangle ~ area (seeded multinomial),
-   uniform inside the triangle (square-root barycentrics). binding = the triangle.
+2. Samples: `n_gaussians` points on the surface, area-weighted and stratified (sample_surface:
+   jittered strata of equal area along a Morton curve of the triangles, a rank-1 lattice inside a
+   triangle; seeded), so every patch gets its share to within one sample and no hole opens where
+   independent draws happen to leave one. binding = the triangle.
 3. Shape: flat Gaussians in the triangle's own frame (the normal is the thin axis). Area-
    weighted sampling gives a uniform density, so the spacing between neighbours is
    spacing = sqrt(total area / n) everywhere; in-plane sigma = `scale_factor` x spacing,
@@ -75,7 +77,7 @@ class InitConfig:
     n_gaussians: int = 30_000
     sh_degree: int = 1
     seed: int = 0
-    scale_factor: float = 0.7  # in-plane sigma, in units of the mean sample spacing
+    scale_factor: float = 0.8  # in-plane sigma, in units of the mean sample spacing (0.7 left 1 % see-through)
     thickness: float = 0.1  # normal sigma / in-plane sigma
     opacity: float = 0.9
     depth_size: int = 256  # long side (px) of the depth map used for the visibility test
@@ -109,15 +111,50 @@ class ColourInfo:
     hair: Tensor | None = None  # [N] bool: unseen hair, coloured from the nearest seen hair (hair_colours)
 
 
+GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0  # the rank-1 lattice's step (Fibonacci lattice)
+
+
+def morton_order(points: Tensor, bits: int = 10) -> Tensor:
+    """[N] long: the order of points [N, 3] along a Z-order (Morton) curve of their bounding cube,
+    `bits` levels deep: points close along it are close in space."""
+    p = points.detach().double().cpu()
+    lo, span = p.min(0).values, float((p.max(0).values - p.min(0).values).max().clamp_min(1e-12))
+    q = ((p - lo) / span * (2**bits - 1)).round().long()  # [N, 3]
+    code = torch.zeros(p.shape[0], dtype=torch.long)
+    for b in range(bits):
+        for a in range(3):
+            code |= ((q[:, a] >> b) & 1) << (3 * b + a)
+    return torch.argsort(code, stable=True)
+
+
 def sample_surface(vertices: Tensor, faces: Tensor, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Area-weighted uniform samples: points [n, 3], triangle index [n] (long)."""
-    tri = vertices[faces]  # [F, 3, 3]
-    area = 0.5 * torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=-1)  # [F]
-    face = torch.multinomial(area.double().cpu(), n, replacement=True, generator=generator).to(vertices.device)
-    u = torch.rand(n, 2, generator=generator, dtype=torch.float64).to(vertices.device)
-    su = u[:, 0].sqrt()
-    bary = torch.stack([1 - su, su * (1 - u[:, 1]), su * u[:, 1]], -1).to(vertices.dtype)  # [n, 3]
-    pts = (bary[:, :, None] * tri[face]).sum(1)
+    """Area-weighted, stratified samples: points [n, 3], triangle index [n] (long).
+
+    The triangles are laid end to end along a Morton curve of their centroids, each as long as its
+    area; n jittered strata of equal length (sample k in [k, k + 1) x total / n) pick them, so every
+    patch of the surface gets its area's share of samples to within one (independent draws leave
+    holes of a few spacings where the background shows through). Inside a triangle taking c > 1
+    strata the k-th is the point (t, frac(k golden + r)) of a rank-1 lattice (t its place in the
+    triangle's span, r a random shift per triangle), mapped area-preservingly (square-root
+    barycentrics); a triangle smaller than one stratum takes a uniform point."""
+    tri = vertices[faces].double()  # [F, 3, 3]
+    area = 0.5 * torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=-1).cpu()  # [F]
+    order = morton_order(tri.mean(1))  # [F]
+    end = torch.cumsum(area[order], 0) * (n / float(area.sum()))  # [F] strata covered up to each triangle
+    u = torch.arange(n, dtype=torch.float64) + torch.rand(n, generator=generator, dtype=torch.float64)  # [n]
+    k = torch.searchsorted(end, u, right=True).clamp(max=order.numel() - 1)  # [n] place along the curve
+    start = torch.cat([end.new_zeros(1), end[:-1]])[k]
+    c = (end[k] - start).clamp_min(1e-12)  # strata the triangle spans
+    t = ((u - start) / c).clamp(0.0, 1.0 - 1e-12)  # [n] place inside its span, stratified
+    shift = torch.rand(order.numel(), generator=generator, dtype=torch.float64)[k]
+    free = torch.rand(n, 2, generator=generator, dtype=torch.float64)
+    big = c > 1
+    a = torch.where(big, t, free[:, 0])
+    b = torch.where(big, torch.frac(torch.floor(t * c) * GOLDEN + shift), free[:, 1])
+    sa = a.sqrt()
+    bary = torch.stack([1 - sa, sa * (1 - b), sa * b], -1)  # [n, 3]
+    face = order[k].to(faces.device)
+    pts = (bary.to(vertices)[:, :, None] * vertices[faces[face]]).sum(1)
     return pts, face
 
 
@@ -273,17 +310,22 @@ def hair_colours(colour: ColourInfo, points: Tensor, hair: Tensor, source: Tenso
                       skin=colour.skin, hair=fill)  # fmt: skip
 
 
-def _samples_in_region(verts, faces, n, gen, cam, region):
-    """n area-weighted samples whose projection lies in `region` (oversampled, then the first n kept)."""
-    pts, face = sample_surface(verts, faces, n, gen)
-    keep = ~outside_region(pts, cam, region)
-    frac = float(keep.float().mean())
-    if frac < 1.0:
-        m = int(math.ceil(n / max(frac, 0.05) * 1.05)) + 16
+def _samples_in_region(verts, faces, n, gen, cam, region, rounds: int = 4):
+    """n stratified samples whose projection lies in `region`: sample_surface on enough of the mesh
+    that about n fall inside (a few rounds of m <- m n / inside), the surplus thinned evenly along the
+    curve (so the strata stay even)."""
+    m = n
+    for _ in range(rounds):
         pts, face = sample_surface(verts, faces, m, gen)
-        keep = torch.nonzero(~outside_region(pts, cam, region)).reshape(-1)[:n]
-        pts, face = pts[keep], face[keep]
-    return pts, face
+        keep = torch.nonzero(~outside_region(pts, cam, region)).reshape(-1)  # [k]
+        if n <= keep.numel() <= n + max(2, n // 400):
+            break
+        m = int(math.ceil(m * (n + max(1, n // 800)) / max(keep.numel(), 1)))
+    if keep.numel() < n:  # (a region the mesh barely reaches) more than enough, then thinned
+        pts, face = sample_surface(verts, faces, int(math.ceil(m * n / max(keep.numel(), 1) * 1.1)) + 16, gen)
+        keep = torch.nonzero(~outside_region(pts, cam, region)).reshape(-1)
+    keep = keep[torch.linspace(0, keep.numel() - 1, n).round().long()] if keep.numel() > n else keep
+    return pts[keep], face[keep]
 
 
 def _photo_and_region(rgb: np.ndarray, fit, region: np.ndarray | Tensor | None) -> tuple[np.ndarray, Tensor | None]:
