@@ -28,8 +28,9 @@
      is left/right symmetric) when that one is seen, with the mirrored normal;
    * neither: the skin prior (`skin_rgb`, or when None the median colour of all seen points);
    * with a head region, unseen hair: the points of the hair zone (avatarcli.gaussians.hair: not
-     face, above a hairline from ear level in front of the ears down to the nape behind them, lower
-     where the photo shows long hair) that are neither seen nor mirrored take the colour of the seen
+     face, above a hairline that follows the hair seen beside the face down the sides (ear level when
+     none is) and arches down behind the ears to the nape, lower where the photo shows long hair; a
+     soft edge) that are neither seen nor mirrored take the colour of the seen
      points the photo shows as HAIR (a skin and a hair colour model; init.hair_colours: the k
      nearest, half and half with their median), when the seen crown is hair; a bald crown keeps the
      skin prior, and seen points (a bare forehead) keep the photo's colour.
@@ -281,8 +282,8 @@ def unseen_hair(model, fit, colour: ColourInfo, points: Tensor, tri: Tensor, hol
     if marks is None:  # no landmarks, no regions: everything may be hair, every seen point a source
         return hair_colours(colour, points, ((face_p < 0.5) | (grown_p > 0.5)).float(), clear)
     seen = colour.visible | colour.mirrored
-    zone, is_hair = hair_points(points, colour.rgb, seen, face_p, grown_p, marks)
-    return hair_colours(colour, points, zone.float(), clear & is_hair)
+    weight, is_hair = hair_points(points, colour.rgb, seen, face_p, marks)
+    return hair_colours(colour, points, weight, clear & is_hair)
 
 
 def inner_points(points: Tensor, cam: Camera, region: Tensor, margin_px: float) -> Tensor:
@@ -293,21 +294,25 @@ def inner_points(points: Tensor, cam: Camera, region: Tensor, margin_px: float) 
 
 
 def hair_colours(colour: ColourInfo, points: Tensor, hair: Tensor, source: Tensor, k: int = 24) -> ColourInfo:
-    """Unseen hair points (hair-ness [N] > 0.5, neither seen nor mirrored) take the mean colour of
+    """Unseen hair points (hair weight w [N] > 0, neither seen nor mirrored) take w x the mean colour of
     the k nearest seen hair points [N, 3] (among `source` [N] bool: clear of the outline, where the
-    photo's pixels mix with the backdrop), averaged half and half with the median of all seen hair,
-    instead of the skin prior: the back of the hair continues the hair the photo shows, never a bald cap."""
+    photo's pixels mix with the backdrop; w > 0.5 counts as seen hair), averaged half and half with the
+    median of all seen hair, + (1 - w) x their prior colour (the hairline's soft edge), instead of the skin
+    prior alone: the back of the hair continues the hair the photo shows, never a bald cap."""
     seen = (colour.visible | colour.mirrored) & (hair > 0.5) & source
-    fill = colour.prior & (hair > 0.5)
+    fill = colour.prior & (hair > 0)
     if int(seen.sum()) < k or not bool(fill.any()):
         return colour
     src = points[seen].double().numpy()
     _, idx = cKDTree(src).query(points[fill].double().numpy(), k=k)  # [M, k]
     rgb = colour.rgb.clone()
     near = colour.rgb[seen][torch.as_tensor(idx)].mean(1)  # [M, 3]
-    rgb[fill] = 0.5 * near + 0.5 * colour.rgb[seen].median(dim=0).values  # half the whole hair's median: no patches
-    return ColourInfo(rgb=rgb, visible=colour.visible, mirrored=colour.mirrored, prior=colour.prior & ~fill,
-                      skin=colour.skin, hair=fill)  # fmt: skip
+    w = hair[fill].to(rgb)[:, None]  # [M, 1]
+    fur = 0.5 * near + 0.5 * colour.rgb[seen].median(dim=0).values  # half the whole hair's median: no patches
+    rgb[fill] = w * fur + (1 - w) * rgb[fill]
+    full = colour.prior & (hair > 0.5)
+    return ColourInfo(rgb=rgb, visible=colour.visible, mirrored=colour.mirrored, prior=colour.prior & ~full,
+                      skin=colour.skin, hair=full)  # fmt: skip
 
 
 def _samples_in_region(verts, faces, n, gen, cam, region, rounds: int = 4):
