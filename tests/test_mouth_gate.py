@@ -71,24 +71,34 @@ def _mouth_box(ply: GaussianPly, model) -> tuple[slice, slice]:
     return slice(y0, y1), slice(x0, x1)
 
 
+def _interior(ply: GaussianPly) -> GaussianPly:
+    """The head's mouth interior alone (the Gaussians bound to its anchors), its metadata kept."""
+    assert ply.meta is not None and ply.binding is not None
+    idx = torch.nonzero(ply.binding >= ply.meta.n_faces).reshape(-1)
+    return dataclasses.replace(ply, gaussians=ply.gaussians.subset(idx), binding=ply.binding[idx])
+
+
 def test_closed_mouth_still_render_shows_no_teeth(model, closed, tmp_path, monkeypatch):
     """A closed-mouth head (version 4) renders exactly as the same head without its interior; the same
-    head as written before version 4 shows its teeth through the lip slit (what the gate removes)."""
+    head as written before version 4 draws its teeth (what the gate removes). The synthetic lip slit is
+    closed and the stratified surface opaque, so they are checked on the interior alone: before the
+    stratified samples (63770c2) they also shone through sampling holes at the lips."""
     monkeypatch.delenv("AVATAR_FLAME", raising=False)
     photo, ply, plain = closed
     write_gaussian_ply(tmp_path / "head.ply", ply)
     back = read_gaussian_ply(tmp_path / "head.ply")
     assert back.meta.version == 4 and head_gate(back.meta).visibility == 0.0
     ref, gated = _still(plain, tmp_path), _still(tmp_path / "head.ply", tmp_path)
-    ungated = _still(_old(ply), tmp_path)  # v3: no lip state, no FLAME given -> drawn as stored (warned)
-    box = _mouth_box(ply, model)
     assert np.abs(gated - ref).max() <= 1 / 255  # an 8-bit level at most (float sums in another order)
-    d = np.abs(ungated - ref)[box].max(-1)
-    assert d.max() > 0.05  # the teeth shine through the slit without the gate
-    # teeth-coloured: closer to the teeth's colour than the plain head's pixel is, by 0.02
+    assert np.abs(_still(_old(ply), tmp_path) - ref).max() < 0.02  # v3, drawn as stored: the lips hide it
+    inside = _still(_old(_interior(ply)), tmp_path)  # v3: no lip state, no FLAME given -> drawn (warned)
+    hidden = _still(_interior(ply), tmp_path)  # v4: gated
+    box = _mouth_box(ply, model)
+    white = np.ones(3)
     dist = lambda im: np.linalg.norm(im[box] - TEETH.numpy(), axis=-1)  # noqa: E731
-    assert int((dist(ungated) < dist(ref) - 0.02).sum()) > 3
-    assert int((dist(gated) < dist(ref) - 0.02).sum()) == 0
+    # teeth-coloured: closer to the teeth's colour than the white background is, by 0.02
+    assert int((dist(inside) < np.linalg.norm(white - TEETH.numpy()) - 0.02).sum()) > 3
+    assert np.abs(hidden - 1.0).max() <= 1 / 255  # the gate leaves nothing of it
     # with FLAME, the old head gets the same gate, derived from its fit
     assert head_gate(_old(ply).meta, model) == head_gate(ply.meta)
     monkeypatch.setattr("avatarcli.stages.render.load_flame", lambda path: model)
@@ -103,9 +113,9 @@ def test_open_jaw_photo_keeps_its_interior(model, tmp_path, monkeypatch):
     monkeypatch.delenv("AVATAR_FLAME", raising=False)
     photo, ply, plain = _heads(model, 0.3)
     assert head_gate(ply.meta).visibility == 1.0
-    img, old, ref = _still(ply, tmp_path), _still(_old(ply), tmp_path), _still(plain, tmp_path)
+    img, old = _still(ply, tmp_path), _still(_old(ply), tmp_path)
     assert np.array_equal(img, old)
-    assert np.abs(img - ref).max() > 0.05  # the interior is drawn
+    assert np.abs(_still(_interior(ply), tmp_path) - 1.0).max() > 0.05  # the interior is drawn
 
 
 def _bound_scene(ply: GaussianPly, model):
