@@ -31,8 +31,8 @@
      face, above a hairline that follows the hair seen beside the face down the sides (ear level when
      none is) and arches down behind the ears to the nape, lower where the photo shows long hair; a
      soft edge) that are neither seen nor mirrored take the colour of the seen
-     points the photo shows as HAIR (a skin and a hair colour model; init.hair_colours: the k
-     nearest, half and half with their median), when the seen crown is hair; a bald crown keeps the
+     points the photo shows as HAIR (a skin and a hair colour model; init.hair_colours: continued
+     smoothly from them, half and half with their median), when the seen crown is hair; a bald crown keeps the
      skin prior, and seen points (a bare forehead) keep the photo's colour.
 5. With a head region (face, hair, ears, neck; the photo's size): before sampling, the canonical
    mesh is deformed to the region's outline (avatarcli.flame.deform: smooth per-vertex offsets,
@@ -51,6 +51,8 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
 import torch
 import torch.nn.functional as F
 from scipy.ndimage import distance_transform_edt
@@ -294,9 +296,10 @@ def inner_points(points: Tensor, cam: Camera, region: Tensor, margin_px: float) 
 
 
 def hair_colours(colour: ColourInfo, points: Tensor, hair: Tensor, source: Tensor, k: int = 24) -> ColourInfo:
-    """Unseen hair points (hair weight w [N] > 0, neither seen nor mirrored) take w x the mean colour of
-    the k nearest seen hair points [N, 3] (among `source` [N] bool: clear of the outline, where the
-    photo's pixels mix with the backdrop; w > 0.5 counts as seen hair), averaged half and half with the
+    """Unseen hair points (hair weight w [N] > 0, neither seen nor mirrored) take w x the colour of the
+    seen hair points [N, 3] continued smoothly over them (harmonic_fill, from the mean of the k nearest
+    where no seen hair reaches; among `source` [N] bool: clear of the outline, where the photo's pixels
+    mix with the backdrop; w > 0.5 counts as seen hair), averaged half and half with the
     median of all seen hair, + (1 - w) x their prior colour (the hairline's soft edge), instead of the skin
     prior alone: the back of the hair continues the hair the photo shows, never a bald cap."""
     seen = (colour.visible | colour.mirrored) & (hair > 0.5) & source
@@ -307,12 +310,34 @@ def hair_colours(colour: ColourInfo, points: Tensor, hair: Tensor, source: Tenso
     _, idx = cKDTree(src).query(points[fill].double().numpy(), k=k)  # [M, k]
     rgb = colour.rgb.clone()
     near = colour.rgb[seen][torch.as_tensor(idx)].mean(1)  # [M, 3]
+    near = harmonic_fill(points[seen], colour.rgb[seen], points[fill], near)  # smooth across the back: no seams
     w = hair[fill].to(rgb)[:, None]  # [M, 1]
     fur = 0.5 * near + 0.5 * colour.rgb[seen].median(dim=0).values  # half the whole hair's median: no patches
     rgb[fill] = w * fur + (1 - w) * rgb[fill]
     full = colour.prior & (hair > 0.5)
     return ColourInfo(rgb=rgb, visible=colour.visible, mirrored=colour.mirrored, prior=colour.prior & ~full,
                       skin=colour.skin, hair=full)  # fmt: skip
+
+
+def harmonic_fill(src: Tensor, src_rgb: Tensor, pts: Tensor, guess: Tensor, k: int = 8, tie: float = 1e-3) -> Tensor:
+    """Colours [M, 3] at pts [M, 3] continuing those of src [S, 3] (src_rgb [S, 3]) smoothly: the harmonic
+    function on the k-nearest-neighbour graph of both point sets that takes src's colours, i.e. each
+    point's colour the mean of its neighbours' (graph Laplacian L: L_pp x = -L_ps c), tied by `tie` x its
+    degree to `guess` [M, 3] (a part of the graph that no src point reaches keeps its guess). The nearest
+    seen points' mean alone jumps where the nearest set switches from one seen patch to another (a seam
+    across the unseen back)."""
+    S, M = int(src.shape[0]), int(pts.shape[0])
+    allp = torch.cat([src, pts]).double().numpy()
+    _, nb = cKDTree(allp).query(allp, k=k + 1)  # [S + M, k + 1] (itself first)
+    rows = np.repeat(np.arange(S + M), k)
+    W = sp.coo_matrix((np.ones(rows.size), (rows, nb[:, 1:].reshape(-1))), shape=(S + M, S + M)).tocsr()
+    W = ((W + W.T) > 0).astype(np.float64).tocsr()  # symmetric kNN graph
+    deg = np.asarray(W.sum(1)).ravel()
+    L = (sp.diags(deg) - W).tocsr()
+    A = (L[S:, S:] + sp.diags(tie * deg[S:])).tocsc()
+    b = -(L[S:, :S] @ src_rgb.double().numpy()) + tie * deg[S:, None] * guess.double().numpy()  # [M, 3]
+    x = np.stack([spla.spsolve(A, b[:, c]) for c in range(3)], 1)
+    return torch.from_numpy(x).to(guess.dtype).clamp(0, 1)
 
 
 def _samples_in_region(verts, faces, n, gen, cam, region, rounds: int = 4):
