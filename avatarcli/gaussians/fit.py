@@ -25,7 +25,7 @@ Unseen sides stay as they are (avatarcli.gaussians.visibility): each Gaussian's 
 scaled by a gate of its visibility from the targets' cameras (transmittance-weighted
 contribution / footprint), refreshed every `visibility.every` steps and after densification, so
 only what some target sees changes. A prior ties each Gaussian's colour to its start as far as no
-target sees its triangle squarely (lightly for n . d 0.2-0.45, hard below 0.2: the rim and the far
+target sees its triangle squarely (ramped out over n . d 0.2-0.9, hard below 0.2: the rim and the far
 side), and below n . d 0.1 its opacity, scale, position and rotation too, weighted by the pixels it
 would cover seen face-on (VisibilityConfig: colour_prior, rim_prior, geometry_prior). Spherical-harmonics bands above 0 are fitted only when more
 than one target constrains them (`fit_sh_rest`; the input view alone cannot tell
