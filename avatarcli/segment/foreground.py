@@ -35,6 +35,7 @@ are paints the backdrop onto the head. Here, for a mask and two widths (`band_px
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -121,6 +122,21 @@ def fill_from_head(colours: np.ndarray, weight: np.ndarray, sigma: float) -> np.
     return out
 
 
+def nearer_head(lab: np.ndarray, cand: np.ndarray, head: np.ndarray, back: np.ndarray, R: int,
+                tol: float = math.inf) -> np.ndarray:  # fmt: skip
+    """[H, W] bool: the `cand` pixels whose colour (lab [H, W, 3]) is nearer a `head` pixel than any `back`
+    pixel within R px of them (nearest neighbour, Euclidean), and within `tol` of that head colour (no
+    `head` pixel near: False; no `back` pixel near: the tol test alone)."""
+    out = np.zeros(cand.shape, bool)
+    for y, x in zip(*np.nonzero(cand)):
+        win = np.s_[max(0, y - R) : y + R + 1, max(0, x - R) : x + R + 1]
+        h, b = lab[win][head[win]], lab[win][back[win]]
+        if len(h):
+            dh = ((h - lab[y, x]) ** 2).sum(-1).min()
+            out[y, x] = dh < tol**2 and (not len(b) or dh < ((b - lab[y, x]) ** 2).sum(-1).min())
+    return out
+
+
 def head_coloured(image: np.ndarray, mask: np.ndarray, band_px: float, tol: float) -> np.ndarray:
     """[H, W] bool: the mask's pixels in its edge band (edge_alpha < 1) whose CIELAB colour is within `tol`
     (Delta E) of a head pixel deeper than the band and nearer that than a backdrop pixel (2 px or more
@@ -129,15 +145,7 @@ def head_coloured(image: np.ndarray, mask: np.ndarray, band_px: float, tol: floa
     lab = rgb2lab(np.clip(image, 0.0, 1.0))  # [H, W, 3]
     head = edge_alpha(mask, band_px) >= 1.0  # deeper than the band (where foreground keeps the photo)
     back = distance_transform_edt(~mask) >= 2
-    out = np.zeros(mask.shape, bool)
-    R = max(1, int(np.ceil(2 * band_px)))
-    for y, x in zip(*np.nonzero(mask & ~head)):
-        win = np.s_[max(0, y - R) : y + R + 1, max(0, x - R) : x + R + 1]
-        h, b = lab[win][head[win]], lab[win][back[win]]
-        if len(h):
-            dh = ((h - lab[y, x]) ** 2).sum(-1).min()
-            out[y, x] = dh < tol**2 and (not len(b) or dh < ((b - lab[y, x]) ** 2).sum(-1).min())
-    return out
+    return nearer_head(lab, mask & ~head, head, back, max(1, int(np.ceil(2 * band_px))), tol)
 
 
 def foreground(
@@ -176,5 +184,6 @@ __all__ = [
     "foreground",
     "head_coloured",
     "matte_alpha",
+    "nearer_head",
     "torch_threads_kept",
 ]

@@ -62,7 +62,7 @@ from scipy import ndimage
 
 from avatarcli.errors import InputError
 from avatarcli.io.atomic import atomic_write_bytes
-from avatarcli.segment.foreground import torch_threads_kept
+from avatarcli.segment.foreground import nearer_head, torch_threads_kept
 
 WORK_SIDES = (288, 320, 360)  # px: GrabCut's working resolutions (long side), one vote each
 HEAD_SHIFT = 0.25  # the skull's centre sits this fraction of the nose's offset from the jaw's middle behind it
@@ -395,24 +395,12 @@ def segment_head(
     return mask.astype(np.float32)
 
 
-def _head_like(lab: np.ndarray, cand: np.ndarray, head: np.ndarray, back: np.ndarray, R: int) -> np.ndarray:
-    """[H, W] bool: the `cand` pixels whose colour (lab [H, W, 3]) is nearer a `head` pixel than a `back`
-    pixel within R px of them (nearest neighbour, Euclidean; no `back` pixel near: head when a head one is)."""
-    out = np.zeros_like(cand)
-    for y, x in zip(*np.nonzero(cand)):
-        win = np.s_[max(0, y - R) : y + R + 1, max(0, x - R) : x + R + 1]
-        h, b = lab[win][head[win]], lab[win][back[win]]
-        if len(h):
-            out[y, x] = not len(b) or ((h - lab[y, x]) ** 2).sum(-1).min() < ((b - lab[y, x]) ** 2).sum(-1).min()
-    return out
-
-
 def _edge_matte(rgb: np.ndarray, mask: np.ndarray, lm: np.ndarray, cfg: RegionConfig) -> np.ndarray:
     """The region [H, W] bool grown below the brows by what a closed-form matte (pymatting's
     estimate_alpha_cf) across its edge calls head (RegionConfig.edge_in / edge_out): trimap head =
     the region eroded by edge_in face widths, unknown = up to edge_out outside it; a pixel outside the
     region joins when its alpha > 0.5 and its Lab colour is nearer a sure-head pixel than a pixel beyond
-    the band (_head_like, within 2 x the band). Only adds: the region's own pixels all stay."""
+    the band (foreground.nearer_head, within 2 x the band). Only adds: the region's own pixels all stay."""
     g = _face_geometry(lm)
     r_in, r_out = max(1, round(cfg.edge_in * g["w"])), max(1, round(cfg.edge_out * g["w"]))
     u8 = mask.astype(np.uint8)
@@ -427,7 +415,7 @@ def _edge_matte(rgb: np.ndarray, mask: np.ndarray, lm: np.ndarray, cfg: RegionCo
         alpha = estimate_alpha_cf(rgb.astype(np.float64) / 255.0, trimap)  # [H, W]
     cand = near & ~mask & (alpha > 0.5) & (np.arange(mask.shape[0])[:, None] > g["brow_y"])
     lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)  # [H, W, 3]
-    return mask | _head_like(lab, cand, sure, ~near, 2 * r_out)
+    return mask | nearer_head(lab, cand, sure, ~near, 2 * r_out)
 
 
 def _backdrop_edge(rgb: np.ndarray, mask: np.ndarray, grown: np.ndarray, r: int, cfg: RegionConfig) -> np.ndarray:
